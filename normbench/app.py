@@ -1,0 +1,111 @@
+"""The Hydra application that ``normbench run`` hands its arguments to.
+
+Each job (one run, or one point of a sweep) trains into Hydra's output directory. A job never
+prints a traceback for bad input: a :class:`ConfigError` becomes one line on stderr. In a single
+run it ends the process with exit code 2 and leaves no run directory behind; in a sweep it is
+recorded as a failed run and the sweep goes on, as do failed and diverged runs.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.experimental.callback import Callback
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+
+from normbench import records
+from normbench.errors import ConfigError
+
+CONFIG_DIR = Path(__file__).parent / "configs"
+
+# Filled by SweepOutcome at the end of a multirun; the CLI turns it into the exit status.
+sweep_outcome: dict[str, int] = {}
+
+
+def fail(message: str, code: int = 2):
+    print(f"normbench: error: {message}", file=sys.stderr, flush=True)
+    raise SystemExit(code)
+
+
+def final_line(summary: dict, run_dir: Path) -> str:
+    f = summary["final"]
+    speed = f"{summary['samples_per_s']:,.0f} samples/s" if summary.get("samples_per_s") else ""
+    metrics = (f"test acc {f['test_acc']:.4f} (best {summary['best_test_acc']:.4f}), train acc {f['train_acc']:.4f}"
+               if f.get("test_acc") is not None else "no evaluation")
+    return (f"{summary['status']}: {summary['norm']} norm, {summary['model']} on {summary['dataset']}, "
+            f"batch {summary['batch_size']}, seed {summary['seed']} | {metrics} | {summary['steps']} steps "
+            f"in {summary['train_time_s']:.1f} s, {speed} | {run_dir}")
+
+
+def _remove_fresh_dir(run_dir: Path) -> None:
+    """Remove a run directory that holds nothing but Hydra's own files: no half-written results."""
+    if run_dir.exists() and all(p.name in (".hydra", "normbench.log") for p in run_dir.iterdir()):
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def _record_failure(cfg: DictConfig, run_dir: Path, message: str) -> None:
+    """In a sweep, a job that cannot start still leaves a record saying so."""
+    if (run_dir / records.SUMMARY_FILE).exists():
+        return
+    config = OmegaConf.to_container(cfg, resolve=True)
+    records.atomic_write_text(run_dir / records.CONFIG_FILE, OmegaConf.to_yaml(config))
+    records.write_summary(run_dir, {
+        "status": "failed", "error": message, "dataset": cfg.dataset.get("name"), "model": cfg.model.get("name"),
+        "norm": cfg.norm.get("name"), "batch_size": cfg.get("batch_size"), "seed": cfg.get("seed"), "steps": 0,
+    })
+
+
+def run_job(cfg: DictConfig) -> dict | None:
+    from normbench.train import train  # torch loads here, not for `--help` or `--cfg job`
+
+    hydra_cfg = HydraConfig.get()
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    in_sweep = hydra_cfg.mode == RunMode.MULTIRUN
+    try:
+        summary = train(cfg, run_dir)
+    except ConfigError as exc:
+        if not in_sweep:
+            _remove_fresh_dir(run_dir)
+            fail(str(exc))
+        print(f"normbench: error: {exc}", file=sys.stderr, flush=True)
+        _record_failure(cfg, run_dir, str(exc))
+        return None
+    except Exception as exc:  # recorded as failed by train(); one line here, no traceback
+        message = f"run failed: {type(exc).__name__}: {exc} (record: {run_dir})"
+        if not in_sweep:
+            fail(message, code=1)
+        print(f"normbench: error: {message}", file=sys.stderr, flush=True)
+        return None
+    print(final_line(summary, run_dir), flush=True)
+    if summary["status"] == "diverged":
+        print(f"normbench: the run diverged: {summary['error']}", file=sys.stderr, flush=True)
+    return summary
+
+
+class SweepOutcome(Callback):
+    """At the end of a multirun, count the runs by status and print one line."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
+        counts = {status: 0 for status in records.STATUSES}
+        counts["missing"] = 0
+        for run_dir in records.find_run_dirs([Path(config.hydra.sweep.dir)]):
+            try:
+                counts[records.read_summary(run_dir).get("status", "missing")] += 1
+            except (OSError, ValueError, KeyError):
+                counts["missing"] += 1
+        sweep_outcome.clear()
+        sweep_outcome.update(counts)
+        parts = [f"{counts[s]} {s}" for s in ("completed", "diverged", "failed")]
+        if counts["running"] or counts["missing"]:
+            parts.append(f"{counts['running'] + counts['missing']} unfinished")
+        print(f"sweep: {', '.join(parts)} | {config.hydra.sweep.dir}", flush=True)
+
+
+@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="config")
+def main(cfg: DictConfig) -> dict | None:
+    return run_job(cfg)

@@ -1,0 +1,17 @@
+"""What `normbench list` shows: every norm, model, dataset and optimizer with one line each."""
+
+from __future__ import annotations
+
+
+def catalog() -> dict[str, dict[str, str]]:
+    from normbench.data import DATASET_DESCRIPTIONS
+    from normbench.models import MODEL_DESCRIPTIONS
+    from normbench.norms import NORM_DESCRIPTIONS
+    from normbench.optim import OPTIMIZER_DESCRIPTIONS
+
+    return {
+        "norms": NORM_DESCRIPTIONS,
+        "models": MODEL_DESCRIPTIONS,
+        "datasets": DATASET_DESCRIPTIONS,
+        "optimizers": OPTIMIZER_DESCRIPTIONS,
+    }

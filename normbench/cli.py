@@ -1,0 +1,180 @@
+"""The ``normbench`` command line: thin Typer commands, no training or plotting logic."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import typer
+
+import normbench
+
+app = typer.Typer(
+    name="normbench",
+    help=(
+        "Reproduce and extend the classic normalization papers' comparisons.\n\n"
+        "Examples:\n\n"
+        "  normbench run                                  # MNIST-1D, CNN, batch norm\n\n"
+        "  normbench run norm=group batch_size=2\n\n"
+        "  normbench run -m norm=batch,group,layer batch_size=4,32 seed=0,1\n\n"
+        "  normbench list norms"
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode=None,
+)
+
+RUN_HELP = """Train one run, or a sweep with -m/--multirun.
+
+Every argument goes to Hydra unchanged: KEY=VALUE overrides, config group choices
+(dataset, model, norm, optim, trainer, logger), -m/--multirun with comma-separated values,
+--cfg job (print the composed config and exit), hydra.run.dir=DIR (where the run is recorded;
+running the same command again resumes it from its checkpoint).
+
+Examples:
+
+  normbench run                                        # defaults: MNIST-1D, CNN, batch norm
+
+  normbench run norm=group batch_size=2
+
+  normbench run model=mlp norm=layer optim=adam trainer.max_steps=2000
+
+  normbench run -m norm=batch,group,layer batch_size=4,32 seed=0,1
+
+  normbench run norm=group norm.groups=4 optim.lr_scaling=linear hydra.run.dir=runs/gn4
+
+  normbench run --cfg job                              # show every key and its value
+
+Config help: `normbench run --config-help` lists the config groups and their options;
+`normbench run --hydra-help` shows Hydra's own flags.
+"""
+
+_LIST_WHAT = ("norms", "models", "datasets", "optimizers")
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"normbench {normbench.__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version and exit."),
+) -> None:
+    pass
+
+
+def _check_group_choices(args: list[str]) -> None:
+    """Reject an unknown config-group option (``norm=grup``) in one line, sweeps included.
+
+    Hydra would say so too, over several lines and only when it reaches the job that uses it;
+    checking every swept value up front means a sweep never starts with a bad one in it.
+    """
+    from hydra._internal.utils import get_args_parser
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from normbench.app import CONFIG_DIR
+
+    try:
+        overrides = get_args_parser().parse_args(args).overrides
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except (SystemExit, Exception):
+        return  # Hydra reports malformed arguments itself
+    for override in parsed:
+        group = override.key_or_group
+        group_dir = CONFIG_DIR / group
+        if override.is_delete() or group.startswith("hydra") or not group_dir.is_dir():
+            continue
+        options = sorted(p.stem for p in group_dir.glob("*.yaml"))
+        try:
+            values = list(override.sweep_string_iterator()) if override.is_sweep_override() else [override.value()]
+        except Exception:
+            continue
+        for value in values:
+            if str(value) not in options:
+                raise _UsageError(f"unknown {group} '{value}'; choose one of: {', '.join(options)}")
+
+
+class _UsageError(Exception):
+    pass
+
+
+def _one_line(exc: BaseException) -> str:
+    """Hydra's and OmegaConf's multi-line messages, folded into one line."""
+    cause = str(exc.__cause__ or "")
+    if "not in struct" in cause and "Could not override" in str(exc):
+        key = str(exc).split("'")[1]
+        return (f"unknown config key '{key}'; see the keys with `normbench run --cfg job` "
+                f"(add a new key with +{key}=VALUE)")
+    parts = [str(exc)]
+    if exc.__cause__ is not None:
+        parts.append(str(exc.__cause__))
+    lines = [line.strip() for part in parts for line in part.splitlines() if line.strip()]
+    lines = [line for line in lines if not line.startswith(("full_key:", "object_type=", "Set the environment"))]
+    return "; ".join(dict.fromkeys(lines))
+
+
+@app.command(
+    help=RUN_HELP,
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+)
+def run(ctx: typer.Context) -> None:
+    args = ["--help" if a == "--config-help" else a for a in ctx.args]
+    # -m takes no value, so let it stand anywhere (Hydra's parser wants it before overrides).
+    flags = [a for a in args if a in ("-m", "--multirun")]
+    args = flags + [a for a in args if a not in flags]
+    try:
+        _check_group_choices(args)
+    except _UsageError as exc:
+        typer.echo(f"normbench: error: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+    from normbench import app as hydra_app
+
+    # Let Hydra raise instead of printing its multi-line report, so we print one line.
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    argv = sys.argv
+    sys.argv = ["normbench run", *args]
+    try:
+        hydra_app.sweep_outcome.clear()
+        hydra_app.main()
+    except SystemExit:
+        raise
+    except Exception as exc:
+        typer.echo(f"normbench: error: {_one_line(exc)}", err=True)
+        raise typer.Exit(2) from None
+    finally:
+        sys.argv = argv
+    outcome = hydra_app.sweep_outcome
+    if outcome and (outcome.get("failed") or outcome.get("missing")):
+        raise typer.Exit(1)
+
+
+@app.command("list")
+def list_(
+    what: str = typer.Argument(None, help=f"One of: {', '.join(_LIST_WHAT)}. All when left out."),
+) -> None:
+    """List norms, models, datasets and optimizers, one line each.
+
+    Examples: `normbench list`, `normbench list norms`.
+    """
+    from normbench.catalog import catalog
+
+    entries = catalog()
+    if what is not None and what not in entries:
+        typer.echo(f"normbench: error: cannot list '{what}'; choose one of: {', '.join(entries)}", err=True)
+        raise typer.Exit(2)
+    for section in [what] if what else entries:
+        typer.echo(f"{section}:")
+        width = max(len(name) for name in entries[section])
+        for name, description in entries[section].items():
+            typer.echo(f"  {name:<{width}}  {description}")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,27 @@
+"""Datasets: each loader turns its config group into a :class:`TensorData`."""
+
+from __future__ import annotations
+
+from normbench.data import digits, mnist1d
+from normbench.data.base import TensorData
+from normbench.errors import ConfigError
+
+DATASET_DESCRIPTIONS = {
+    "mnist1d": "MNIST-1D: 4000/1000 signals of length 40, 10 classes, generated offline (default)",
+    "digits": "scikit-learn digits: 1437/360 grey 8x8 images, 10 classes, ships offline",
+}
+_LOADERS = {"mnist1d": mnist1d.load, "digits": digits.load}
+
+
+def load_dataset(cfg) -> TensorData:
+    """The dataset named by ``cfg.name``, with ``permute`` and ``label_noise`` applied."""
+    name = cfg.name
+    if name not in _LOADERS:
+        raise ConfigError(f"unknown dataset '{name}'; known datasets: {', '.join(_LOADERS)}")
+    noise = float(cfg.get("label_noise", 0.0))
+    if not 0.0 <= noise <= 1.0:
+        raise ConfigError(f"dataset.label_noise={noise} is not a fraction; use a value in [0, 1]")
+    return _LOADERS[name](cfg)
+
+
+__all__ = ["DATASET_DESCRIPTIONS", "TensorData", "load_dataset"]

@@ -1,0 +1,93 @@
+"""The in-memory form every small dataset takes, and the transforms every dataset accepts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+import torch
+
+
+@dataclass(frozen=True)
+class TensorData:
+    """A classification dataset held as four tensors, on one device for the whole run.
+
+    ``x_*`` are float32 with the layout a model consumes: ``(N, C, L)`` for 1-D signals
+    (``kind="signal"``) and ``(N, C, H, W)`` for images (``kind="image"``); ``y_*`` are int64
+    class indices.
+    """
+
+    name: str
+    kind: str
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    num_classes: int
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.x_train.shape[1:])
+
+    def to(self, device: torch.device | str) -> TensorData:
+        return replace(
+            self,
+            x_train=self.x_train.to(device),
+            y_train=self.y_train.to(device),
+            x_test=self.x_test.to(device),
+            y_test=self.y_test.to(device),
+        )
+
+
+def standardize(x_train: np.ndarray, x_test: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Shift and scale both splits by the training set's mean and standard deviation."""
+    mean, std = x_train.mean(), x_train.std()
+    return (x_train - mean) / std, (x_test - mean) / std
+
+
+def permute_positions(x_train: np.ndarray, x_test: np.ndarray, seed: int):
+    """Apply one fixed random permutation to the input positions of every sample.
+
+    As in permuted MNIST: the same permutation for every sample and both splits, so the task
+    is as learnable by a permutation-invariant model, while locality is destroyed.
+    """
+    positions = int(np.prod(x_train.shape[2:]))
+    perm = np.random.default_rng(seed).permutation(positions)
+
+    def apply(x: np.ndarray) -> np.ndarray:
+        flat = x.reshape(x.shape[0], x.shape[1], positions)
+        return flat[:, :, perm].reshape(x.shape)
+
+    return apply(x_train), apply(x_test)
+
+
+def corrupt_labels(y: np.ndarray, fraction: float, num_classes: int, seed: int) -> np.ndarray:
+    """Replace a ``fraction`` of the labels by uniformly random classes (Zhang et al. 2017).
+
+    Each label is chosen for corruption with probability ``fraction``, and a chosen label is
+    drawn uniformly from all classes (so it may by chance stay correct); ``fraction=1`` gives
+    fully random labels.
+    """
+    if fraction <= 0:
+        return y
+    rng = np.random.default_rng(seed)
+    corrupt = rng.random(len(y)) < fraction
+    y = y.copy()
+    y[corrupt] = rng.integers(0, num_classes, int(corrupt.sum()))
+    return y
+
+
+def finish(name, kind, x_train, y_train, x_test, y_test, num_classes, cfg) -> TensorData:
+    """Apply the options every dataset takes (``permute``, ``label_noise``) and make tensors."""
+    if cfg.get("permute", False):
+        x_train, x_test = permute_positions(x_train, x_test, seed=cfg.get("permute_seed", 0))
+    y_train = corrupt_labels(y_train, float(cfg.get("label_noise", 0.0)), num_classes, seed=cfg.get("seed", 0))
+    return TensorData(
+        name=name,
+        kind=kind,
+        x_train=torch.as_tensor(x_train, dtype=torch.float32),
+        y_train=torch.as_tensor(y_train, dtype=torch.int64),
+        x_test=torch.as_tensor(x_test, dtype=torch.float32),
+        y_test=torch.as_tensor(y_test, dtype=torch.int64),
+        num_classes=num_classes,
+    )

@@ -1,0 +1,53 @@
+"""Model families. Each takes the norm as a string and asks ``make_norm`` for its layers."""
+
+from __future__ import annotations
+
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from normbench.errors import ConfigError
+from normbench.models.cnn import CNN
+from normbench.models.mlp import MLP
+from normbench.norms import apply_weight_norm
+
+MODEL_DESCRIPTIONS = {
+    "mlp": "fully connected: Linear -> norm -> activation blocks (the BN and LN papers' MNIST nets)",
+    "cnn": "convolutional: conv -> norm -> ReLU blocks, 1-D for signals, 2-D for images",
+}
+# Which dataset kinds each model can consume.
+_ACCEPTS = {"mlp": {"signal", "image"}, "cnn": {"signal", "image"}}
+_CLASSES = {"mlp": MLP, "cnn": CNN}
+
+
+def plain(cfg) -> dict:
+    """A config group as a plain dict (lists as lists), whether a DictConfig or a dict."""
+    return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
+
+
+def norm_options(norm_cfg) -> dict:
+    """The options of a ``norm`` config group, as ``make_norm`` takes them."""
+    return {k: v for k, v in plain(norm_cfg).items() if k != "name"}
+
+
+def build_model(model_cfg, norm_cfg, data) -> nn.Module:
+    """The model ``model_cfg.name`` for ``data`` with the normalization ``norm_cfg.name``.
+
+    Raises :class:`ConfigError` for a model that cannot read the data or a norm that cannot
+    go into the model, before any training.
+    """
+    name = model_cfg.name
+    if name not in _CLASSES:
+        raise ConfigError(f"unknown model '{name}'; known models: {', '.join(_CLASSES)}")
+    if data.kind not in _ACCEPTS[name]:
+        raise ConfigError(
+            f"model={name} cannot read dataset={data.name} ({data.kind} data); "
+            f"it takes {' or '.join(sorted(_ACCEPTS[name]))} data"
+        )
+    options = {k: v for k, v in plain(model_cfg).items() if k != "name"}
+    model = _CLASSES[name](data.input_shape, data.num_classes, norm_cfg.name, norm_options(norm_cfg), **options)
+    if norm_cfg.name == "weight":
+        apply_weight_norm(model)
+    return model
+
+
+__all__ = ["MODEL_DESCRIPTIONS", "build_model", "norm_options"]

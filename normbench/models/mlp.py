@@ -1,0 +1,42 @@
+"""Fully connected networks: Linear -> norm -> activation blocks and a linear classifier."""
+
+from __future__ import annotations
+
+import math
+
+from torch import nn
+
+from normbench.errors import ConfigError
+from normbench.norms import make_norm
+
+ACTIVATIONS = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "gelu": nn.GELU}
+
+
+def make_activation(name: str) -> nn.Module:
+    if name not in ACTIVATIONS:
+        raise ConfigError(f"unknown activation '{name}'; choose one of: {', '.join(ACTIVATIONS)}")
+    return ACTIVATIONS[name]()
+
+
+class MLP(nn.Module):
+    """``depth`` hidden layers of ``width`` units, each ``Linear -> norm -> activation``.
+
+    The norm sits between the affine map and the nonlinearity, as in Ioffe & Szegedy (2015);
+    a hidden Linear has no bias when the norm subtracts a mean, since the norm's own shift
+    replaces it. Input of any shape ``(N, *)`` is flattened.
+    """
+
+    def __init__(self, input_shape, num_classes, norm, norm_options, depth=3, width=128, activation="relu"):
+        super().__init__()
+        layers: list[nn.Module] = [nn.Flatten()]
+        fan_in = math.prod(input_shape)
+        for _ in range(depth):
+            norm_layer = make_norm(norm, width, 0, **norm_options)
+            layers += [nn.Linear(fan_in, width, bias=isinstance(norm_layer, nn.Identity)), norm_layer]
+            layers.append(make_activation(activation))
+            fan_in = width
+        layers.append(nn.Linear(fan_in, num_classes))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x):
+        return self.net(x)

@@ -1,0 +1,86 @@
+"""Progress display: a rich bar in a terminal, one plain line per evaluation otherwise."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+
+def format_eval(record: dict) -> str:
+    parts = [f"step {record['step']}", f"epoch {record['epoch']:.2f}",
+             f"train loss {record['train_loss']:.4f} acc {record['train_acc']:.4f}",
+             f"test loss {record['test_loss']:.4f} acc {record['test_acc']:.4f}"]
+    return " | ".join(parts)
+
+
+class _Silent:
+    def __init__(self, total: int, start: int, batch_size: int):
+        self.total, self.batch_size = total, batch_size
+        self._last_step, self._last_time = start, time.perf_counter()
+        self.samples_per_s = 0.0
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def step(self, step: int, loss: float) -> None:
+        now = time.perf_counter()
+        if now > self._last_time and step > self._last_step:
+            self.samples_per_s = (step - self._last_step) * self.batch_size / (now - self._last_time)
+        self._last_step, self._last_time = step, now
+        self.loss = loss
+
+    def evaluation(self, record: dict) -> None:
+        pass
+
+
+class _Lines(_Silent):
+    def evaluation(self, record: dict) -> None:
+        rate = f" | {self.samples_per_s:.0f} samples/s" if self.samples_per_s else ""
+        print(f"[{record['step']}/{self.total}] {format_eval(record)}{rate}", flush=True)
+
+
+class _Bar(_Silent):
+    def __init__(self, total: int, start: int, batch_size: int):
+        super().__init__(total, start, batch_size)
+        self._progress = Progress(
+            TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
+            TimeElapsedColumn(), TimeRemainingColumn(), console=Console(stderr=False), transient=False,
+        )
+        self._task = self._progress.add_task("train", total=total, completed=start, info="")
+        self._acc = ""
+
+    def __enter__(self):
+        self._progress.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        return self._progress.__exit__(*exc)
+
+    def step(self, step: int, loss: float) -> None:
+        super().step(step, loss)
+        info = f"loss {loss:.4f}{self._acc} | {self.samples_per_s:,.0f} samples/s"
+        self._progress.update(self._task, completed=step, info=info)
+
+    def evaluation(self, record: dict) -> None:
+        self._acc = f" test acc {record['test_acc']:.4f}"
+        self._progress.update(self._task, completed=record["step"])
+
+
+def make_progress(mode: str, total: int, start: int, batch_size: int):
+    """A display for ``mode``: ``bar``, ``lines``, ``none``, or ``auto`` (bar on a terminal)."""
+    if mode == "auto":
+        mode = "bar" if sys.stdout.isatty() else "lines"
+    return {"bar": _Bar, "lines": _Lines, "none": _Silent}[mode](total, start, batch_size)

@@ -1,0 +1,405 @@
+"""The training loop: steps, evaluation, checkpoint and resume, divergence.
+
+``train(cfg, run_dir)`` is the Python entry point: it takes a composed config (the one
+``normbench run`` composes, or ``compose_config``'s) and returns the run's summary dict.
+
+Speed: the dataset lives on the training device; each epoch shuffles it once with one gather,
+and a step takes a contiguous slice (a view). The loop makes no host-device synchronisation
+per step: losses are summed on the device and read every ``trainer.log_every`` steps, where the
+divergence check happens too.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+import socket
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+import normbench
+from normbench import records
+from normbench.data import TensorData, load_dataset
+from normbench.errors import ConfigError
+from normbench.models import build_model
+from normbench.norms import MeanOnlyBatchNorm, weight_norm_data_init
+from normbench.optim import build_optimizer, build_schedule
+from normbench.progress import make_progress
+
+# Config keys that change how a run is shown or where it runs, not what it computes: a run may
+# resume under different values. The budget keys may change too (to extend a finished run).
+_RESUMABLE_KEYS = ("trainer.device", "trainer.progress", "trainer.log_every", "logger",
+                   "trainer.max_steps", "trainer.epochs")
+
+
+class Diverged(Exception):
+    """The training loss became NaN or infinite."""
+
+
+@dataclass
+class LoopState:
+    """Where the loop stands; with the model and optimizer, all a checkpoint needs."""
+
+    step: int = 0
+    epoch: int = 0          # completed epochs
+    position: int = 0       # batches taken from the current epoch's permutation
+    perm: torch.Tensor | None = None
+    wall_time_s: float = 0.0
+    train_time_s: float = 0.0
+    history: list = field(default_factory=list)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("trainer.device=cuda but no CUDA device is available; use trainer.device=cpu or auto")
+    if name not in ("cpu", "cuda") and not name.startswith("cuda:"):
+        raise ConfigError(f"trainer.device={name!r} is not a device; use auto, cpu or cuda")
+    return torch.device(name)
+
+
+def validate(cfg: DictConfig) -> None:
+    """Check the values that need no data or model; raise ConfigError naming the first bad one."""
+
+    def positive_int(key, value, allow_none=False):
+        if value is None and allow_none:
+            return
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"{key}={value} must be a positive integer")
+
+    positive_int("batch_size", cfg.batch_size)
+    if not isinstance(cfg.seed, int) or isinstance(cfg.seed, bool):
+        raise ConfigError(f"seed={cfg.seed} must be an integer")
+    t = cfg.trainer
+    positive_int("trainer.max_steps", t.max_steps, allow_none=True)
+    positive_int("trainer.epochs", t.epochs)
+    positive_int("trainer.eval_every", t.eval_every, allow_none=True)
+    positive_int("trainer.eval_batch_size", t.eval_batch_size)
+    positive_int("trainer.train_eval_samples", t.train_eval_samples)
+    positive_int("trainer.log_every", t.log_every)
+    if t.target_acc is not None and not 0 <= t.target_acc <= 1:
+        raise ConfigError(f"trainer.target_acc={t.target_acc} is not a fraction; use a value in [0, 1]")
+    if t.progress not in ("auto", "bar", "lines", "none"):
+        raise ConfigError(f"trainer.progress={t.progress} is not one of auto, bar, lines, none")
+    for key in ("lr", "grad_clip_norm"):
+        value = cfg.optim.get(key)
+        if value is None and key == "grad_clip_norm":
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+            raise ConfigError(f"optim.{key}={value} must be a positive number")
+
+
+def uses_batch_statistics(model: nn.Module) -> bool:
+    return any(isinstance(m, (nn.modules.batchnorm._BatchNorm, MeanOnlyBatchNorm)) for m in model.modules())
+
+
+def config_dict(cfg: DictConfig) -> dict:
+    """The resolved config as plain data, without Hydra's own node."""
+    data = OmegaConf.to_container(cfg, resolve=True)
+    data.pop("hydra", None)
+    return data
+
+
+def _without(data: dict, dotted_keys) -> dict:
+    data = {k: (dict(v) if isinstance(v, dict) else v) for k, v in data.items()}
+    for key in dotted_keys:
+        node, *rest = key.split(".")
+        if rest and isinstance(data.get(node), dict):
+            data[node].pop(rest[0], None)
+        elif not rest:
+            data.pop(node, None)
+    return data
+
+
+def environment(device: torch.device, cfg: DictConfig) -> dict:
+    env = {
+        "normbench": normbench.__version__,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "host": socket.gethostname(),
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
+        "threads": torch.get_num_threads(),
+        "seed": cfg.seed,
+        "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
+        "cudnn_benchmark": torch.backends.cudnn.benchmark,
+        "cudnn_deterministic": torch.backends.cudnn.deterministic,
+    }
+    if device.type == "cuda":
+        env["cuda"] = torch.version.cuda
+    return env
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy of ``model`` in eval mode (population statistics)."""
+    was_training = model.training
+    model.eval()
+    loss_sum = torch.zeros((), device=x.device)
+    correct = torch.zeros((), device=x.device, dtype=torch.long)
+    for start in range(0, len(x), batch_size):
+        logits = model(x[start:start + batch_size])
+        target = y[start:start + batch_size]
+        loss_sum += F.cross_entropy(logits, target, reduction="sum")
+        correct += (logits.argmax(1) == target).sum()
+    model.train(was_training)
+    return loss_sum.item() / len(x), correct.item() / len(x)
+
+
+def summarize(cfg: DictConfig, state: LoopState, status: str, env: dict, num_params: int,
+              lr: float, error: str | None = None) -> dict:
+    """The summary.json dict, derived from the evaluation history and the loop state."""
+    last = state.history[-1] if state.history else {}
+    final = {k: last.get(k) for k in ("train_loss", "train_acc", "test_loss", "test_acc")}
+    test_accs = [r["test_acc"] for r in state.history if r.get("test_acc") is not None]
+    target = cfg.trainer.target_acc
+    reached = next((r for r in state.history if target is not None and (r.get("test_acc") or 0) >= target), None)
+    gap = None
+    if final["train_acc"] is not None and final["test_acc"] is not None:
+        gap = final["train_acc"] - final["test_acc"]
+    samples = state.step * cfg.batch_size
+    return {
+        "status": status,
+        "dataset": cfg.dataset.name,
+        "model": cfg.model.name,
+        "norm": cfg.norm.name,
+        "batch_size": cfg.batch_size,
+        "seed": cfg.seed,
+        "optimizer": cfg.optim.name,
+        "lr": lr,
+        "steps": state.step,
+        "epochs": last.get("epoch", 0.0),
+        "samples_seen": samples,
+        "primary_metric": "acc",
+        "final": final,
+        "best_test_acc": max(test_accs) if test_accs else None,
+        "target_acc": target,
+        "steps_to_target": reached["step"] if reached else None,
+        "time_to_target_s": reached["train_time_s"] if reached else None,
+        "generalization_gap": gap,
+        "wall_time_s": state.wall_time_s,
+        "train_time_s": state.train_time_s,
+        "samples_per_s": samples / state.train_time_s if state.train_time_s > 0 else None,
+        "num_params": num_params,
+        "error": error,
+        "env": env,
+    }
+
+
+class Trainer:
+    """One run: data, model and optimizer built from ``cfg``, recorded into ``run_dir``."""
+
+    def __init__(self, cfg: DictConfig, run_dir: Path):
+        validate(cfg)
+        self.cfg = cfg
+        self.run_dir = Path(run_dir)
+        self.device = resolve_device(cfg.trainer.device)
+        if cfg.trainer.deterministic:
+            torch.use_deterministic_algorithms(True)
+            torch.backends.cudnn.benchmark = False
+        torch.manual_seed(cfg.seed)
+        self.data: TensorData = load_dataset(cfg.dataset).to(self.device)
+        n_train = len(self.data.x_train)
+        if cfg.batch_size > n_train:
+            raise ConfigError(f"batch_size={cfg.batch_size} exceeds the {n_train} training samples of dataset={self.data.name}")
+        self.model = build_model(cfg.model, cfg.norm, self.data).to(self.device)
+        if cfg.batch_size < 2 and uses_batch_statistics(self.model):
+            raise ConfigError(
+                f"norm={cfg.norm.name} computes statistics over the batch and needs batch_size>=2, got "
+                f"batch_size={cfg.batch_size}; use a larger batch or norm=group, layer or instance"
+            )
+        self.steps_per_epoch = n_train // cfg.batch_size  # the last partial batch is dropped
+        self.total_steps = cfg.trainer.max_steps or cfg.trainer.epochs * self.steps_per_epoch
+        self.eval_every = cfg.trainer.eval_every or self.steps_per_epoch
+        self.optimizer, self.lr = build_optimizer(cfg.optim, self.model, cfg.batch_size)
+        self.scheduler = build_schedule(cfg.optim, self.optimizer, self.total_steps)
+        self.shuffle = torch.Generator().manual_seed(cfg.seed)
+        self.state = LoopState()
+        self.env = environment(self.device, cfg)
+        self.num_params = sum(p.numel() for p in self.model.parameters())
+        self.config = config_dict(cfg)
+        self.resumed_from = self._load_checkpoint()
+
+    # -- checkpoints ------------------------------------------------------------------------
+
+    def _load_checkpoint(self) -> int | None:
+        """Resume from ``checkpoint.pt`` if the run directory has one; return its step."""
+        path = self.run_dir / records.CHECKPOINT_FILE
+        if not path.exists():
+            return None
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        if _without(ckpt["config"], _RESUMABLE_KEYS) != _without(self.config, _RESUMABLE_KEYS):
+            raise ConfigError(
+                f"{self.run_dir} holds a run with another config; resume it with the same overrides "
+                f"or choose a new directory (hydra.run.dir=...)"
+            )
+        self.model.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        self.shuffle.set_state(ckpt["shuffle_rng"])
+        torch.set_rng_state(ckpt["torch_rng"])
+        if self.device.type == "cuda" and ckpt.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state(ckpt["cuda_rng"], self.device)
+        s = ckpt["state"]
+        self.state = LoopState(step=s["step"], epoch=s["epoch"], position=s["position"], perm=s["perm"],
+                               wall_time_s=s["wall_time_s"], train_time_s=s["train_time_s"])
+        # The metrics file may hold evaluations made after the checkpoint: drop them.
+        self.state.history = [r for r in records.read_metrics(self.run_dir) if r["step"] <= self.state.step]
+        records.write_metrics(self.run_dir, self.state.history)
+        return self.state.step
+
+    def _save_checkpoint(self) -> None:
+        s = self.state
+        ckpt = {
+            "config": self.config,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "shuffle_rng": self.shuffle.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
+            "state": {"step": s.step, "epoch": s.epoch, "position": s.position, "perm": s.perm,
+                      "wall_time_s": s.wall_time_s, "train_time_s": s.train_time_s},
+        }
+        tmp = self.run_dir / f".{records.CHECKPOINT_FILE}.tmp"
+        torch.save(ckpt, tmp)
+        os.replace(tmp, self.run_dir / records.CHECKPOINT_FILE)
+
+    def summary(self, status: str, error: str | None = None) -> dict:
+        return summarize(self.cfg, self.state, status, self.env, self.num_params, self.lr, error)
+
+    # -- the loop ---------------------------------------------------------------------------
+
+    def _evaluate(self) -> dict:
+        d, t = self.data, self.cfg.trainer
+        n = min(t.train_eval_samples, len(d.x_train))
+        train_loss, train_acc = evaluate(self.model, d.x_train[:n], d.y_train[:n], t.eval_batch_size)
+        test_loss, test_acc = evaluate(self.model, d.x_test, d.y_test, t.eval_batch_size)
+        s = self.state
+        return {
+            "step": s.step,
+            "epoch": s.step / self.steps_per_epoch,
+            "samples_seen": s.step * self.cfg.batch_size,
+            "wall_time_s": s.wall_time_s,
+            "train_time_s": s.train_time_s,
+            "train_loss": train_loss,
+            "train_acc": train_acc,
+            "test_loss": test_loss,
+            "test_acc": test_acc,
+            "lr": self.optimizer.param_groups[0]["lr"],
+        }
+
+    def _record(self, progress) -> None:
+        record = self._evaluate()
+        self.state.history.append(record)
+        records.append_metrics(self.run_dir, record)
+        progress.evaluation(record)
+        if not math.isfinite(record["train_loss"]):
+            raise Diverged(f"training-set loss became {record['train_loss']} at step {record['step']}")
+        self._save_checkpoint()
+        records.write_summary(self.run_dir, self.summary("running"))
+
+    def _epoch_batches(self):
+        """The current epoch's shuffled copy of the training set."""
+        s, d = self.state, self.data
+        if s.perm is None:
+            s.perm = torch.randperm(len(d.x_train), generator=self.shuffle)
+        perm = s.perm.to(self.device)
+        return d.x_train[perm], d.y_train[perm]
+
+    def fit(self) -> dict:
+        """Train to the step budget and return the summary; raises Diverged on a NaN loss."""
+        cfg, s = self.cfg, self.state
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        records.atomic_write_text(self.run_dir / records.CONFIG_FILE, OmegaConf.to_yaml(self.config))
+        if self.resumed_from is None:
+            records.write_metrics(self.run_dir, [])
+            if cfg.norm.name == "weight" and cfg.norm.get("data_init", True):
+                xs, _ = self._epoch_batches()
+                weight_norm_data_init(self.model, xs[: cfg.batch_size])
+        progress = make_progress(cfg.trainer.progress, self.total_steps, s.step, cfg.batch_size)
+        self.model.train()
+        start_wall = time.perf_counter() - s.wall_time_s
+        with progress:
+            if self.resumed_from is None:
+                self._record(progress)
+            xs, ys = self._epoch_batches()
+            loss_sum = torch.zeros((), device=self.device)
+            logged_at = s.step
+            B = cfg.batch_size
+            clip = cfg.optim.grad_clip_norm
+            segment_start = time.perf_counter()
+            while s.step < self.total_steps:
+                x = xs[s.position * B:(s.position + 1) * B]
+                y = ys[s.position * B:(s.position + 1) * B]
+                loss = F.cross_entropy(self.model(x), y)
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if clip:
+                    nn.utils.clip_grad_norm_(self.model.parameters(), clip)
+                self.optimizer.step()
+                self.scheduler.step()
+                loss_sum += loss.detach()
+                s.step += 1
+                s.position += 1
+                if s.position == self.steps_per_epoch:
+                    s.epoch, s.position, s.perm = s.epoch + 1, 0, None
+                    xs, ys = self._epoch_batches()
+                logging = s.step % cfg.trainer.log_every == 0
+                evaluating = s.step % self.eval_every == 0 or s.step == self.total_steps
+                if logging or evaluating:
+                    mean_loss = loss_sum.item() / (s.step - logged_at)  # the one sync per interval
+                    loss_sum.zero_()
+                    logged_at = s.step
+                    now = time.perf_counter()
+                    s.train_time_s += now - segment_start
+                    s.wall_time_s = now - start_wall
+                    if not math.isfinite(mean_loss):
+                        raise Diverged(f"training loss became {mean_loss} by step {s.step}")
+                    progress.step(s.step, mean_loss)
+                    if evaluating:
+                        self._record(progress)
+                        s.wall_time_s = time.perf_counter() - start_wall
+                    segment_start = time.perf_counter()
+        return self.summary("completed")
+
+
+def _previous_summary(run_dir: Path) -> dict:
+    try:
+        return records.read_summary(run_dir)
+    except (OSError, ValueError):
+        return {}
+
+
+def train(cfg: DictConfig, run_dir: str | Path) -> dict:
+    """Train from a composed config into ``run_dir`` and return the summary dict.
+
+    Resumes from ``run_dir``'s checkpoint when it has one (the same config is required, the
+    step budget may grow); a run that already finished its budget is returned as it is.
+    Bad configuration raises :class:`ConfigError` before anything is written. A diverged run
+    returns a summary with status ``diverged``; any other failure is recorded with status
+    ``failed`` and re-raised.
+    """
+    trainer = Trainer(cfg, Path(run_dir))
+    if trainer.resumed_from is not None:
+        previous = _previous_summary(trainer.run_dir)
+        finished = previous.get("status") == "completed" and trainer.state.step >= trainer.total_steps
+        if finished or previous.get("status") == "diverged":
+            return previous
+    try:
+        summary = trainer.fit()
+    except Diverged as exc:
+        summary = trainer.summary("diverged", str(exc))
+    except BaseException as exc:  # KeyboardInterrupt too: the record must not say "running"
+        records.write_summary(trainer.run_dir, trainer.summary("failed", f"{type(exc).__name__}: {exc}"))
+        raise
+    records.write_summary(trainer.run_dir, summary)
+    return summary
