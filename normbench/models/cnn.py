@@ -32,7 +32,7 @@ class CNN(nn.Module):
             raise ConfigError(f"model.strides has {len(strides)} entries and model.channels {len(channels)}; give one stride per layer")
         blocks: list[nn.Module] = []
         in_channels = input_shape[0]
-        for out_channels, stride in zip(channels, strides):
+        for out_channels, stride in zip(channels, strides, strict=True):
             norm_layer = make_norm(norm, out_channels, dims, **norm_options)
             conv = _CONVS[dims](in_channels, out_channels, kernel_size, stride=stride,
                                 padding=kernel_size // 2, bias=isinstance(norm_layer, nn.Identity))
