@@ -8,6 +8,7 @@ is cached as ``.npz`` (generation takes about a second per 5000 samples).
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import io
 import json
 import os
@@ -25,15 +26,18 @@ def cache_dir() -> Path:
 
 def generate(num_samples: int = 5000, train_split: float = 0.8, seed: int = 42) -> dict[str, np.ndarray]:
     """The arrays ``x``, ``y``, ``x_test``, ``y_test`` of MNIST-1D with the package's defaults."""
-    from mnist1d.data import get_dataset_args, make_dataset
-
-    args = get_dataset_args()
-    args.num_samples, args.train_split, args.seed = num_samples, train_split, seed
-    key = hashlib.sha1(json.dumps(vars(args), sort_keys=True, default=str).encode()).hexdigest()[:12]
+    # The cache key needs no import of mnist1d (which pulls in scipy and matplotlib).
+    key_fields = {"num_samples": num_samples, "train_split": train_split, "seed": seed,
+                  "mnist1d": importlib.metadata.version("mnist1d")}
+    key = hashlib.sha1(json.dumps(key_fields, sort_keys=True).encode()).hexdigest()[:12]
     path = cache_dir() / f"mnist1d-{key}.npz"
     if path.exists():
         with np.load(path) as f:
             return {k: f[k] for k in f.files}
+    from mnist1d.data import get_dataset_args, make_dataset
+
+    args = get_dataset_args()
+    args.num_samples, args.train_split, args.seed = num_samples, train_split, seed
     state = np.random.get_state()  # make_dataset reseeds numpy's global RNG; leave it as it was
     try:
         data = make_dataset(args)

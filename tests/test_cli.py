@@ -1,0 +1,127 @@
+"""The command line, as a user runs it: through a subprocess."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from normbench import records
+
+TINY = ["trainer.max_steps=20", "trainer.eval_every=10", "trainer.progress=none"]
+
+
+def normbench(*args, cwd=None, check=False):
+    proc = subprocess.run([sys.executable, "-m", "normbench", *args], capture_output=True, text=True, cwd=cwd,
+                          env={**os.environ, "PYTHONUNBUFFERED": "1"}, timeout=300)
+    if check:
+        assert proc.returncode == 0, proc.stderr
+    return proc
+
+
+def test_run_trains_and_records(tmp_path):
+    run_dir = tmp_path / "gn"
+    proc = normbench("run", "norm=group", "batch_size=2", *TINY, f"hydra.run.dir={run_dir}", check=True)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["norm"] == "group" and summary["batch_size"] == 2
+    assert len(records.read_metrics(run_dir)) == 3
+    last = proc.stdout.strip().splitlines()[-1]
+    assert last.startswith("completed: group norm") and str(run_dir) in last and "test acc" in last
+
+
+def test_version_list_and_help():
+    assert normbench("--version", check=True).stdout.strip().startswith("normbench 0.")
+    listing = normbench("list", "norms", check=True).stdout
+    for kind in ("none", "batch", "group", "layer", "instance", "weight"):
+        assert f"  {kind} " in listing
+    everything = normbench("list", check=True).stdout
+    assert "models:" in everything and "datasets:" in everything and "mnist1d" in everything
+    top = normbench("--help", check=True).stdout
+    assert "run" in top and "list" in top and "normbench run norm=group batch_size=2" in top
+    run_help = normbench("run", "--help", check=True).stdout
+    assert "--config-help" in run_help and "--cfg job" in run_help and "-m" in run_help
+    groups = normbench("run", "--config-help", check=True).stdout
+    assert "norm: batch, group, instance, layer, none, weight" in groups
+
+
+def test_cfg_job_prints_the_composed_config_without_training(tmp_path):
+    proc = normbench("run", "norm=layer", "model=mlp", "--cfg", "job", cwd=tmp_path, check=True)
+    assert "name: layer" in proc.stdout and "name: mlp" in proc.stdout and "batch_size: 32" in proc.stdout
+    assert not (tmp_path / "outputs").exists()
+
+
+@pytest.mark.parametrize("args,message", [
+    (["norm=grup"], "unknown norm 'grup'; choose one of: batch, group, instance, layer, none, weight"),
+    (["model=transformer"], "unknown model 'transformer'"),
+    (["batch_size=0"], "batch_size=0 must be a positive integer"),
+    (["trainer.max_steps=-5"], "trainer.max_steps=-5 must be a positive integer"),
+    (["norm=group", "norm.groups=5"], "norm.groups=5 does not divide the 32 channels"),
+    (["norm=batch", "batch_size=1"], "needs batch_size>=2"),
+    (["model=mlp", "norm=instance"], "norm=instance normalizes each channel over its positions"),
+    (["batchsize=3"], "unknown config key 'batchsize'"),
+    (["-m", "norm=batch,grup"], "unknown norm 'grup'"),
+])
+def test_bad_input_is_one_line_nonzero_exit_no_traceback_no_record(tmp_path, args, message):
+    run_dir = tmp_path / "run"
+    proc = normbench("run", *args, f"hydra.run.dir={run_dir}", f"hydra.sweep.dir={tmp_path / 'sweep'}", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == proc.stderr.strip().splitlines()[0], proc.stderr
+    assert proc.stderr.startswith("normbench: error: ") and message in proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout
+    assert not run_dir.exists() and not (tmp_path / "sweep").exists()
+
+
+def test_bad_input_against_a_finished_run_loses_nothing(tmp_path):
+    normbench("run", *TINY, f"hydra.run.dir={tmp_path}", check=True)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
+    proc = normbench("run", *TINY, "norm=group", "norm.groups=3", f"hydra.run.dir={tmp_path}")
+    assert proc.returncode == 2
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()} == before
+
+
+def test_multirun_sweeps_and_isolates_a_failing_job(tmp_path):
+    proc = normbench("run", "-m", "norm=batch,group", "batch_size=1,4", *TINY, f"hydra.sweep.dir={tmp_path}")
+    assert proc.returncode == 1  # one job could not run: the sweep says so in its exit status
+    summaries = {p.parent.name: json.loads(p.read_text()) for p in tmp_path.glob("*/summary.json")}
+    assert len(summaries) == 4
+    statuses = sorted((s["norm"], s["batch_size"], s["status"]) for s in summaries.values())
+    assert statuses == [("batch", 1, "failed"), ("batch", 4, "completed"), ("group", 1, "completed"),
+                        ("group", 4, "completed")]
+    failed = next(s for s in summaries.values() if s["status"] == "failed")
+    assert "batch_size>=2" in failed["error"]
+    assert proc.stdout.strip().splitlines()[-1].startswith("sweep: 3 completed, 0 diverged, 1 failed")
+    assert "Traceback" not in proc.stderr
+
+
+def test_sigkill_then_same_command_resumes_to_the_same_result(tmp_path):
+    """A run killed with SIGKILL resumes from its checkpoint and ends bit for bit as an uninterrupted one."""
+    common = ["model=mlp", "model.width=256", "trainer.max_steps=1000", "trainer.eval_every=25",
+              "trainer.train_eval_samples=200", "trainer.progress=none"]
+    straight = tmp_path / "straight"
+    normbench("run", *common, f"hydra.run.dir={straight}", check=True)
+
+    killed = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "normbench", "run", *common, f"hydra.run.dir={killed}"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(records.read_metrics(killed)) < 5:  # killed past step 100
+        time.sleep(0.005)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    ckpt_step = torch.load(killed / "checkpoint.pt", weights_only=False)["state"]["step"]
+    assert 0 < ckpt_step < 1000, "the run must be killed part way"
+    assert records.read_summary(killed)["status"] == "running"
+
+    out = normbench("run", *common, f"hydra.run.dir={killed}", check=True).stdout
+    assert "completed" in out
+    a, b = records.read_summary(straight), records.read_summary(killed)
+    assert b["status"] == "completed" and a["final"] == b["final"] and a["steps"] == b["steps"] == 1000
+    model_a = torch.load(straight / "checkpoint.pt", weights_only=False)["model"]
+    model_b = torch.load(killed / "checkpoint.pt", weights_only=False)["model"]
+    assert all(torch.equal(model_a[k], model_b[k]) for k in model_a)
+    steps = [m["step"] for m in records.read_metrics(killed)]
+    assert steps == sorted(set(steps)) and steps[-1] == 1000  # no duplicate evaluations after resume

@@ -1,0 +1,81 @@
+import numpy as np
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from normbench.api import compose
+from normbench.data import load_dataset
+from normbench.data.base import corrupt_labels, permute_positions
+from normbench.errors import ConfigError
+
+
+def dataset(name, **overrides):
+    return load_dataset(compose([f"dataset={name}"] + [f"dataset.{k}={v}" for k, v in overrides.items()]).dataset)
+
+
+def test_mnist1d_is_the_standard_split_and_deterministic():
+    d = dataset("mnist1d")
+    assert d.kind == "signal" and d.num_classes == 10
+    assert d.x_train.shape == (4000, 1, 40) and d.x_test.shape == (1000, 1, 40)
+    assert d.x_train.dtype == torch.float32 and d.y_train.dtype == torch.int64
+    assert set(d.y_train.tolist()) == set(range(10))
+    assert abs(d.x_train.mean().item()) < 1e-4 and abs(d.x_train.std().item() - 1) < 1e-3  # standardized
+    again = dataset("mnist1d")
+    assert torch.equal(d.x_train, again.x_train) and torch.equal(d.y_test, again.y_test)
+
+
+def test_mnist1d_size_option():
+    d = dataset("mnist1d", num_samples=1000)
+    assert len(d.x_train) == 800 and len(d.x_test) == 200
+
+
+def test_digits_images_and_stratified_split():
+    d = dataset("digits")
+    assert d.kind == "image" and d.x_train.shape == (1437, 1, 8, 8) and d.x_test.shape == (360, 1, 8, 8)
+    counts = torch.bincount(d.y_test, minlength=10)
+    assert counts.min() >= 35  # stratified: every class is in the test set in proportion
+
+
+def test_permute_positions_is_one_permutation_for_every_sample_and_split():
+    x_train = np.arange(3 * 2 * 12, dtype=float).reshape(3, 2, 12)
+    x_test = -np.arange(2 * 2 * 12, dtype=float).reshape(2, 2, 12)
+    pt, pe = permute_positions(x_train, x_test, seed=0)
+    perm = [int(np.where(x_train[0, 0] == v)[0][0]) for v in pt[0, 0]]
+    assert sorted(perm) == list(range(12)) and perm != list(range(12))
+    np.testing.assert_array_equal(pt, x_train[:, :, perm])  # all channels, all samples
+    np.testing.assert_array_equal(pe, x_test[:, :, perm])
+    images = np.arange(2 * 1 * 3 * 4, dtype=float).reshape(2, 1, 3, 4)
+    pi, _ = permute_positions(images, images, seed=0)
+    assert pi.shape == images.shape and sorted(pi[0].ravel()) == sorted(images[0].ravel())
+
+
+@pytest.mark.parametrize("name", ["mnist1d", "digits"])
+def test_permute_option_keeps_each_sample_values_and_labels(name):
+    plain, permuted = dataset(name), dataset(name, permute="true")
+    a, b = plain.x_train.flatten(1), permuted.x_train.flatten(1)
+    assert not torch.equal(a, b)
+    torch.testing.assert_close(a.sort(1).values, b.sort(1).values)
+    assert torch.equal(plain.y_train, permuted.y_train)
+
+
+def test_label_noise_replaces_the_given_fraction_of_training_labels_only():
+    clean, noisy = dataset("mnist1d"), dataset("mnist1d", label_noise=0.5)
+    changed = (clean.y_train != noisy.y_train).float().mean().item()
+    assert 0.5 * 0.9 - 0.04 < changed < 0.5 * 0.9 + 0.04  # a corrupted label stays right 1 time in 10
+    assert torch.equal(clean.y_test, noisy.y_test)
+    assert torch.equal(clean.x_train, noisy.x_train)
+
+
+def test_corrupt_labels_extremes():
+    y = np.arange(1000) % 10
+    assert np.array_equal(corrupt_labels(y, 0.0, 10, seed=0), y)
+    random = corrupt_labels(y, 1.0, 10, seed=0)
+    assert 0.05 < (random == y).mean() < 0.15  # random labels: right by chance only
+    assert np.bincount(random, minlength=10).min() > 60
+
+
+def test_bad_label_noise_and_unknown_dataset():
+    with pytest.raises(ConfigError, match="label_noise=1.5"):
+        dataset("mnist1d", label_noise=1.5)
+    with pytest.raises(ConfigError, match="unknown dataset 'nope'"):
+        load_dataset(OmegaConf.create({"name": "nope"}))
