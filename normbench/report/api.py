@@ -14,7 +14,8 @@ from pathlib import Path
 import pandas as pd
 
 from normbench.errors import ConfigError
-from normbench.report import names, plots, tables
+from normbench.report import names, tables
+from normbench.report import plots as figures
 from normbench.report.load import RunSet, load_runs
 from normbench.report.markdown import Section, render
 from normbench.report.stats import BATCH_INDEPENDENT, aggregate, batch_threshold
@@ -167,20 +168,20 @@ def build_report(
     for name in chosen:
         paths: list[Path] = []
         if name == "convergence_steps":
-            paths = plots.plot_convergence(rs, plot_dir, colors, xaxis="step")
+            paths = figures.plot_convergence(rs, plot_dir, colors, xaxis="step")
         elif name == "convergence_time":
             tx = "wall_time_s" if "wall_time_s" in rs.curves else "train_time_s"
-            paths = plots.plot_convergence(rs, plot_dir, colors, xaxis=tx)
+            paths = figures.plot_convergence(rs, plot_dir, colors, xaxis=tx)
         elif name == "batch_size":
             # GN Fig. 1 plots error; a metric the user named replaces it.
-            paths = plots.plot_batch_size(rs, plot_dir, colors,
+            paths = figures.plot_batch_size(rs, plot_dir, colors,
                                           metric=metric if user_metric else None)
         elif name == "generalization":
-            paths = plots.plot_generalization(rs, plot_dir, colors)
+            paths = figures.plot_generalization(rs, plot_dir, colors)
         elif name == "label_noise":
-            paths = plots.plot_label_noise(rs, plot_dir, colors)
+            paths = figures.plot_label_noise(rs, plot_dir, colors)
         elif name == "sweep":
-            paths = plots.plot_sweep(rs, plot_dir, colors, x, metric)
+            paths = figures.plot_sweep(rs, plot_dir, colors, x, metric)
         if paths:
             report.figures[name] = paths
         else:
@@ -215,8 +216,16 @@ def build_report(
 
 
 def plots_colors(rs: RunSet) -> dict[str, str]:
-    """The report's colour for each norm label (fixed per norm, see :func:`plots.color_map`)."""
-    return plots.color_map(rs.runs["label"].dropna().astype(str).tolist())
+    """The report's colour for each norm label (fixed per norm, see :func:`figures.color_map`)."""
+    return figures.color_map(rs.runs["label"].dropna().astype(str).tolist())
+
+
+def _sorted_values(values) -> list:
+    """Numbers in numeric order (2, 4, 16, not 16, 2, 4), anything else as text."""
+    try:
+        return sorted(values, key=float)
+    except (TypeError, ValueError):
+        return sorted(values, key=str)
 
 
 def _sections(rs, report, dirs, out_dir, metric, higher, diffs, thresholds, thresh_metric, x):
@@ -236,7 +245,7 @@ def _sections(rs, report, dirs, out_dir, metric, higher, diffs, thresholds, thre
     ident = []
     for col in ("dataset", "model", "norm", "batch_size", "lr", "seed"):
         vals = runs[col].dropna().unique()
-        shown = ", ".join(tables._fmt_key(v) for v in sorted(vals, key=str)[:12])
+        shown = ", ".join(tables._fmt_key(v) for v in _sorted_values(vals)[:12])
         ident.append(f"- {col}: {shown}{' …' if len(vals) > 12 else ''}")
     swept = rs.swept_keys
     overview.text("\n".join(ident))
@@ -308,9 +317,9 @@ def _sections(rs, report, dirs, out_dir, metric, higher, diffs, thresholds, thre
     dsec = Section(f"Differences between norms: {names.label(metric)}")
     if not diffs.empty:
         dsec.text("Each norm minus the reference norm on the same setting; the interval is the "
-                  "95% bootstrap interval of the difference of means (seeds resampled "
-                  "independently per norm)" + (" (accuracies in percentage points)."
-                                               if names.is_percent(metric) else "."))
+                  "95% bootstrap interval of the difference of means, seeds resampled "
+                  "independently per norm" + ("; accuracies in percentage points."
+                                              if names.is_percent(metric) else "."))
         dsec.table(diffs)
 
     bad = Section("Runs that did not complete")

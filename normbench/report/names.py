@@ -47,6 +47,16 @@ LABELS = {
 _LOWER_IS_BETTER = ("loss", "error", "bpc", "time", "steps_to_target", "gap")
 
 
+#: Short names for config keys used as table columns (the long axis labels are too wide there).
+SHORT = {"batch_size": "batch size", "dataset.label_noise": "label noise", "optim.lr": "base lr",
+         "lr": "lr", "norm.groups": "groups"}
+
+
+def short(key: str) -> str:
+    """A config key as a table column head."""
+    return SHORT.get(key, key)
+
+
 def lower_is_better(metric: str) -> bool:
     """Whether a smaller value of ``metric`` is better (losses, errors, bits per character)."""
     return any(s in metric for s in _LOWER_IS_BETTER)

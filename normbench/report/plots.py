@@ -101,11 +101,18 @@ def label_order(labels: Sequence[str]) -> list[str]:
     return sorted(labels, key=lambda s: (not s.startswith("batch"), s))
 
 
-def _new_figure(ncols: int, nrows: int, width: float = 3.4, height: float = 2.7) -> Figure:
-    fig = Figure(figsize=(max(width * ncols, 4.5), height * nrows + 0.6), dpi=DPI,
+def _new_figure(ncols: int, nrows: int, width: float = 3.4, height: float = 2.7,
+                sharey: bool | str = False) -> Figure:
+    # A single panel still gets room for a two-line title and a legend row.
+    fig = Figure(figsize=(max(width * ncols, 5.0), height * nrows + 0.9), dpi=DPI,
                  layout="constrained")
-    fig.subplots(nrows, ncols, squeeze=False)
+    fig.subplots(nrows, ncols, squeeze=False, sharey=sharey)
     return fig
+
+
+def _title(fig: Figure, main: str, detail: str | None = None) -> None:
+    """A figure title; the method details (what the bands are) go on a second line."""
+    fig.suptitle(main if not detail else f"{main}\n{detail}", fontsize=9.5)
 
 
 def save(fig: Figure, out_dir: Path, name: str) -> list[Path]:
@@ -146,12 +153,13 @@ def _facet_groups(runs: pd.DataFrame, keys: list[str]):
         yield (key if isinstance(key, tuple) else (key,)), frame
 
 
-def _legend(fig: Figure, axes, colors: dict[str, str], order: list[str], extra=()) -> None:
+def _legend(fig: Figure, colors: dict[str, str], order: list[str], extra=(),
+            markers: bool = True) -> None:
     """One legend for the whole figure, below the panels, norms in report order."""
     from matplotlib.lines import Line2D
 
-    handles = [Line2D([], [], color=colors[lab], marker=_marker(lab), markersize=4, label=lab)
-               for lab in order]
+    handles = [Line2D([], [], color=colors[lab], marker=_marker(lab) if markers else None,
+                      markersize=4, label=lab) for lab in order]
     handles.extend(extra)
     fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 6),
                frameon=False, fontsize=8)
@@ -182,7 +190,7 @@ def plot_convergence(
     if len(facets) > 8:  # beyond this the panels are unreadable; keep the largest settings
         facets = facets[-8:]
     order = label_order(done["label"])
-    fig = _new_figure(len(facets), len(metrics), width=3.0, height=2.4)
+    fig = _new_figure(len(facets), len(metrics), width=3.0, height=2.4, sharey="row")
     axes = fig.axes
     ncols = len(facets)
     for col, (fkey, frame) in enumerate(facets):
@@ -212,14 +220,16 @@ def plot_convergence(
             ax.set_xlabel(names.label(xaxis) if row == len(metrics) - 1 else "")
             if col == 0:
                 ax.set_ylabel(names.axis_label(metric))
+            else:
+                ax.tick_params(labelleft=False)
             if row == 0 and facet_keys:
                 ax.set_title(_facet_title(facet_keys, fkey))
             ax.set_xlim(left=0)
-    what = "steps" if xaxis == "step" else "wall-clock time"
+    what = "training steps" if xaxis == "step" else "wall-clock time"
     metric_names = " and ".join(names.label(m) for m in metrics)
-    fig.suptitle(f"Convergence: {metric_names} against {what} "
-                 f"(mean over seeds, 95% bootstrap band)", fontsize=10)
-    _legend(fig, axes, colors, order)
+    _title(fig, f"Convergence: {metric_names} against {what}",
+           "mean over seeds; shaded: 95% bootstrap band")
+    _legend(fig, colors, order, markers=False)
     name = "convergence_steps" if xaxis == "step" else "convergence_time"
     return save(fig, out_dir, name)
 
@@ -268,7 +278,7 @@ def plot_sweep(
     facet_keys = _facets(rs, exclude=(x,))
     facets = list(_facet_groups(done, facet_keys))[:8]
     order = label_order(done["label"])
-    fig = _new_figure(len(facets), 1, width=3.6, height=2.9)
+    fig = _new_figure(len(facets), 1, width=3.6, height=2.9, sharey=True)
     scale = _scale(metric)
     numeric_x = pd.api.types.is_numeric_dtype(pd.to_numeric(done[x], errors="coerce")) and \
         pd.to_numeric(done[x], errors="coerce").notna().all()
@@ -286,8 +296,7 @@ def plot_sweep(
             mean = a[f"{metric}_mean"].to_numpy()[sort] * scale
             lo = a[f"{metric}_ci_lo"].to_numpy()[sort] * scale
             hi = a[f"{metric}_ci_hi"].to_numpy()[sort] * scale
-            yerr = np.vstack([np.where(np.isfinite(lo), mean - lo, 0),
-                              np.where(np.isfinite(hi), hi - mean, 0)])
+            yerr = _yerr(mean, lo, hi)
             ax.errorbar(xs, mean, yerr=yerr, color=colors[lab], marker=_marker(lab),
                         markersize=4, capsize=2.5, elinewidth=1.0, label=lab)
         xvals = pd.to_numeric(frame[x], errors="coerce") if numeric_x else None
@@ -302,9 +311,9 @@ def plot_sweep(
             ax.set_ylabel(names.axis_label(metric))
         if facet_keys:
             ax.set_title(_facet_title(facet_keys, fkey))
-    fig.suptitle(title or f"{names.label(metric).capitalize()} against {names.label(x)} "
-                 f"(mean over seeds, 95% bootstrap interval)", fontsize=10)
-    _legend(fig, fig.axes, colors, order)
+    _title(fig, title or f"Final {names.label(metric)} against {names.label(x)}",
+           "mean over seeds; error bars: 95% bootstrap interval")
+    _legend(fig, colors, order)
     return save(fig, out_dir, name or f"{metric}_vs_{x.replace('.', '_')}")
 
 
@@ -316,8 +325,7 @@ def plot_batch_size(rs: RunSet, out_dir: Path, colors: dict[str, str],
     """
     if metric is None:
         metric = "final_test_bpc" if rs.primary_metric == "bpc" else "final_test_error"
-    title = (f"Batch-size sensitivity: final {names.label(metric)} against batch size "
-             f"(mean over seeds, 95% bootstrap interval)")
+    title = f"Batch-size sensitivity: final {names.label(metric)} against batch size"
     return plot_sweep(rs, out_dir, colors, "batch_size", metric, name="batch_size",
                       title=title)
 
@@ -344,12 +352,21 @@ def plot_generalization(rs: RunSet, out_dir: Path, colors: dict[str, str]) -> li
     fig = _new_figure(2, 1, width=3.7, height=3.0)
     ax, bx = fig.axes
 
+    facet_keys = _facets(rs, exclude=())
+    # One point per run (faint) and one per norm and setting (mean ± 95% CI both ways): a
+    # mean pooled over batch sizes would mix settings.
+    agg = aggregate(done, [tr, te], ["label", *facet_keys])
     for lab in order:
         d = done[done["label"] == lab]
-        ax.scatter(d[tr] * scale, d[te] * scale, s=12, color=colors[lab], alpha=0.45,
+        ax.scatter(d[tr] * scale, d[te] * scale, s=10, color=colors[lab], alpha=0.35,
                    linewidths=0)
-        ax.scatter(d[tr].mean() * scale, d[te].mean() * scale, s=55, color=colors[lab],
-                   marker=_marker(lab), edgecolors="black", linewidths=0.6, zorder=3)
+        a = agg[agg["label"] == lab]
+        mx, my = a[f"{tr}_mean"] * scale, a[f"{te}_mean"] * scale
+        xerr = _yerr(mx, a[f"{tr}_ci_lo"] * scale, a[f"{tr}_ci_hi"] * scale)
+        yerr = _yerr(my, a[f"{te}_ci_lo"] * scale, a[f"{te}_ci_hi"] * scale)
+        ax.errorbar(mx, my, xerr=xerr, yerr=yerr, linestyle="none", color=colors[lab],
+                    marker=_marker(lab), markersize=5, markeredgecolor="black",
+                    markeredgewidth=0.5, elinewidth=0.8, capsize=1.5, zorder=3)
     lo = np.nanmin(done[[tr, te]].to_numpy()) * scale
     hi = np.nanmax(done[[tr, te]].to_numpy()) * scale
     pad = 0.05 * (hi - lo or 1.0)
@@ -360,10 +377,9 @@ def plot_generalization(rs: RunSet, out_dir: Path, colors: dict[str, str]) -> li
     ax.set_aspect("equal", adjustable="box")
     ax.set_xlabel(names.axis_label(tr, direction=False))
     ax.set_ylabel(names.axis_label(te, direction=False))
-    ax.set_title("Final train vs test (small: runs, large: mean)")
+    ax.set_title("Final train vs test, per setting")
     ax.legend(loc="upper left", frameon=False, fontsize=7)
 
-    facet_keys = _facets(rs, exclude=())
     groups = list(_facet_groups(done, facet_keys))
     width = 0.8 / max(len(order), 1)
     for i, lab in enumerate(order):
@@ -383,14 +399,21 @@ def plot_generalization(rs: RunSet, out_dir: Path, colors: dict[str, str]) -> li
     bx.set_xticks(np.arange(len(groups)),
                   [_facet_title(facet_keys, k) if facet_keys else "all runs" for k, _ in groups],
                   rotation=30 if len(groups) > 4 else 0)
-    unit = "bits per character" if bpc else "percentage points"
-    gap = "test − train" if bpc else "train − test"
-    bx.set_ylabel(f"generalization gap, {gap} ({unit})")
-    bx.set_title("Generalization gap (mean, 95% bootstrap interval)")
-    fig.suptitle("Generalization: train against test " + ("bits per character" if bpc
-                                                          else "accuracy"), fontsize=10)
-    _legend(fig, fig.axes, colors, order)
+    bx.set_ylabel("test − train (bits per character)" if bpc
+                  else "train − test accuracy (points)")
+    bx.set_title("Generalization gap")
+    _title(fig, "Generalization: train against test " + ("bits per character" if bpc
+                                                         else "accuracy"),
+           "mean over seeds; error bars: 95% bootstrap interval")
+    _legend(fig, colors, order)
     return save(fig, out_dir, "generalization")
+
+
+def _yerr(mean, lo, hi) -> np.ndarray:
+    """Asymmetric error-bar lengths; zero where the interval is undefined (one seed)."""
+    mean, lo, hi = (np.asarray(v, dtype=float) for v in (mean, lo, hi))
+    return np.vstack([np.where(np.isfinite(lo), mean - lo, 0.0),
+                      np.where(np.isfinite(hi), hi - mean, 0.0)])
 
 
 @_styled
@@ -413,7 +436,7 @@ def plot_label_noise(rs: RunSet, out_dir: Path, colors: dict[str, str]) -> list[
     facets = list(_facet_groups(done, facet_keys))[:8]
     order = label_order(done["label"])
     scale = 1.0 if bpc else 100.0
-    fig = _new_figure(len(facets), 1, width=3.6, height=2.9)
+    fig = _new_figure(len(facets), 1, width=3.6, height=2.9, sharey=True)
     for ax, (fkey, frame) in zip(fig.axes, facets, strict=False):
         agg = aggregate(frame, [tr, te], ["label", x])
         for lab in order:
@@ -426,8 +449,7 @@ def plot_label_noise(rs: RunSet, out_dir: Path, colors: dict[str, str]) -> list[
                 mean = a[f"{metric}_mean"].to_numpy() * scale
                 lo = a[f"{metric}_ci_lo"].to_numpy() * scale
                 hi = a[f"{metric}_ci_hi"].to_numpy() * scale
-                yerr = np.vstack([np.where(np.isfinite(lo), mean - lo, 0),
-                                  np.where(np.isfinite(hi), hi - mean, 0)])
+                yerr = _yerr(mean, lo, hi)
                 ax.errorbar(pd.to_numeric(a[x]) * 100, mean, yerr=yerr, color=colors[lab],
                             linestyle=style, marker=_marker(lab), markersize=4, capsize=2.5,
                             elinewidth=1.0)
@@ -438,7 +460,8 @@ def plot_label_noise(rs: RunSet, out_dir: Path, colors: dict[str, str]) -> list[
             ax.set_title(_facet_title(facet_keys, fkey))
     extra = [Line2D([], [], color="black", linestyle="-", label="test"),
              Line2D([], [], color="black", linestyle="--", label="train")]
-    fig.suptitle("Label noise: train and test " + ("bits per character" if bpc else "accuracy")
-                 + " against the fraction of randomized labels", fontsize=10)
-    _legend(fig, fig.axes, colors, order, extra=extra)
+    _title(fig, "Label noise: final train and test " + ("bits per character" if bpc
+                                                        else "accuracy"),
+           "mean over seeds; error bars: 95% bootstrap interval")
+    _legend(fig, colors, order, extra=extra)
     return save(fig, out_dir, "label_noise")

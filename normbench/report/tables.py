@@ -94,7 +94,7 @@ def summary_table(rs: RunSet, metrics: Sequence[str] | None = None) -> pd.DataFr
     agg = _sort(agg, keys)
     rows = []
     for _, r in agg.iterrows():
-        row = {names.label(k): _fmt_key(r[k]) for k in keys}
+        row = {names.short(k): _fmt_key(r[k]) for k in keys}
         row["norm"] = r["label"]
         row["runs"] = _runs_cell(r)
         for m in metrics:
@@ -145,7 +145,7 @@ def target_table(rs: RunSet) -> pd.DataFrame:
     target = runs["target_acc"].dropna().unique() if "target_acc" in runs else []
     rows = []
     for _, r in agg.iterrows():
-        row = {names.label(k): _fmt_key(r[k]) for k in keys}
+        row = {names.short(k): _fmt_key(r[k]) for k in keys}
         row["norm"] = r["label"]
         row["reached"] = f"{r['steps_to_target_n']}/{r['completed']}"
         for m in cols:
@@ -178,7 +178,7 @@ def difference_table(rs: RunSet, metric: str, reference: str | None = None) -> p
         metric == "generalization_gap" and rs.primary_metric == "acc") else metric
     rows = []
     for _, r in diff.sort_values([*keys, "a"], kind="stable").iterrows():
-        row = {names.label(k): _fmt_key(r[k]) for k in keys}
+        row = {names.short(k): _fmt_key(r[k]) for k in keys}
         row["comparison"] = f"{r['a']} − {r['b']}"
         row["seeds"] = f"{r['n_a']} vs {r['n_b']}"
         row["difference"] = fmt(r["diff"], scale)
