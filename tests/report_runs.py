@@ -7,7 +7,6 @@ the reporter is tested against the contract without training anything.
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -151,7 +150,8 @@ def gn_sweep(root: Path, seeds: tuple[int, ...] = (0, 1, 2),
                 jitter = 0.3 * math.sin(1.7 * seed + 0.9 * bs + len(norm))
                 err = (GN_ERROR[norm][bs] + jitter) / 100.0
                 test = 1.0 - err
-                train = min(0.999, test + 0.04 + (0.01 if norm == "group" else 0.0))
+                gap = 0.04 + (0.01 if norm == "group" else 0.0) + 0.004 * math.cos(2.3 * seed + bs)
+                train = min(0.999, test + gap)
                 run = write_run(root, str(job), norm=norm, batch_size=bs, seed=seed,
                                 test_acc=test, train_acc=train, target_acc=0.7,
                                 step_time=0.004 + 0.0004 * bs,
