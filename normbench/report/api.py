@@ -240,7 +240,9 @@ def _sections(rs, report, dirs, out_dir, metric, higher, diffs, thresholds, thre
     overview.text(
         f"**{len(runs)} runs** ({status_text}) read from "
         + ", ".join(f"`{d}`" for d in dirs)
-        + (f"; **{len(rs.skipped)} directories skipped** (unreadable, listed below)."
+        + (f"; **{len(rs.skipped)} "
+           f"{'directory' if len(rs.skipped) == 1 else 'directories'} skipped** "
+           "(unreadable, listed below)."
            if rs.skipped else "; no directory skipped."))
     ident = []
     for col in ("dataset", "model", "norm", "batch_size", "lr", "seed"):

@@ -45,6 +45,8 @@ ID_COLUMNS = ("run_id", "status", "dataset", "model", "norm", "batch_size", "lr"
 #: different settings.
 NUISANCE_KEYS = (
     "trainer.device",
+    "trainer.target_acc",  # only where steps_to_target is measured, not how training goes
+    "trainer.eval_every",
     "trainer.resume",
     "trainer.checkpoint_every",
     "trainer.num_workers",
