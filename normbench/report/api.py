@@ -238,7 +238,7 @@ def _sections(rs, report, dirs, out_dir, metric, higher, diffs, thresholds, thre
     status_text += "".join(f", {int(counts[s])} {s}" for s in others)
     overview = Section("Overview")
     overview.text(
-        f"**{len(runs)} runs** ({status_text}) read from "
+        f"**{len(runs)} run{'s' if len(runs) != 1 else ''}** ({status_text}) read from "
         + ", ".join(f"`{d}`" for d in dirs)
         + (f"; **{len(rs.skipped)} "
            f"{'directory' if len(rs.skipped) == 1 else 'directories'} skipped** "

@@ -311,7 +311,7 @@ def plot_sweep(
             ax.set_ylabel(names.axis_label(metric))
         if facet_keys:
             ax.set_title(_facet_title(facet_keys, fkey))
-    _title(fig, title or f"Final {names.label(metric)} against {names.label(x)}",
+    _title(fig, title or f"Final {names.label(metric)} against {names.short(x)}",
            "mean over seeds; error bars: 95% bootstrap interval")
     _legend(fig, colors, order)
     return save(fig, out_dir, name or f"{metric}_vs_{x.replace('.', '_')}")
