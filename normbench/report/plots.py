@@ -1,0 +1,467 @@
+"""The report's figures: convergence, batch-size sensitivity, generalization, label noise.
+
+Figures are drawn on :class:`matplotlib.figure.Figure` objects directly, without pyplot, so the
+reporter never switches the backend of a notebook that imports it and needs no display (the Agg
+renderer writes the PNG, the SVG renderer the SVG). Every figure is written as PNG (for
+``report.md``) and SVG (for papers), with a title, axis labels with units and a legend. A norm
+has the same colour in every figure of a report; bands and error bars are 95% bootstrap
+intervals over seeds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
+
+from normbench.report import names
+from normbench.report.load import RunSet
+from normbench.report.stats import aggregate, curve_band
+
+#: Fixed colours for the known norms (colour-blind-safe Okabe-Ito order), so that batch norm is
+#: the same blue in every report; other labels take the remaining colours in sorted order.
+NORM_COLORS = {
+    "batch": "#0072B2",
+    "group": "#D55E00",
+    "layer": "#009E73",
+    "instance": "#CC79A7",
+    "weight": "#E69F00",
+    "none": "#555555",
+}
+_SPARE = ["#56B4E9", "#F0E442", "#882255", "#44AA99", "#999933", "#AA4499", "#332288",
+          "#117733", "#88CCEE", "#DDCC77"]
+MARKERS = {"batch": "o", "group": "s", "layer": "^", "instance": "D", "weight": "v", "none": "x"}
+
+DPI = 200
+STYLE = {
+    "font.size": 9,
+    "axes.titlesize": 10,
+    "axes.labelsize": 9,
+    "legend.fontsize": 8,
+    "xtick.labelsize": 8,
+    "ytick.labelsize": 8,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "axes.grid": True,
+    "grid.alpha": 0.3,
+    "grid.linewidth": 0.6,
+    "lines.linewidth": 1.6,
+    "svg.fonttype": "none",  # text stays text in the SVG, editable in a paper's figure
+}
+
+
+def _styled(func):
+    """Run a plotting function inside the report's rc style, leaving global rcParams alone."""
+    import functools
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        import matplotlib as mpl
+
+        with mpl.rc_context(STYLE):
+            return func(*args, **kwargs)
+
+    return wrapper
+
+
+def color_map(labels: Sequence[str]) -> dict[str, str]:
+    """One colour per norm label: fixed for a plain known norm, then spare colours in order.
+
+    A variant of a known norm (``group (groups=8)``) takes the known colour if it is the only
+    variant of that norm, so a sweep over one group count still shows group norm in orange.
+    """
+    labels = sorted(set(map(str, labels)))
+    base = {lab: lab.split(" (", 1)[0] for lab in labels}
+    counts: dict[str, int] = {}
+    for b in base.values():
+        counts[b] = counts.get(b, 0) + 1
+    out: dict[str, str] = {}
+    spare = iter(_SPARE * 4)
+    for lab in labels:
+        b = base[lab]
+        if b in NORM_COLORS and (lab == b or counts[b] == 1):
+            out[lab] = NORM_COLORS[b]
+    for lab in labels:
+        if lab not in out:
+            out[lab] = next(spare)
+    return out
+
+
+def _marker(label: str) -> str:
+    return MARKERS.get(label.split(" (", 1)[0], "o")
+
+
+def label_order(labels: Sequence[str]) -> list[str]:
+    """Batch norm first (the reference), then the other norms alphabetically."""
+    labels = sorted(set(map(str, labels)))
+    return sorted(labels, key=lambda s: (not s.startswith("batch"), s))
+
+
+def _new_figure(ncols: int, nrows: int, width: float = 3.4, height: float = 2.7,
+                sharey: bool | str = False) -> Figure:
+    # A single panel still gets room for a two-line title and a legend row.
+    fig = Figure(figsize=(max(width * ncols, 5.0), height * nrows + 0.9), dpi=DPI,
+                 layout="constrained")
+    fig.subplots(nrows, ncols, squeeze=False, sharey=sharey)
+    return fig
+
+
+def _title(fig: Figure, main: str, detail: str | None = None) -> None:
+    """A figure title; the method details (what the bands are) go on a second line."""
+    fig.suptitle(main if not detail else f"{main}\n{detail}", fontsize=9.5)
+
+
+def save(fig: Figure, out_dir: Path, name: str) -> list[Path]:
+    """Write ``name.png`` and ``name.svg`` into ``out_dir``; returns both paths."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = [out_dir / f"{name}.png", out_dir / f"{name}.svg"]
+    # A fixed date and no hash salt keep the SVG byte-identical between runs of a report.
+    fig.savefig(paths[0], dpi=DPI, metadata={"Software": None})
+    fig.savefig(paths[1], metadata={"Date": None})
+    return paths
+
+
+def _scale(metric: str) -> float:
+    return 100.0 if names.is_percent(metric) else 1.0
+
+
+def _facets(rs: RunSet, exclude: Sequence[str]) -> list[str]:
+    """Swept keys other than the norm (the lines) and ``exclude`` (the x axis): one panel each."""
+    return [k for k in rs.swept_keys
+            if k not in exclude and k != "norm" and not k.startswith("norm.")]
+
+
+def _facet_title(keys: Sequence[str], values: Sequence) -> str:
+    parts = []
+    for k, v in zip(keys, values, strict=True):
+        if isinstance(v, float) and v.is_integer():
+            v = int(v)
+        short = {"batch_size": "batch", "dataset.label_noise": "label noise"}.get(k, k)
+        parts.append(f"{short} {v}" if k == "batch_size" else f"{short}={v}")
+    return ", ".join(parts)
+
+
+def _facet_groups(runs: pd.DataFrame, keys: list[str]):
+    if not keys:
+        yield (), runs
+        return
+    for key, frame in runs.groupby(keys, sort=True, dropna=False):
+        yield (key if isinstance(key, tuple) else (key,)), frame
+
+
+def _legend(fig: Figure, colors: dict[str, str], order: list[str], extra=(),
+            markers: bool = True) -> None:
+    """One legend for the whole figure, below the panels, norms in report order."""
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], color=colors[lab], marker=_marker(lab) if markers else None,
+                      markersize=4, label=lab) for lab in order]
+    handles.extend(extra)
+    fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 6),
+               frameon=False, fontsize=8)
+
+
+@_styled
+def plot_convergence(
+    rs: RunSet, out_dir: Path, colors: dict[str, str], xaxis: str = "step",
+    metrics: Sequence[str] | None = None,
+) -> list[Path]:
+    """Test metric and training loss against ``xaxis`` (``step`` or ``wall_time_s``).
+
+    One panel column per setting of the other swept keys (batch size, ...), one line per norm:
+    the mean over seeds with its 95% bootstrap band. Runs that failed or diverged are left out
+    of the curves (the report's tables count them).
+    """
+    curves = rs.curves
+    done = rs.runs[rs.runs["status"] == "completed"]
+    if curves.empty or done.empty or xaxis not in curves.columns:
+        return []
+    if metrics is None:
+        test = "test_bpc" if rs.primary_metric == "bpc" else "test_acc"
+        metrics = [m for m in (test, "train_loss") if m in curves.columns]
+    if not metrics:
+        return []
+    facet_keys = _facets(rs, exclude=())
+    facets = list(_facet_groups(done, facet_keys))
+    if len(facets) > 8:  # beyond this the panels are unreadable; keep the largest settings
+        facets = facets[-8:]
+    order = label_order(done["label"])
+    fig = _new_figure(len(facets), len(metrics), width=3.0, height=2.4, sharey="row")
+    axes = fig.axes
+    ncols = len(facets)
+    for col, (fkey, frame) in enumerate(facets):
+        for row, metric in enumerate(metrics):
+            ax = axes[row * ncols + col]
+            scale = _scale(metric)
+            for lab in order:
+                ids = frame.loc[frame["label"] == lab, "run_id"]
+                c = curves[curves["run_id"].isin(ids)]
+                if c.empty or metric not in c:
+                    continue
+                grid = None
+                if xaxis != "step":
+                    ends = c.groupby("run_id")[xaxis].max()
+                    grid = np.linspace(0.0, float(ends.min()), 200)
+                band = curve_band(c, xaxis, metric, grid=grid, n_boot=500)
+                if band.empty:
+                    continue
+                ax.plot(band["x"], band["mean"] * scale, color=colors[lab], label=lab)
+                ok = np.isfinite(band["lo"].to_numpy())
+                if ok.any():
+                    ax.fill_between(band["x"][ok], band["lo"][ok] * scale,
+                                    band["hi"][ok] * scale, color=colors[lab], alpha=0.2,
+                                    linewidth=0)
+            if metric == "train_loss":
+                _log_if_wide(ax, curves[metric])
+            ax.set_xlabel(names.label(xaxis) if row == len(metrics) - 1 else "")
+            if col == 0:
+                ax.set_ylabel(names.axis_label(metric))
+            else:
+                ax.tick_params(labelleft=False)
+            if row == 0 and facet_keys:
+                ax.set_title(_facet_title(facet_keys, fkey))
+            ax.set_xlim(left=0)
+    what = "training steps" if xaxis == "step" else "wall-clock time"
+    metric_names = " and ".join(names.label(m) for m in metrics)
+    _title(fig, f"Convergence: {metric_names} against {what}",
+           "mean over seeds; shaded: 95% bootstrap band")
+    _legend(fig, colors, order, markers=False)
+    name = "convergence_steps" if xaxis == "step" else "convergence_time"
+    return save(fig, out_dir, name)
+
+
+def _log_if_wide(ax, values: pd.Series) -> None:
+    """A log y axis when a positive quantity (a loss) spans more than a factor of 20."""
+    v = pd.to_numeric(values, errors="coerce").to_numpy()
+    v = v[np.isfinite(v) & (v > 0)]
+    if len(v) and v.max() / v.min() > 20:
+        ax.set_yscale("log")
+
+
+def _set_log2_axis(ax, values: Sequence[float]) -> None:
+    """A log-2 x axis with a tick at every power of two in range, labelled 2, 4, 8, ..."""
+    vals = sorted(set(float(v) for v in values if v and v > 0))
+    ax.set_xscale("log", base=2)
+    ticks = vals if len(vals) <= 12 else [2.0 ** k for k in range(
+        int(np.floor(np.log2(vals[0]))), int(np.ceil(np.log2(vals[-1]))) + 1)]
+    ax.xaxis.set_major_locator(FixedLocator(ticks))
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.set_xlim(vals[0] / 2 ** 0.3, vals[-1] * 2 ** 0.3)
+
+
+def _is_log_key(x: str, values: Sequence[float]) -> bool:
+    vals = np.asarray([v for v in values if v is not None], dtype=float)
+    vals = vals[np.isfinite(vals)]
+    return bool(len(vals) > 2 and (vals > 0).all() and vals.max() / vals.min() >= 8
+                and (x in ("lr", "optim.lr", "batch_size") or "lr" in x))
+
+
+@_styled
+def plot_sweep(
+    rs: RunSet, out_dir: Path, colors: dict[str, str], x: str, metric: str,
+    name: str | None = None, title: str | None = None,
+) -> list[Path]:
+    """The final ``metric`` against the swept key ``x``, one line per norm (GN paper, Fig. 1).
+
+    Points are means over seeds with 95% bootstrap error bars; batch size and learning rates
+    get a logarithmic axis (base 2 for batch size, ticks at the batch sizes run). Other swept
+    keys make one panel each.
+    """
+    done = rs.runs[rs.runs["status"] == "completed"]
+    if done.empty or x not in done.columns or metric not in done.columns:
+        return []
+    facet_keys = _facets(rs, exclude=(x,))
+    facets = list(_facet_groups(done, facet_keys))[:8]
+    order = label_order(done["label"])
+    fig = _new_figure(len(facets), 1, width=3.6, height=2.9, sharey=True)
+    scale = _scale(metric)
+    numeric_x = pd.api.types.is_numeric_dtype(pd.to_numeric(done[x], errors="coerce")) and \
+        pd.to_numeric(done[x], errors="coerce").notna().all()
+    for ax, (fkey, frame) in zip(fig.axes, facets, strict=False):
+        agg = aggregate(frame, [metric], ["label", x])
+        categories = sorted(map(str, frame[x].unique())) if not numeric_x else None
+        for lab in order:
+            a = agg[agg["label"] == lab]
+            if a.empty:
+                continue
+            xs = pd.to_numeric(a[x]).to_numpy() if numeric_x else \
+                np.array([categories.index(str(v)) for v in a[x]], dtype=float)
+            sort = np.argsort(xs)
+            xs = xs[sort]
+            mean = a[f"{metric}_mean"].to_numpy()[sort] * scale
+            lo = a[f"{metric}_ci_lo"].to_numpy()[sort] * scale
+            hi = a[f"{metric}_ci_hi"].to_numpy()[sort] * scale
+            yerr = _yerr(mean, lo, hi)
+            ax.errorbar(xs, mean, yerr=yerr, color=colors[lab], marker=_marker(lab),
+                        markersize=4, capsize=2.5, elinewidth=1.0, label=lab)
+        xvals = pd.to_numeric(frame[x], errors="coerce") if numeric_x else None
+        if x == "batch_size":
+            _set_log2_axis(ax, xvals)
+        elif numeric_x and _is_log_key(x, xvals):
+            ax.set_xscale("log")
+        elif not numeric_x:
+            ax.set_xticks(range(len(categories)), categories)
+        ax.set_xlabel(names.label(x))
+        if ax is fig.axes[0]:
+            ax.set_ylabel(names.axis_label(metric))
+        if facet_keys:
+            ax.set_title(_facet_title(facet_keys, fkey))
+    _title(fig, title or f"Final {names.label(metric)} against {names.short(x)}",
+           "mean over seeds; error bars: 95% bootstrap interval")
+    _legend(fig, colors, order)
+    return save(fig, out_dir, name or f"{metric}_vs_{x.replace('.', '_')}")
+
+
+def plot_batch_size(rs: RunSet, out_dir: Path, colors: dict[str, str],
+                    metric: str | None = None) -> list[Path]:
+    """Final test error (%) against batch size on a log-2 axis, as in the GN paper's Figure 1.
+
+    Language models plot test bits per character instead (lower is better, as for error).
+    """
+    if metric is None:
+        metric = "final_test_bpc" if rs.primary_metric == "bpc" else "final_test_error"
+    title = f"Batch-size sensitivity: final {names.label(metric)} against batch size"
+    return plot_sweep(rs, out_dir, colors, "batch_size", metric, name="batch_size",
+                      title=title)
+
+
+@_styled
+def plot_generalization(rs: RunSet, out_dir: Path, colors: dict[str, str]) -> list[Path]:
+    """Train against test performance per run, and the generalization gap per norm.
+
+    Left: every completed run as a point (final train metric, final test metric), per-norm means
+    as large markers, and the diagonal where test equals train. Right: the mean gap per norm
+    with its 95% bootstrap interval, grouped by the other swept setting (e.g. batch size).
+    """
+    bpc = rs.primary_metric == "bpc"
+    tr, te = ("final_train_bpc", "final_test_bpc") if bpc else ("final_train_acc",
+                                                                   "final_test_acc")
+    done = rs.runs[rs.runs["status"] == "completed"]
+    if done.empty or tr not in done or te not in done:
+        return []
+    done = done.copy()
+    if "generalization_gap" not in done or done["generalization_gap"].isna().all():
+        done["generalization_gap"] = (done[te] - done[tr]) if bpc else (done[tr] - done[te])
+    scale = 1.0 if bpc else 100.0
+    order = label_order(done["label"])
+    fig = _new_figure(2, 1, width=3.7, height=3.0)
+    ax, bx = fig.axes
+
+    facet_keys = _facets(rs, exclude=())
+    # One point per run (faint) and one per norm and setting (mean ± 95% CI both ways): a
+    # mean pooled over batch sizes would mix settings.
+    agg = aggregate(done, [tr, te], ["label", *facet_keys])
+    for lab in order:
+        d = done[done["label"] == lab]
+        ax.scatter(d[tr] * scale, d[te] * scale, s=10, color=colors[lab], alpha=0.35,
+                   linewidths=0)
+        a = agg[agg["label"] == lab]
+        mx, my = a[f"{tr}_mean"] * scale, a[f"{te}_mean"] * scale
+        xerr = _yerr(mx, a[f"{tr}_ci_lo"] * scale, a[f"{tr}_ci_hi"] * scale)
+        yerr = _yerr(my, a[f"{te}_ci_lo"] * scale, a[f"{te}_ci_hi"] * scale)
+        ax.errorbar(mx, my, xerr=xerr, yerr=yerr, linestyle="none", color=colors[lab],
+                    marker=_marker(lab), markersize=5, markeredgecolor="black",
+                    markeredgewidth=0.5, elinewidth=0.8, capsize=1.5, zorder=3)
+    lo = np.nanmin(done[[tr, te]].to_numpy()) * scale
+    hi = np.nanmax(done[[tr, te]].to_numpy()) * scale
+    pad = 0.05 * (hi - lo or 1.0)
+    ax.plot([lo - pad, hi + pad], [lo - pad, hi + pad], color="black", linewidth=0.8,
+            linestyle=":", label="test = train")
+    ax.set_xlim(lo - pad, hi + pad)
+    ax.set_ylim(lo - pad, hi + pad)
+    ax.set_aspect("equal", adjustable="box")
+    ax.set_xlabel(names.axis_label(tr, direction=False))
+    ax.set_ylabel(names.axis_label(te, direction=False))
+    ax.set_title("Final train vs test, per setting")
+    ax.legend(loc="upper left", frameon=False, fontsize=7)
+
+    groups = list(_facet_groups(done, facet_keys))
+    width = 0.8 / max(len(order), 1)
+    for i, lab in enumerate(order):
+        means, errs = [], [[], []]
+        for _, frame in groups:
+            a = aggregate(frame[frame["label"] == lab], ["generalization_gap"], [])
+            m = a["generalization_gap_mean"].iloc[0] * scale if not a.empty else np.nan
+            clo = a["generalization_gap_ci_lo"].iloc[0] * scale if not a.empty else np.nan
+            chi = a["generalization_gap_ci_hi"].iloc[0] * scale if not a.empty else np.nan
+            means.append(m)
+            errs[0].append(m - clo if np.isfinite(clo) else 0)
+            errs[1].append(chi - m if np.isfinite(chi) else 0)
+        pos = np.arange(len(groups)) + (i - (len(order) - 1) / 2) * width
+        bx.bar(pos, means, width=width * 0.92, color=colors[lab], yerr=errs, capsize=2,
+               error_kw={"elinewidth": 0.9}, label=lab)
+    bx.axhline(0, color="black", linewidth=0.6)
+    bx.set_xticks(np.arange(len(groups)),
+                  [_facet_title(facet_keys, k) if facet_keys else "all runs" for k, _ in groups],
+                  rotation=30 if len(groups) > 4 else 0)
+    bx.set_ylabel("test − train (bits per character)" if bpc
+                  else "train − test accuracy (points)")
+    bx.set_title("Generalization gap")
+    _title(fig, "Generalization: train against test " + ("bits per character" if bpc
+                                                         else "accuracy"),
+           "mean over seeds; error bars: 95% bootstrap interval")
+    _legend(fig, colors, order)
+    return save(fig, out_dir, "generalization")
+
+
+def _yerr(mean, lo, hi) -> np.ndarray:
+    """Asymmetric error-bar lengths; zero where the interval is undefined (one seed)."""
+    mean, lo, hi = (np.asarray(v, dtype=float) for v in (mean, lo, hi))
+    return np.vstack([np.where(np.isfinite(lo), mean - lo, 0.0),
+                      np.where(np.isfinite(hi), hi - mean, 0.0)])
+
+
+@_styled
+def plot_label_noise(rs: RunSet, out_dir: Path, colors: dict[str, str]) -> list[Path]:
+    """Final train (dashed) and test (solid) accuracy against the label-noise fraction.
+
+    As in Zhang et al.: networks keep fitting the (noisy) training labels while test accuracy
+    falls; the gap between the two lines is the memorization.
+    """
+    x = "dataset.label_noise"
+    bpc = rs.primary_metric == "bpc"
+    tr, te = ("final_train_bpc", "final_test_bpc") if bpc else ("final_train_acc",
+                                                                   "final_test_acc")
+    done = rs.runs[rs.runs["status"] == "completed"]
+    if done.empty or x not in done or te not in done:
+        return []
+    from matplotlib.lines import Line2D
+
+    facet_keys = _facets(rs, exclude=(x,))
+    facets = list(_facet_groups(done, facet_keys))[:8]
+    order = label_order(done["label"])
+    scale = 1.0 if bpc else 100.0
+    fig = _new_figure(len(facets), 1, width=3.6, height=2.9, sharey=True)
+    for ax, (fkey, frame) in zip(fig.axes, facets, strict=False):
+        agg = aggregate(frame, [tr, te], ["label", x])
+        for lab in order:
+            a = agg[agg["label"] == lab].sort_values(x)
+            if a.empty:
+                continue
+            for metric, style in ((te, "-"), (tr, "--")):
+                if f"{metric}_mean" not in a:
+                    continue
+                mean = a[f"{metric}_mean"].to_numpy() * scale
+                lo = a[f"{metric}_ci_lo"].to_numpy() * scale
+                hi = a[f"{metric}_ci_hi"].to_numpy() * scale
+                yerr = _yerr(mean, lo, hi)
+                ax.errorbar(pd.to_numeric(a[x]) * 100, mean, yerr=yerr, color=colors[lab],
+                            linestyle=style, marker=_marker(lab), markersize=4, capsize=2.5,
+                            elinewidth=1.0)
+        ax.set_xlabel("label noise (% of training labels randomized)")
+        if ax is fig.axes[0]:
+            ax.set_ylabel("final bits per character" if bpc else "final accuracy (%)")
+        if facet_keys:
+            ax.set_title(_facet_title(facet_keys, fkey))
+    extra = [Line2D([], [], color="black", linestyle="-", label="test"),
+             Line2D([], [], color="black", linestyle="--", label="train")]
+    _title(fig, "Label noise: final train and test " + ("bits per character" if bpc
+                                                        else "accuracy"),
+           "mean over seeds; error bars: 95% bootstrap interval")
+    _legend(fig, colors, order, extra=extra)
+    return save(fig, out_dir, "label_noise")

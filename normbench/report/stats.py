@@ -1,0 +1,320 @@
+"""Statistics over seeds: means, spreads, bootstrap confidence intervals, norm differences.
+
+Runs that differ only in their seed are repeats of one setting. For each setting we report the
+mean, the sample standard deviation, the number of seeds and a 95% percentile-bootstrap interval
+for the mean. The bootstrap makes no normality assumption (accuracies near 1 are skewed), and a
+fixed-seed generator makes every report reproducible to the last digit.
+
+With one seed there is no spread to resample, so the interval is undefined (NaN) rather than
+the zero-width interval a naive bootstrap gives: a single run must not look certain.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+#: Resamples for table entries; the percentile interval's Monte-Carlo error is then ~0.1 % of
+#: its width, below the digits a report prints.
+N_BOOT = 10_000
+#: The bootstrap generator's seed: equal inputs give equal intervals.
+BOOT_SEED = 0
+LEVEL = 0.95
+
+#: Norms whose output for one example does not depend on the other examples of the batch.
+BATCH_INDEPENDENT = ("group", "layer", "instance", "weight", "none")
+
+
+def _finite(values: Sequence[float] | np.ndarray) -> np.ndarray:
+    x = np.asarray(values, dtype=float).ravel()
+    return x[np.isfinite(x)]
+
+
+def _resampled_means(x: np.ndarray, n_boot: int, rng: np.random.Generator) -> np.ndarray:
+    idx = rng.integers(0, len(x), size=(n_boot, len(x)))
+    return x[idx].mean(axis=1)
+
+
+def bootstrap_ci(
+    values: Sequence[float] | np.ndarray,
+    level: float = LEVEL,
+    n_boot: int = N_BOOT,
+    seed: int = BOOT_SEED,
+) -> tuple[float, float]:
+    """Percentile-bootstrap interval for the mean of ``values`` (non-finite values ignored).
+
+    Returns ``(nan, nan)`` for fewer than two values: one run says nothing about the spread.
+    """
+    x = _finite(values)
+    if len(x) < 2:
+        return float("nan"), float("nan")
+    means = _resampled_means(x, n_boot, np.random.default_rng(seed))
+    alpha = (1.0 - level) / 2.0
+    lo, hi = np.quantile(means, [alpha, 1.0 - alpha])
+    return float(lo), float(hi)
+
+
+def bootstrap_diff_ci(
+    a: Sequence[float] | np.ndarray,
+    b: Sequence[float] | np.ndarray,
+    level: float = LEVEL,
+    n_boot: int = N_BOOT,
+    seed: int = BOOT_SEED,
+) -> tuple[float, float]:
+    """Percentile-bootstrap interval for ``mean(a) − mean(b)``, resampling each side on its own.
+
+    The two norms' runs are independent samples (a seed gives the same data order, not a paired
+    measurement), so the sides are resampled separately. Needs two values on each side.
+    """
+    x, y = _finite(a), _finite(b)
+    if len(x) < 2 or len(y) < 2:
+        return float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    diffs = _resampled_means(x, n_boot, rng) - _resampled_means(y, n_boot, rng)
+    alpha = (1.0 - level) / 2.0
+    lo, hi = np.quantile(diffs, [alpha, 1.0 - alpha])
+    return float(lo), float(hi)
+
+
+@dataclass(frozen=True)
+class Summary:
+    """Mean, sample standard deviation, count and bootstrap interval of one setting's values."""
+
+    mean: float
+    std: float
+    n: int
+    ci_lo: float
+    ci_hi: float
+
+
+def describe(values: Sequence[float] | np.ndarray, **boot) -> Summary:
+    """The :class:`Summary` of ``values``; ``std`` is NaN for one value, everything for none."""
+    x = _finite(values)
+    n = len(x)
+    mean = float(x.mean()) if n else float("nan")
+    std = float(x.std(ddof=1)) if n > 1 else float("nan")
+    lo, hi = bootstrap_ci(x, **boot)
+    return Summary(mean, std, n, lo, hi)
+
+
+def _groups(runs: pd.DataFrame, by: list[str]):
+    by = [k for k in by if k in runs.columns]
+    if not by:
+        yield (), runs
+        return
+    for key, frame in runs.groupby(by, dropna=False, sort=True):
+        yield (key if isinstance(key, tuple) else (key,)), frame
+
+
+def aggregate(runs: pd.DataFrame, metrics: Sequence[str], by: Sequence[str]) -> pd.DataFrame:
+    """One row per setting (``by``): for each metric its mean, std, n, ci_lo and ci_hi.
+
+    Only completed runs enter the statistics; the ``runs``, ``completed``, ``failed``,
+    ``diverged`` and ``running`` columns count every run of the setting so that nothing is
+    dropped silently. Columns are ``<metric>_mean``, ``<metric>_std``, ``<metric>_n``,
+    ``<metric>_ci_lo``, ``<metric>_ci_hi``.
+    """
+    by = [k for k in by if k in runs.columns]
+    metrics = [m for m in metrics if m in runs.columns]
+    rows = []
+    for key, frame in _groups(runs, list(by)):
+        row = dict(zip(by, key, strict=True))
+        status = frame["status"] if "status" in frame else pd.Series(["completed"] * len(frame))
+        row["runs"] = len(frame)
+        for s in ("completed", "failed", "diverged", "running"):
+            row[s] = int((status == s).sum())
+        done = frame[status == "completed"]
+        for m in metrics:
+            s = describe(pd.to_numeric(done[m], errors="coerce").to_numpy())
+            row[f"{m}_mean"], row[f"{m}_std"], row[f"{m}_n"] = s.mean, s.std, s.n
+            row[f"{m}_ci_lo"], row[f"{m}_ci_hi"] = s.ci_lo, s.ci_hi
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def compare(
+    runs: pd.DataFrame,
+    metric: str,
+    a: str,
+    b: str,
+    by: Sequence[str],
+    column: str = "label",
+) -> pd.DataFrame:
+    """``mean(a) − mean(b)`` of ``metric`` with its bootstrap interval, for every setting.
+
+    ``a`` and ``b`` are values of ``column`` (the norm's label); ``by`` are the other setting
+    keys (batch size, ...). A setting appears only if both norms have completed runs there.
+    ``significant`` is True where the interval excludes zero.
+    """
+    by = [k for k in by if k in runs.columns and k != column]
+    done = runs[runs["status"] == "completed"] if "status" in runs else runs
+    rows = []
+    for key, frame in _groups(done, by):
+        xa = pd.to_numeric(frame.loc[frame[column] == a, metric], errors="coerce").to_numpy()
+        xb = pd.to_numeric(frame.loc[frame[column] == b, metric], errors="coerce").to_numpy()
+        xa, xb = _finite(xa), _finite(xb)
+        if not len(xa) or not len(xb):
+            continue
+        lo, hi = bootstrap_diff_ci(xa, xb)
+        row = dict(zip(by, key, strict=True))
+        row.update({
+            "a": a, "b": b, "metric": metric,
+            "mean_a": xa.mean(), "mean_b": xb.mean(), "n_a": len(xa), "n_b": len(xb),
+            "diff": xa.mean() - xb.mean(), "ci_lo": lo, "ci_hi": hi,
+            "significant": bool(np.isfinite(lo) and (lo > 0 or hi < 0)),
+        })
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+@dataclass
+class BatchThreshold:
+    """Where batch norm falls behind the best batch-independent norm, for one setting.
+
+    Attributes:
+        setting: the other setting keys' values (empty for a single comparison).
+        batch_sizes: the batch sizes at which both kinds of norm have runs, ascending.
+        behind: for each of those, whether BN is worse than the best batch-independent norm
+            there (its difference interval excludes zero; from the means when a side has one
+            seed).
+        best_other: the best batch-independent norm's label at each batch size.
+        diff, ci_lo, ci_hi: BN's metric minus the best other's, oriented so that > 0 is worse.
+        threshold: the smallest batch size from which on BN is never behind; BN falls behind
+            below it. None if BN is behind at the largest batch size tested too.
+        from_means: True if some decision rested on means only (a side with a single seed).
+    """
+
+    setting: dict
+    batch_sizes: list[int]
+    behind: list[bool]
+    best_other: list[str]
+    diff: list[float]
+    ci_lo: list[float]
+    ci_hi: list[float]
+    threshold: int | None
+    from_means: bool
+
+    def sentence(self, metric_name: str) -> str:
+        """The finding in one sentence, for the report."""
+        where = ", ".join(f"{k}={v}" for k, v in self.setting.items())
+        where = f" ({where})" if where else ""
+        basis = " (means only: some settings have a single seed)" if self.from_means else ""
+        sizes = ", ".join(str(b) for b in self.batch_sizes)
+        if not any(self.behind):
+            return (f"Batch norm does not fall behind the best batch-independent norm at any "
+                    f"batch size tested{where} ({sizes}; {metric_name}){basis}.")
+        if self.threshold is None:
+            return (f"Batch norm is behind the best batch-independent norm at every batch size "
+                    f"up to {self.batch_sizes[-1]}{where} ({metric_name}){basis}.")
+        worse = [b for b, x in zip(self.batch_sizes, self.behind, strict=True) if x]
+        text = (f"Batch norm falls behind the best batch-independent norm below batch size "
+                f"**{self.threshold}**{where}: behind at {', '.join(map(str, worse))} "
+                f"({metric_name}, 95% bootstrap interval of the difference excludes 0){basis}.")
+        return text
+
+
+def batch_threshold(
+    runs: pd.DataFrame,
+    metric: str,
+    higher_is_better: bool,
+    by: Sequence[str] = (),
+    bn: str = "batch",
+) -> list[BatchThreshold]:
+    """Find the batch size below which batch norm falls behind the best batch-independent norm.
+
+    At each batch size the best batch-independent norm (group, layer, instance, weight, none)
+    is the one with the best mean. BN is *behind* there if its difference to that norm has a
+    95% bootstrap interval on the worse side of zero. The threshold is the smallest batch size
+    at and above which BN is never behind, so a noisy small-batch win does not move it.
+    ``by`` are further setting keys (dataset, model, ...) that split the comparison.
+    """
+    done = runs[runs["status"] == "completed"] if "status" in runs else runs
+    if "batch_size" not in done or bn not in set(done["norm"]):
+        return []
+    sign = -1.0 if higher_is_better else 1.0  # oriented difference: > 0 means BN is worse
+    by = [k for k in by if k in done.columns and k not in ("batch_size", "norm", "label")]
+    out = []
+    for key, frame in _groups(done, by):
+        sizes, behind, best, diffs, los, his = [], [], [], [], [], []
+        from_means = False
+        for bs, at in frame.groupby("batch_size", sort=True):
+            values = {lab: _finite(pd.to_numeric(g[metric], errors="coerce"))
+                      for lab, g in at.groupby("label")}
+            bn_labels = [lab for lab in values if at.loc[at["label"] == lab, "norm"].iloc[0] == bn]
+            others = [lab for lab in values
+                      if at.loc[at["label"] == lab, "norm"].iloc[0] in BATCH_INDEPENDENT
+                      and len(values[lab])]
+            if len(bn_labels) != 1 or not others or not len(values[bn_labels[0]]):
+                continue
+            xb = values[bn_labels[0]]
+            best_lab = min(others, key=lambda lab: sign * values[lab].mean())
+            xo = values[best_lab]
+            d = sign * (xb.mean() - xo.mean())
+            lo, hi = bootstrap_diff_ci(sign * xb, sign * xo)
+            if np.isfinite(lo):
+                is_behind = lo > 0
+            else:
+                from_means = True
+                is_behind = d > 0
+            sizes.append(int(bs))
+            behind.append(bool(is_behind))
+            best.append(str(best_lab))
+            diffs.append(float(d))
+            los.append(lo)
+            his.append(hi)
+        if not sizes:
+            continue
+        threshold: int | None = sizes[0]
+        for i in range(len(sizes)):
+            if behind[i]:
+                threshold = sizes[i + 1] if i + 1 < len(sizes) else None
+        out.append(BatchThreshold(dict(zip(by, key, strict=True)), sizes, behind, best, diffs,
+                                  los, his, threshold, from_means))
+    return out
+
+
+def curve_band(
+    curves: pd.DataFrame, x: str, y: str, grid: np.ndarray | None = None, n_boot: int = 1000
+) -> pd.DataFrame:
+    """Mean and 95% bootstrap band of ``y`` against ``x`` over the runs in ``curves``.
+
+    With ``grid`` None the runs are assumed to share their ``x`` values (evaluation steps) and
+    are aligned on them. With a grid (wall time differs between runs) each run is linearly
+    interpolated onto it, and only grid points that every run reached are kept, so the mean
+    never mixes in extrapolated values. Returns columns ``x``, ``mean``, ``lo``, ``hi``, ``n``.
+    """
+    per_run = []
+    for _, run in curves.groupby("run_id", sort=True):
+        run = run[[x, y]].apply(pd.to_numeric, errors="coerce").dropna().sort_values(x)
+        if run.empty:
+            continue
+        if grid is None:
+            per_run.append(run.drop_duplicates(x, keep="last").set_index(x)[y])
+        else:
+            xs, ys = run[x].to_numpy(), run[y].to_numpy()
+            inside = (grid >= xs[0]) & (grid <= xs[-1])
+            per_run.append(pd.Series(np.where(inside, np.interp(grid, xs, ys), np.nan),
+                                     index=grid))
+    if not per_run:
+        return pd.DataFrame(columns=["x", "mean", "lo", "hi", "n"])
+    table = pd.concat(per_run, axis=1)
+    if grid is not None:
+        table = table.dropna()
+    values = table.to_numpy()
+    n = np.isfinite(values).sum(axis=1)
+    mean = np.nanmean(values, axis=1)
+    lo = np.full(len(table), np.nan)
+    hi = np.full(len(table), np.nan)
+    rng = np.random.default_rng(BOOT_SEED)
+    full = np.isfinite(values).all(axis=1)
+    if values.shape[1] > 1 and full.any():
+        # Vectorised over the curve: resample runs (columns), the same draw for every point,
+        # so the band is the spread of whole resampled curves.
+        idx = rng.integers(0, values.shape[1], size=(n_boot, values.shape[1]))
+        boot = values[full][:, idx].mean(axis=2)  # (points, n_boot)
+        lo[full], hi[full] = np.quantile(boot, [0.025, 0.975], axis=1)
+    return pd.DataFrame({"x": table.index.to_numpy(dtype=float), "mean": mean, "lo": lo,
+                         "hi": hi, "n": n})

@@ -1,0 +1,213 @@
+"""The report's tables, as DataFrames of display strings shared by Markdown and the terminal.
+
+Numbers are formatted once here so that ``report.md`` and the terminal summary agree to the
+digit: accuracies and errors in percent, ``mean ± std [95% CI]`` for statistics over seeds, and
+``n/N`` wherever runs of a setting did not all complete or reach the target.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+from normbench.report import names
+from normbench.report.load import RunSet
+from normbench.report.stats import aggregate, compare
+
+#: A metric name that formats as percent: differences of accuracies are percentage points.
+_PERCENT = "_acc"
+
+
+def fmt(value: float, metric: str = "", digits: int | None = None) -> str:
+    """One number for display: percent for accuracies/errors, integers for step counts."""
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "–"
+    if names.is_percent(metric):
+        return f"{value * 100:.{1 if digits is None else digits}f}"
+    if metric in ("steps_to_target", "steps", "num_params", "samples_seen"):
+        return f"{value:,.0f}"
+    if metric in ("time_to_target_s", "wall_time_s", "train_time_s"):
+        return f"{value:.1f}"
+    if metric == "samples_per_s":
+        return f"{value:,.0f}"
+    if "gap" in metric and not names.is_percent(metric):
+        return f"{value:.3f}"
+    if abs(value) >= 100:
+        return f"{value:,.1f}"
+    return f"{value:.{3 if digits is None else digits}f}"
+
+
+def fmt_stat(row: pd.Series | dict, metric: str, scale_metric: str | None = None) -> str:
+    """``mean ± std [lo, hi]`` from an :func:`aggregate` row (``[lo, hi]`` needs two seeds)."""
+    scale_metric = scale_metric or metric
+    mean = row.get(f"{metric}_mean")
+    if mean is None or not np.isfinite(mean):
+        return "–"
+    text = fmt(mean, scale_metric)
+    std = row.get(f"{metric}_std")
+    if std is not None and np.isfinite(std):
+        text += f" ± {fmt(std, scale_metric)}"
+    lo, hi = row.get(f"{metric}_ci_lo"), row.get(f"{metric}_ci_hi")
+    if lo is not None and np.isfinite(lo):
+        text += f" [{fmt(lo, scale_metric)}, {fmt(hi, scale_metric)}]"
+    return text
+
+
+def _head(metric: str) -> str:
+    """A column head with the unit: ``test acc (%)``, ``test bpc``."""
+    text = names.label(metric)
+    if names.is_percent(metric):
+        text += " (%)"
+    return text
+
+
+def setting_columns(rs: RunSet) -> list[str]:
+    """Swept keys shown as table columns before the norm (batch size, label noise, ...)."""
+    return [k for k in rs.swept_keys if k != "norm" and not k.startswith("norm.")]
+
+
+def _sort(df: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    if df.empty:
+        return df
+    order = df["label"].map(lambda s: (not str(s).startswith("batch"), str(s)))
+    df = df.assign(_norm_order=order)
+    return df.sort_values([*keys, "_norm_order"], kind="stable").drop(columns="_norm_order")
+
+
+def summary_table(rs: RunSet, metrics: Sequence[str] | None = None) -> pd.DataFrame:
+    """One row per setting: runs completed / total, and each metric as mean ± std [95% CI].
+
+    The default metrics are the final test and train metric and the generalization gap.
+    """
+    if metrics is None:
+        if rs.primary_metric == "bpc":
+            metrics = ["final_test_bpc", "final_train_bpc", "generalization_gap"]
+        else:
+            metrics = ["final_test_acc", "final_train_acc", "generalization_gap"]
+    keys = setting_columns(rs)
+    agg = aggregate(rs.runs, metrics, [*keys, "label"])
+    if agg.empty:
+        return pd.DataFrame()
+    agg = _sort(agg, keys)
+    rows = []
+    for _, r in agg.iterrows():
+        row = {names.short(k): _fmt_key(r[k]) for k in keys}
+        row["norm"] = r["label"]
+        row["runs"] = _runs_cell(r)
+        for m in metrics:
+            if m == "generalization_gap":
+                # A difference of accuracies: shown in percentage points.
+                scale = _PERCENT if rs.primary_metric == "acc" else m
+                row[_gap_head(rs)] = fmt_stat(r, m, scale)
+            else:
+                row[_head(m)] = fmt_stat(r, m)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _gap_head(rs: RunSet) -> str:
+    if rs.primary_metric == "bpc":
+        return "gap, test − train (bpc)"
+    return "gap, train − test (pp)"
+
+
+def _runs_cell(r: pd.Series) -> str:
+    """``3/3`` completed of all; failures and divergences named, so none goes unnoticed."""
+    text = f"{r['completed']}/{r['runs']}"
+    notes = [f"{r[s]} {s}" for s in ("failed", "diverged", "running") if r.get(s)]
+    return text + (f" ({', '.join(notes)})" if notes else "")
+
+
+def _fmt_key(value) -> str:
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def target_table(rs: RunSet) -> pd.DataFrame:
+    """Steps and time to reach the target accuracy, per setting (runs that reached it).
+
+    A run that never reached the target has null there; ``reached`` says how many did, so a
+    fast mean over one lucky seed is visible as such.
+    """
+    runs = rs.runs
+    if "steps_to_target" not in runs:
+        return pd.DataFrame()
+    keys = setting_columns(rs)
+    cols = [m for m in ("steps_to_target", "time_to_target_s") if m in runs]
+    agg = aggregate(runs, cols, [*keys, "label"])
+    if agg.empty:
+        return pd.DataFrame()
+    agg = _sort(agg, keys)
+    target = runs["target_acc"].dropna().unique() if "target_acc" in runs else []
+    rows = []
+    for _, r in agg.iterrows():
+        row = {names.short(k): _fmt_key(r[k]) for k in keys}
+        row["norm"] = r["label"]
+        row["reached"] = f"{r['steps_to_target_n']}/{r['completed']}"
+        for m in cols:
+            row[names.label(m)] = fmt_stat(r, m)
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    table.attrs["target"] = float(target[0]) if len(target) == 1 else None
+    return table
+
+
+def difference_table(rs: RunSet, metric: str, reference: str | None = None) -> pd.DataFrame:
+    """Each norm minus the reference norm (batch norm if present) on the same setting.
+
+    The interval is the 95% bootstrap interval of the difference of means; a star marks
+    intervals that exclude zero.
+    """
+    done = rs.runs[rs.runs["status"] == "completed"]
+    labels = sorted(done["label"].dropna().unique(), key=lambda s: (not s.startswith("batch"),
+                                                                    s))
+    if len(labels) < 2 or metric not in done:
+        return pd.DataFrame()
+    reference = reference or labels[0]
+    keys = setting_columns(rs)
+    frames = [compare(done, metric, lab, reference, keys) for lab in labels if lab != reference]
+    frames = [f for f in frames if not f.empty]
+    if not frames:
+        return pd.DataFrame()
+    diff = pd.concat(frames, ignore_index=True)
+    scale = _PERCENT if names.is_percent(metric) or (
+        metric == "generalization_gap" and rs.primary_metric == "acc") else metric
+    rows = []
+    for _, r in diff.sort_values([*keys, "a"], kind="stable").iterrows():
+        row = {names.short(k): _fmt_key(r[k]) for k in keys}
+        row["comparison"] = f"{r['a']} − {r['b']}"
+        row["seeds"] = f"{r['n_a']} vs {r['n_b']}"
+        row["difference"] = fmt(r["diff"], scale)
+        if np.isfinite(r["ci_lo"]):
+            row["95% CI"] = f"[{fmt(r['ci_lo'], scale)}, {fmt(r['ci_hi'], scale)}]"
+        else:
+            row["95% CI"] = "– (one seed)"
+        row["excludes 0"] = "yes" if r["significant"] else "no"
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    table.attrs["raw"] = diff
+    return table
+
+
+def skipped_table(rs: RunSet) -> pd.DataFrame:
+    """The directories that could not be read, with the reason."""
+    return pd.DataFrame([{"directory": str(d), "reason": why} for d, why in rs.skipped])
+
+
+def incomplete_table(rs: RunSet) -> pd.DataFrame:
+    """Every run that did not complete (failed, diverged, still running), with its error."""
+    runs = rs.runs
+    if runs.empty:
+        return pd.DataFrame()
+    bad = runs[runs["status"] != "completed"]
+    rows = []
+    for _, r in bad.iterrows():
+        rows.append({"run": r["run_id"], "status": r["status"], "norm": r["label"],
+                     "batch size": _fmt_key(r["batch_size"]), "seed": _fmt_key(r["seed"]),
+                     "steps": fmt(r.get("steps", float("nan")), "steps"),
+                     "error": " ".join(str(r.get("error") or "").split())[:160] or "–"})
+    return pd.DataFrame(rows)

@@ -1,0 +1,58 @@
+"""The terminal summary: one rich table of the statistics over seeds."""
+
+from __future__ import annotations
+
+import pandas as pd
+from rich.console import Console
+from rich.table import Table
+
+from normbench.report import tables
+from normbench.report.load import RunSet
+
+
+def _as_runset(runs: RunSet | pd.DataFrame) -> RunSet:
+    """Accept a bare run table (``runs.csv``) as well as a loaded :class:`RunSet`."""
+    if isinstance(runs, RunSet):
+        return runs
+    df = runs.copy()
+    if "label" not in df:
+        df["label"] = df["norm"].astype(str)
+    keys = [k for k in ("dataset", "model", "norm", "batch_size") if k in df]
+    keys += [c for c in df.columns if "." in c]
+    family = "bpc" if "final_test_bpc" in df and "final_test_acc" not in df else "acc"
+    return RunSet(runs=df, curves=pd.DataFrame(columns=["run_id"]), setting_keys=keys,
+                  primary_metric=family)
+
+
+def summary_rich_table(runs: RunSet | pd.DataFrame, title: str | None = None) -> Table:
+    """The summary over seeds as a :class:`rich.table.Table` (same numbers as report.md)."""
+    rs = _as_runset(runs)
+    df = tables.summary_table(rs)
+    counts = rs.runs["status"].value_counts() if "status" in rs.runs else pd.Series(dtype=int)
+    caption = ", ".join(f"{int(v)} {k}" for k, v in counts.items())
+    if rs.skipped:
+        caption += f"; {len(rs.skipped)} skipped (unreadable)"
+    table = Table(title=title or "normbench: final metrics over seeds "
+                  "(mean ± std [95% CI])", caption=caption or None, header_style="bold")
+    for col in df.columns:
+        numeric = col not in ("norm", "runs") and not col.startswith(("dataset", "model"))
+        table.add_column(str(col), justify="right" if numeric else "left",
+                         style="bold" if col == "norm" else None)
+    for row in df.itertuples(index=False, name=None):
+        cells = [str(v) for v in row]
+        style = "yellow" if any(w in cells[list(df.columns).index("runs")]
+                                for w in ("failed", "diverged", "running")) else None
+        table.add_row(*cells, style=style)
+    return table
+
+
+def print_summary(runs: RunSet | pd.DataFrame, console: Console | None = None) -> None:
+    """Print the summary table (and any skipped directories) to ``console`` (stdout)."""
+    console = console or Console()
+    rs = _as_runset(runs)
+    if rs.runs.empty:
+        console.print("no runs")
+        return
+    console.print(summary_rich_table(rs))
+    for path, why in rs.skipped:
+        console.print(f"[yellow]skipped[/yellow] {path}: {why}", highlight=False)

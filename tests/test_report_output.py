@@ -1,0 +1,236 @@
+"""Reports end to end: plots, report.md, CSVs, terminal table, CLI module, Hydra callback."""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from PIL import Image
+from report_runs import gn_sweep, write_run
+from rich.console import Console
+
+from normbench.report import ReportError, build_report, load_runs, make_report, print_summary
+from normbench.report.__main__ import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _env() -> dict:
+    # The subprocess must import this checkout's normbench, not an installed one.
+    return {**os.environ, "PYTHONPATH": str(ROOT)}
+
+
+def tiny_sweep(root: Path) -> Path:
+    """Two norms, two batch sizes, two seeds: the issue's "real tiny sweep" shape."""
+    for i, (norm, bs, seed) in enumerate(
+            (n, b, s) for n in ("batch", "group") for b in (2, 32) for s in (0, 1)):
+        acc = {("batch", 2): 0.62, ("batch", 32): 0.90, ("group", 2): 0.86,
+               ("group", 32): 0.88}[norm, bs] + 0.01 * seed
+        write_run(root, str(i), norm=norm, batch_size=bs, seed=seed, test_acc=acc,
+                  train_acc=acc + 0.05 + 0.01 * seed, target_acc=0.5,
+                  tau=60.0 if norm == "batch" else 90.0)
+    return root
+
+
+def _check_png(path: Path) -> None:
+    with Image.open(path) as im:
+        im.verify()
+    with Image.open(path) as im:
+        w, h = im.size
+        assert im.format == "PNG"
+    assert 800 <= w <= 6000 and 500 <= h <= 4000, (path.name, w, h)
+
+
+def test_tiny_sweep_writes_every_plot_and_table(tmp_path):
+    sweep = tiny_sweep(tmp_path / "sweep")
+    report = build_report([sweep], tmp_path / "out")
+    assert report.path == tmp_path / "out" / "report.md"
+    assert set(report.figures) == {"convergence_steps", "convergence_time", "batch_size",
+                                   "generalization"}
+    for png, svg in report.figures.values():
+        _check_png(png)
+        assert svg.suffix == ".svg" and svg.read_text().lstrip().startswith("<?xml")
+    out = tmp_path / "out"
+    runs = pd.read_csv(out / "runs.csv")
+    assert len(runs) == 8 and {"norm", "batch_size", "seed", "final_test_acc"} <= set(runs)
+    summary = pd.read_csv(out / "summary.csv")
+    assert len(summary) == 4
+    row = summary[(summary["label"] == "batch") & (summary["batch_size"] == 2)].iloc[0]
+    assert row["final_test_acc_mean"] == pytest.approx(0.625)
+    assert row["final_test_acc_n"] == 2
+    diffs = pd.read_csv(out / "differences.csv")
+    assert set(diffs["batch_size"]) == {2, 32}
+    md = report.path.read_text()
+    for needle in ("## Summary over seeds", "## 1. Convergence speed",
+                   "## 2. Batch-size sensitivity", "## 3. Generalization",
+                   "plots/batch_size.png", "plots/convergence_time.png",
+                   "plots/generalization.svg", "Steps and time to reach 50% test accuracy",
+                   "below batch size **32**", "group − batch", "8 runs** (8 completed)"):
+        assert needle in md, needle
+
+
+def test_gn_sweep_report_states_threshold_and_svg_has_labels(tmp_path):
+    # Only the batch-size plot: the convergence plots of 15 settings are slow to draw.
+    report = build_report([gn_sweep(tmp_path / "sweep")], tmp_path / "out",
+                          plots=["batch_size"])
+    md = report.path.read_text()
+    assert "falls behind the best batch-independent norm below batch size **16**" in md
+    svg = report.figures["batch_size"][1].read_text()
+    assert "test error (%), lower is better" in svg
+    assert "batch size (examples per batch)" in svg
+    for tick in (">2<", ">4<", ">8<", ">16<", ">32<"):
+        assert tick in svg  # log-2 axis with a tick at every batch size
+    _check_png(report.figures["batch_size"][0])
+
+
+def test_corrupt_and_broken_runs_are_reported(tmp_path):
+    sweep = tiny_sweep(tmp_path / "sweep")
+    (sweep / "0" / "summary.json").write_text("{not json")
+    write_run(sweep, "8", norm="batch", batch_size=2, seed=5, status="diverged",
+              error="loss became nan at step 12")
+    write_run(sweep, "9", norm="group", batch_size=2, seed=6, status="failed",
+              error="RuntimeError: boom", metrics=[])
+    report = build_report([sweep], tmp_path / "out")
+    md = report.path.read_text()
+    assert "1 directory skipped" in md and "corrupt summary.json" in md
+    assert "## Runs that did not complete" in md
+    assert "loss became nan at step 12" in md and "RuntimeError: boom" in md
+    assert "1 diverged" in md and "1 failed" in md
+    # batch norm at batch 2: seed 0 unreadable, seed 1 completed, seed 5 diverged.
+    assert "1/2 (1 diverged)" in md
+    skipped = pd.read_csv(tmp_path / "out" / "skipped.csv")
+    assert len(skipped) == 1 and skipped["directory"].iloc[0].endswith("0")
+
+
+def test_bpc_runs_plot_lower_is_better(tmp_path):
+    for i, (norm, bs, seed, bpc) in enumerate([
+            ("batch", 16, 0, 1.40), ("batch", 16, 1, 1.42), ("layer", 16, 0, 1.35),
+            ("layer", 16, 1, 1.36), ("batch", 64, 0, 1.33), ("batch", 64, 1, 1.34),
+            ("layer", 64, 0, 1.36), ("layer", 64, 1, 1.37)]):
+        write_run(tmp_path / "lm", str(i), norm=norm, batch_size=bs, seed=seed, bpc=True,
+                  test_acc=bpc, train_acc=bpc - 0.05, model="lstm")
+    report = build_report([tmp_path / "lm"], tmp_path / "out")
+    md = report.path.read_text()
+    assert "lower is better" in md and "test bits per character" in md
+    svg = report.figures["batch_size"][1].read_text()
+    assert "test bits per character, lower is better" in svg
+    conv = report.figures["convergence_steps"][1].read_text()
+    assert "lower is better" in conv
+    # Layer norm is better (lower bpc) than batch norm at batch 16: BN behind there only.
+    assert "below batch size **64**" in md
+
+
+def test_label_noise_plot_when_swept_and_explicit_plot_selection(tmp_path):
+    for i, (norm, noise, seed) in enumerate(
+            (n, p, s) for n in ("batch", "none") for p in (0.0, 0.5) for s in (0, 1)):
+        test = 0.9 - noise * (0.8 if norm == "none" else 0.7) + 0.01 * seed
+        write_run(tmp_path / "z", str(i), norm=norm, label_noise=noise, seed=seed,
+                  test_acc=test, train_acc=0.99)
+    report = build_report([tmp_path / "z"], tmp_path / "out")
+    assert "label_noise" in report.figures and "batch_size" not in report.figures
+    _check_png(report.figures["label_noise"][0])
+    only = build_report([tmp_path / "z"], tmp_path / "out2", plots=["generalization"])
+    assert set(only.figures) == {"generalization"}
+    assert not (tmp_path / "out2" / "plots" / "convergence_steps.png").exists()
+
+
+def test_x_and_metric_options(tmp_path):
+    for i, (norm, lr, seed) in enumerate(
+            (n, lr, s) for n in ("batch", "layer") for lr in (0.01, 0.1, 1.0) for s in (0, 1)):
+        write_run(tmp_path / "lr", str(i), norm=norm, seed=seed, test_acc=0.8 + 0.05 * seed,
+                  config_extra={"optim.lr": lr})
+    report = build_report([tmp_path / "lr"], tmp_path / "out", x="optim.lr", metric="best_test_acc")
+    assert "sweep" in report.figures
+    assert report.figures["sweep"][0].name == "best_test_acc_vs_optim_lr.png"
+    _check_png(report.figures["sweep"][0])
+    md = report.path.read_text()
+    assert "Differences between norms: best test accuracy" in md
+    with pytest.raises(ReportError, match="unknown metric 'nope'"):
+        make_report([tmp_path / "lr"], tmp_path / "o", metric="nope")
+    with pytest.raises(ReportError, match="unknown plot 'pie'"):
+        make_report([tmp_path / "lr"], tmp_path / "o", plots=["pie"])
+    with pytest.raises(ReportError, match="not a config key"):
+        make_report([tmp_path / "lr"], tmp_path / "o", x="momentum_of_doom")
+
+
+def test_errors_for_missing_or_empty_directories(tmp_path):
+    with pytest.raises(ReportError, match="no such directory"):
+        make_report([tmp_path / "nope"], tmp_path / "o")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ReportError, match="no runs found"):
+        make_report([tmp_path / "empty"], tmp_path / "o")
+
+
+def test_print_summary_terminal_table(tmp_path):
+    sweep = tiny_sweep(tmp_path / "sweep")
+    write_run(sweep, "8", norm="batch", batch_size=2, seed=5, status="diverged")
+    console = Console(record=True, width=200)
+    print_summary(load_runs([sweep]), console)
+    text = console.export_text()
+    assert "batch" in text and "group" in text and "2/3 (1 diverged)" in text
+    assert "62.5" in text  # batch norm at batch 2: mean test accuracy in percent
+    # A bare run table (as runs.csv holds it) works too: a laptop needs only the CSV.
+    make_report([sweep], tmp_path / "out", plots=["batch_size"])
+    console = Console(record=True, width=200)
+    print_summary(pd.read_csv(tmp_path / "out" / "runs.csv"), console)
+    text = console.export_text()
+    assert "62.5" in text and "2/3 (1 diverged)" in text
+
+
+def test_module_main_success_and_one_line_errors(tmp_path, capsys):
+    sweep = tiny_sweep(tmp_path / "sweep")
+    assert main([str(sweep), "-o", str(tmp_path / "out"), "-q", "--plot", "batch"]) == 0
+    assert (tmp_path / "out" / "report.md").exists()
+    assert main([str(tmp_path / "nope"), "-q"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: no such directory")
+    proc = subprocess.run([sys.executable, "-m", "normbench.report", str(tmp_path / "nope")],
+                          capture_output=True, text=True, cwd=ROOT, env=_env(), timeout=60)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().count("\n") == 0 and "Traceback" not in proc.stderr
+    assert "no such directory" in proc.stderr
+
+
+def test_reporter_does_not_import_torch():
+    code = ("import sys, normbench.report, normbench.report.callback, normbench.report.__main__;"
+            "bad = [m for m in sys.modules if m == 'torch' or m.startswith('torch.')"
+            " or m in ('normbench.train', 'normbench.models', 'normbench.norms')];"
+            "print(bad); sys.exit(1 if bad else 0)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=ROOT, env=_env(), timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_hydra_callback_writes_report_and_never_raises(tmp_path, caplog, monkeypatch):
+    from omegaconf import OmegaConf
+
+    from normbench.report.callback import ReportCallback
+
+    sweep = tiny_sweep(tmp_path / "sweep")
+    cfg = OmegaConf.create({"hydra": {"sweep": {"dir": str(sweep)}}})
+    cb = ReportCallback()
+    cb.on_multirun_end(config=cfg)
+    assert (sweep / "report" / "report.md").exists()
+    assert cb.last_report == sweep / "report" / "report.md"
+    # A later report of the same sweep does not pick up the report folder as a run.
+    assert len(load_runs([sweep]).runs) == 8
+
+    bad = OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path / "gone")}}})
+    with caplog.at_level(logging.WARNING):
+        ReportCallback().on_multirun_end(config=bad)
+    assert "no report for this sweep" in caplog.text
+    ReportCallback().on_multirun_end(config=OmegaConf.create({}))  # no hydra key: warns
+
+    off = tmp_path / "off"
+    tiny_sweep(off)
+    ReportCallback(enabled=False).on_multirun_end(
+        config=OmegaConf.create({"hydra": {"sweep": {"dir": str(off)}}}))
+    monkeypatch.setenv("NORMBENCH_NO_REPORT", "1")
+    ReportCallback().on_multirun_end(
+        config=OmegaConf.create({"hydra": {"sweep": {"dir": str(off)}}}))
+    assert not (off / "report").exists()
