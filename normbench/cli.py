@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
 import typer
 
@@ -17,6 +18,7 @@ app = typer.Typer(
         "  normbench run                                  # MNIST-1D, CNN, batch norm\n\n"
         "  normbench run norm=group batch_size=2\n\n"
         "  normbench run -m norm=batch,group,layer batch_size=4,32 seed=0,1\n\n"
+        "  normbench report multirun/2026-11-25/10-00-00 -o reports/gn\n\n"
         "  normbench list norms"
     ),
     no_args_is_help=True,
@@ -149,6 +151,34 @@ def run(ctx: typer.Context) -> None:
     outcome = hydra_app.sweep_outcome
     if outcome and (outcome.get("failed") or outcome.get("missing")):
         raise typer.Exit(1)
+
+
+@app.command()
+def report(
+    dirs: list[Path] = typer.Argument(..., help="Run or sweep directories, searched recursively."),
+    out: Path = typer.Option(None, "-o", "--out", help="Output directory (default: DIR/report for one DIR, else ./report)."),
+    x: str = typer.Option(None, "--x", help="Config key for the x axis of a sweep plot, e.g. batch_size, optim.lr."),
+    metric: str = typer.Option(None, "--metric", help="Metric to compare, e.g. test_acc, test_error, best_test_acc, test_bpc."),
+    plot: list[str] = typer.Option(None, "--plot", help="Plot to draw (repeatable): convergence, convergence_steps, "
+                                   "convergence_time, batch_size, generalization, label_noise, sweep, all. Default: chosen from what varies."),
+    quiet: bool = typer.Option(False, "-q", "--quiet", help="No summary table in the terminal."),
+) -> None:
+    """Turn runs and sweeps into comparison plots, tables (CSV) and a Markdown report.
+
+    Runs that differ only in seed are grouped (mean, std, bootstrap 95% interval); failed and
+    diverged runs are counted, unreadable ones listed and skipped.
+
+    Examples:
+
+      normbench report multirun/2026-11-25/10-00-00 -o reports/gn
+
+      normbench report runs/ --x batch_size --metric test_acc
+    """
+    from normbench.report.__main__ import report_command
+
+    code = report_command(dirs, out, x, metric, plot or None, quiet)
+    if code:
+        raise typer.Exit(code)
 
 
 @app.command("list")

@@ -41,16 +41,16 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command; returns the exit code (0, or 2 for bad input)."""
-    args = parser().parse_args(argv)
-    out = args.out or default_out_dir(args.dirs)
+def report_command(dirs: Sequence[Path], out: Path | None = None, x: str | None = None,
+                   metric: str | None = None, plots: Sequence[str] | None = None, quiet: bool = False) -> int:
+    """Write the report and print the summary table; returns the exit code (0, or 2 for bad input)."""
+    out = out or default_out_dir(dirs)
     try:
-        report = build_report(args.dirs, out, x=args.x, metric=args.metric, plots=args.plot)
+        report = build_report(dirs, out, x=x, metric=metric, plots=plots)
     except ReportError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"normbench: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    if not args.quiet:
+    if not quiet:
         from rich.console import Console
 
         from normbench.report.terminal import print_summary
@@ -61,6 +61,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             console.print(f"note: {note}", highlight=False)
         console.print(f"report: {report.path}", highlight=False)
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command; returns the exit code (0, or 2 for bad input)."""
+    args = parser().parse_args(argv)
+    return report_command(args.dirs, args.out, args.x, args.metric, args.plot, args.quiet)
 
 
 if __name__ == "__main__":
