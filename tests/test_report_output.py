@@ -188,7 +188,7 @@ def test_module_main_success_and_one_line_errors(tmp_path, capsys):
     assert (tmp_path / "out" / "report.md").exists()
     assert main([str(tmp_path / "nope"), "-q"]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and err.startswith("error: no such directory")
+    assert err.count("\n") == 1 and err.startswith("normbench: error: no such directory")
     proc = subprocess.run([sys.executable, "-m", "normbench.report", str(tmp_path / "nope")],
                           capture_output=True, text=True, cwd=ROOT, env=_env(), timeout=60)
     assert proc.returncode == 2
