@@ -187,6 +187,19 @@ def test_sequence_views():
     assert rows(img).shape == (2, 5)
 
 
+def test_values_per_step_groups_consecutive_positions():
+    model = lstm("layer", fake_data("signal", (2, 12)), values_per_step=4)
+    x = torch.arange(2 * 2 * 12, dtype=torch.float32).view(2, 2, 12)
+    seq = model.as_sequence(x)
+    assert seq.shape == (2, 3, 8) and model.max_steps == 3
+    assert torch.equal(seq[0, 1], x[0, :, 4:8].T.reshape(-1))  # positions 4..7, channels interleaved
+    assert model(x).shape == (2, 5)
+    with pytest.raises(ConfigError, match="must divide the 12 steps"):
+        lstm("none", fake_data("signal", (2, 12)), values_per_step=5)
+    with pytest.raises(ConfigError, match="one character per step"):
+        lstm("none", fake_data("text", (12,)), values_per_step=2)
+
+
 def test_h0_noise_only_in_training():
     torch.manual_seed(6)
     model = lstm("none", h0_noise=1.0)

@@ -128,6 +128,11 @@ class LSTM(nn.Module):
         data_kind: ``signal``, ``image`` or ``text``.
         hidden_size, num_layers: the stack's width and depth.
         image_sequence: ``pixels`` or ``rows``.
+        values_per_step: read this many consecutive positions (pixels, rows) per time step, so
+            that a signal of length L becomes L / values_per_step steps. With one value per
+            step, layer norm of :math:`W_x x_t` keeps only the sign of :math:`x_t` (the
+            normalized vector is :math:`\\pm W_x / \\lVert W_x \\rVert` up to centring), so the
+            LN-LSTM of Ba et al. needs several values per step to see its input's magnitude.
         input_init: ``orthogonal``, ``xavier`` or ``default`` (PyTorch's nn.LSTM), per gate.
         recurrent_init: ``orthogonal``, ``identity`` (Le et al.; Cooijmans et al. on MNIST),
             ``xavier`` or ``default``, per gate.
@@ -143,7 +148,7 @@ class LSTM(nn.Module):
 
     def __init__(self, input_shape, num_classes, norm, norm_options, data_kind="signal", hidden_size=128,
                  num_layers=1, image_sequence="pixels", input_init="orthogonal", recurrent_init="orthogonal",
-                 forget_bias=1.0, h0_noise=0.0, impl="cell"):
+                 forget_bias=1.0, h0_noise=0.0, impl="cell", values_per_step=1):
         super().__init__()
         for key, value, allowed in (("image_sequence", image_sequence, IMAGE_SEQUENCES),
                                     ("input_init", input_init, INPUT_INITS),
@@ -151,7 +156,8 @@ class LSTM(nn.Module):
                                     ("impl", impl, IMPLEMENTATIONS)):
             if value not in allowed:
                 raise ConfigError(f"model.{key}={value} is not one of {', '.join(allowed)}")
-        for key, value in (("hidden_size", hidden_size), ("num_layers", num_layers)):
+        for key, value in (("hidden_size", hidden_size), ("num_layers", num_layers),
+                           ("values_per_step", values_per_step)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"model.{key}={value} must be a positive integer")
         if isinstance(h0_noise, bool) or not isinstance(h0_noise, (int, float)) or h0_noise < 0:
@@ -162,7 +168,17 @@ class LSTM(nn.Module):
         self.data_kind, self.image_sequence = data_kind, image_sequence
         self.hidden_size, self.h0_noise, self.num_classes = hidden_size, float(h0_noise), num_classes
         self.language_model = data_kind == "text"
+        self.values_per_step = values_per_step
         steps, features = self.sequence_shape(tuple(input_shape))
+        if values_per_step > 1:
+            if self.language_model or steps % values_per_step:
+                raise ConfigError(
+                    f"model.values_per_step={values_per_step} must divide the {steps} steps of a "
+                    f"{data_kind} sample (text reads one character per step); use a divisor of {steps}"
+                    if not self.language_model else
+                    f"model.values_per_step={values_per_step} is for signals and images; text reads one "
+                    "character per step, use model.values_per_step=1")
+            steps, features = steps // values_per_step, features * values_per_step
         self.max_steps = steps
         if impl == "torch":
             self.fused = nn.LSTM(features, hidden_size, num_layers, batch_first=True)
@@ -193,11 +209,17 @@ class LSTM(nn.Module):
         if self.data_kind == "text":
             return F.one_hot(x, self.num_classes).to(torch.get_default_dtype())
         if self.data_kind == "signal":
-            return x.transpose(1, 2)
-        N, C, H, W = x.shape
-        if self.image_sequence == "pixels":
-            return x.reshape(N, C, H * W).transpose(1, 2)
-        return x.permute(0, 2, 1, 3).reshape(N, H, C * W)
+            seq = x.transpose(1, 2)
+        elif self.image_sequence == "pixels":
+            N, C, H, W = x.shape
+            seq = x.reshape(N, C, H * W).transpose(1, 2)
+        else:
+            N, C, H, W = x.shape
+            seq = x.permute(0, 2, 1, 3).reshape(N, H, C * W)
+        if self.values_per_step > 1:
+            N, T, F_ = seq.shape
+            seq = seq.reshape(N, T // self.values_per_step, self.values_per_step * F_)
+        return seq
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         seq = self.as_sequence(x)
