@@ -35,8 +35,12 @@ def fail(message: str, code: int = 2):
 def final_line(summary: dict, run_dir: Path) -> str:
     f = summary["final"]
     speed = f"{summary['samples_per_s']:,.0f} samples/s" if summary.get("samples_per_s") else ""
-    metrics = (f"test acc {f['test_acc']:.4f} (best {summary['best_test_acc']:.4f}), train acc {f['train_acc']:.4f}"
-               if f.get("test_acc") is not None else "no evaluation")
+    m = summary.get("primary_metric", "acc")
+    metrics = (f"test {m} {f[f'test_{m}']:.4f} (best {summary[f'best_test_{m}']:.4f}), train {m} {f[f'train_{m}']:.4f}"
+               if f.get(f"test_{m}") is not None else "no evaluation")
+    longer = [f"{k[len(f'test_{m}_'):]} {v:.4f}" for k, v in f.items() if k.startswith(f"test_{m}_") and v is not None]
+    if longer:
+        metrics += f", test {m} at " + ", ".join(longer)
     return (f"{summary['status']}: {summary['norm']} norm, {summary['model']} on {summary['dataset']}, "
             f"batch {summary['batch_size']}, seed {summary['seed']} | {metrics} | {summary['steps']} steps "
             f"in {summary['train_time_s']:.1f} s, {speed} | {run_dir}")

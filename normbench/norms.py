@@ -5,7 +5,11 @@ normalizes, 0 for ``(N, C)``, 1 for ``(N, C, L)``, 2 for ``(N, C, H, W)``.
 
 Where PyTorch has a fused op for the maths (``F.batch_norm``, ``F.group_norm``,
 ``F.layer_norm``, ``weight_norm``) we use it; our own layers are the ones the papers need and
-PyTorch lacks (mean-only batch norm, data-dependent initialisation of weight norm).
+PyTorch lacks (mean-only batch norm, data-dependent initialisation of weight norm, the
+per-time-step statistics of recurrent batch norm).
+
+Recurrent models ask :func:`make_recurrent_norm` instead of :func:`make_norm`: their layers take
+the time step as a second argument, ``norm(x, t)``.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ NORM_KINDS = tuple(NORM_DESCRIPTIONS)
 # the whole model (see ``weight_norm_data_init``), so make_norm accepts and ignores it.
 _OPTIONS = {
     "none": set(),
-    "batch": {"momentum", "eps", "affine", "mean_only"},
+    "batch": {"momentum", "eps", "affine", "mean_only", "gamma_init"},
     "group": {"groups", "eps", "affine"},
     "layer": {"eps", "affine"},
     "instance": {"eps", "affine"},
@@ -117,6 +121,164 @@ class LayerNorm(nn.Module):
         return f"{self.num_features}, eps={self.eps}, affine={self.weight is not None}"
 
 
+class RecurrentBatchNorm(nn.Module):
+    r"""Batch normalization with statistics per time step (Cooijmans et al., 2016).
+
+    .. math::
+        y_t = \frac{x_t - \mathrm{E}[x_t]}{\sqrt{\mathrm{Var}[x_t] + \epsilon}} \cdot \gamma + \beta
+
+    In training the mean and (biased) variance of step :math:`t` are taken per feature over the
+    batch only, never over time: each time step has its own statistics, and its own running
+    (population) mean and unbiased variance, updated with ``momentum`` as in
+    :class:`torch.nn.BatchNorm1d`. :math:`\gamma` and :math:`\beta` have one entry per feature and
+    are shared by all time steps. :math:`\gamma` starts at ``gamma_init`` (0.1, the paper's value:
+    a small gain keeps the gates out of the saturated range of the sigmoid and tanh);
+    ``center=False`` drops :math:`\beta`, as the paper does for the normalized input and
+    recurrent terms of an LSTM, whose gates have a bias of their own.
+
+    The layer holds population statistics for ``max_steps`` time steps, the longest training
+    length :math:`T_{max}`; training on a later step is an error. In eval the population
+    statistics of step :math:`t` are used for :math:`t < T_{max}`, and those of the last step
+    seen in training for every later step (the paper's rule for test sequences longer than the
+    training ones). Averaging statistics over time instead "severely degrades performance".
+
+    Args:
+        num_features: C, the number of features.
+        max_steps: :math:`T_{max}`, the number of time steps that get their own statistics.
+        eps: added to the variance.
+        momentum: weight of the newest batch in the running statistics.
+        affine: learn :math:`\gamma` (and :math:`\beta` when ``center``).
+        center: learn :math:`\beta`.
+        gamma_init: the initial :math:`\gamma`.
+
+    Shape:
+        - Input: :math:`(N, C)`, one time step (``t`` is its index), or :math:`(N, T, C)`, the
+          steps ``t`` to ``t + T - 1`` at once (one fused call for a term that does not depend on
+          the recurrence, such as :math:`W_x x_t`).
+        - Output: same shape as the input.
+    """
+
+    def __init__(self, num_features: int, max_steps: int, eps: float = 1e-5, momentum: float = 0.1,
+                 affine: bool = True, center: bool = True, gamma_init: float = 0.1):
+        super().__init__()
+        if max_steps < 1:
+            raise ValueError(f"max_steps={max_steps} must be at least 1")
+        self.num_features, self.max_steps = num_features, max_steps
+        self.eps, self.momentum = eps, momentum
+        self.weight = nn.Parameter(torch.full((num_features,), float(gamma_init))) if affine else None
+        self.bias = nn.Parameter(torch.zeros(num_features)) if affine and center else None
+        self.register_buffer("running_mean", torch.zeros(max_steps, num_features))
+        self.register_buffer("running_var", torch.ones(max_steps, num_features))
+        # T_max: the number of leading steps that have population statistics (kept on the device,
+        # so that neither training nor evaluation needs a host-device synchronisation).
+        self.register_buffer("steps_tracked", torch.zeros((), dtype=torch.long))
+
+    def forward(self, x: torch.Tensor, t: int = 0) -> torch.Tensor:
+        steps = 1 if x.dim() == 2 else x.shape[1]
+        flat = x if x.dim() == 2 else x.reshape(x.shape[0], steps * self.num_features)
+        if self.training:
+            if t + steps > self.max_steps:
+                raise ValueError(
+                    f"RecurrentBatchNorm holds statistics for {self.max_steps} time steps and got step "
+                    f"{t + steps - 1} in training; build it with max_steps >= the training length"
+                )
+            mean = self.running_mean[t:t + steps].view(-1)  # views: batch_norm updates them in place
+            var = self.running_var[t:t + steps].view(-1)
+            self.steps_tracked.clamp_(min=t + steps)
+            training = True
+        else:
+            last = (self.steps_tracked - 1).clamp(min=0)
+            index = torch.arange(t, t + steps, device=x.device).clamp(max=last)
+            mean = self.running_mean.index_select(0, index).view(-1)
+            var = self.running_var.index_select(0, index).view(-1)
+            training = False
+        if x.dim() == 2:
+            return F.batch_norm(x, mean, var, self.weight, self.bias, training, self.momentum, self.eps)
+        y = F.batch_norm(flat, mean, var, None, None, training, self.momentum, self.eps).view_as(x)
+        if self.weight is not None:
+            y = y * self.weight
+        if self.bias is not None:
+            y = y + self.bias
+        return y
+
+    def extra_repr(self) -> str:
+        return (f"{self.num_features}, max_steps={self.max_steps}, eps={self.eps}, momentum={self.momentum}, "
+                f"affine={self.weight is not None}, center={self.bias is not None}")
+
+
+class StepNorm(nn.Module):
+    r"""A normalization without time dependence, applied alike at every time step.
+
+    Wraps a layer built by :func:`make_norm` for ``(N, C)`` features (layer norm: Ba et al.
+    apply it "unchanged at every time step"; ``none``: the identity) so that it takes the
+    recurrent calling convention ``norm(x, t)`` and inputs of shape :math:`(N, C)` or
+    :math:`(N, T, C)`, with statistics over the C features of each sample and step.
+    """
+
+    def __init__(self, layer: nn.Module):
+        super().__init__()
+        self.layer = layer
+        self.is_identity = isinstance(layer, nn.Identity)
+
+    def forward(self, x: torch.Tensor, t: int = 0) -> torch.Tensor:
+        if self.is_identity:
+            return x
+        if x.dim() == 2:
+            return self.layer(x)
+        return self.layer(x.reshape(-1, x.shape[-1])).view_as(x)
+
+
+# The norms that have a meaning inside a recurrent cell, and the options each takes there.
+_RECURRENT_OPTIONS = {
+    "none": set(),
+    "batch": {"momentum", "eps", "affine", "gamma_init", "mean_only"},
+    "layer": {"eps", "affine"},
+    "weight": {"data_init", "mean_only", "momentum"},
+}
+
+
+def make_recurrent_norm(kind: str, num_features: int, max_steps: int, center: bool = True,
+                        **options) -> nn.Module:
+    """The normalization ``kind`` for one term of a recurrent cell, called as ``norm(x, t)``.
+
+    ``batch`` gives a :class:`RecurrentBatchNorm` (statistics per time step, ``gamma_init``
+    defaulting to Cooijmans et al.'s 0.1; ``center=False`` drops :math:`\\beta`); ``layer`` a
+    :class:`LayerNorm` applied alike at every step (gain and bias, Ba et al.); ``none`` and
+    ``weight`` the identity (weight norm acts on the cell's matrices, see
+    :func:`apply_weight_norm`). ``group`` and ``instance`` have no meaning for the
+    ``(N, C)`` features of a cell, and mean-only batch norm is not defined there: both raise
+    :class:`~normbench.errors.ConfigError`.
+    """
+    if kind not in _RECURRENT_OPTIONS:
+        if kind in _OPTIONS:
+            raise ConfigError(
+                f"norm={kind} has no meaning in a recurrent cell (its statistics need channel groups or "
+                f"positions, and a cell's features are one vector per step); use norm=none, batch, layer or weight"
+            )
+        raise ConfigError(f"unknown norm '{kind}'; known norms: {', '.join(NORM_KINDS)}")
+    opts = dict(options)
+    unknown = set(opts) - _RECURRENT_OPTIONS[kind]
+    if unknown:
+        allowed = ", ".join(sorted(_RECURRENT_OPTIONS[kind])) or "none"
+        raise ConfigError(
+            f"norm '{kind}' in a recurrent cell takes no option {', '.join(sorted(map(repr, unknown)))}; its options: {allowed}"
+        )
+    if opts.get("mean_only", False):
+        raise ConfigError(f"norm={kind} norm.mean_only=true is not defined for recurrent cells; "
+                          "use norm.mean_only=false (or a feed-forward model)")
+    if kind == "batch":
+        gamma_init = opts.get("gamma_init")
+        gamma_init = 0.1 if gamma_init is None else gamma_init
+        layer = RecurrentBatchNorm(num_features, max_steps, eps=opts.get("eps", 1e-5),
+                                   momentum=opts.get("momentum", 0.1), affine=opts.get("affine", True),
+                                   center=center)
+        _init_gamma(layer, gamma_init, kind)
+        return layer
+    if kind == "layer":
+        return StepNorm(make_norm("layer", num_features, 0, **opts))
+    return StepNorm(nn.Identity())
+
+
 def _take(kind: str, options: dict) -> dict:
     unknown = set(options) - _OPTIONS[kind]
     if unknown:
@@ -136,7 +298,8 @@ def make_norm(kind: str, num_features: int, dims: int, **options) -> nn.Module:
         dims: spatial dims of the input: 0 for ``(N, C)``, 1 for ``(N, C, L)``, 2 for
             ``(N, C, H, W)``.
         **options: the kind's options: ``batch``: ``momentum``, ``eps``, ``affine``,
-            ``mean_only`` (subtract the mean only, :class:`MeanOnlyBatchNorm`); ``group``:
+            ``mean_only`` (subtract the mean only, :class:`MeanOnlyBatchNorm`), ``gamma_init``
+            (the initial :math:`\\gamma`; ``None`` keeps PyTorch's 1); ``group``:
             ``groups``, ``eps``, ``affine``; ``layer`` and ``instance``: ``eps``, ``affine``;
             ``weight``: ``mean_only`` (add mean-only batch norm after the weight-normalized
             layer), ``momentum``, ``data_init`` (acts on the model, see
@@ -161,11 +324,16 @@ def make_norm(kind: str, num_features: int, dims: int, **options) -> nn.Module:
     if kind == "none":
         return nn.Identity()
     if kind in ("batch", "weight") and opts.get("mean_only", False):
+        if opts.get("gamma_init") is not None:
+            raise ConfigError(f"norm.gamma_init={opts['gamma_init']} needs a gamma, and mean-only batch norm has "
+                              "none; drop norm.gamma_init or set norm.mean_only=false")
         return MeanOnlyBatchNorm(num_features, momentum=opts.get("momentum", 0.1))
     if kind == "weight":
         return nn.Identity()
     if kind == "batch":
-        return _BATCH_NORMS[dims](num_features, eps=eps, momentum=opts.get("momentum", 0.1), affine=affine)
+        layer = _BATCH_NORMS[dims](num_features, eps=eps, momentum=opts.get("momentum", 0.1), affine=affine)
+        _init_gamma(layer, opts.get("gamma_init"), kind)
+        return layer
     if kind == "group":
         groups = opts.get("groups", 32)
         if not isinstance(groups, int) or groups < 1 or num_features % groups:
@@ -184,6 +352,19 @@ def make_norm(kind: str, num_features: int, dims: int, **options) -> nn.Module:
         )
     # GroupNorm with one channel per group is instance norm with per-channel affine, fused.
     return nn.GroupNorm(num_features, num_features, eps=eps, affine=affine)
+
+
+def _init_gamma(layer: nn.Module, gamma_init, kind: str) -> None:
+    """Set a norm layer's initial gain :math:`\\gamma` (``None``: leave the layer's default)."""
+    if gamma_init is None:
+        return
+    if isinstance(gamma_init, bool) or not isinstance(gamma_init, (int, float)) or not gamma_init > 0:
+        raise ConfigError(f"norm.gamma_init={gamma_init} must be a positive number (Cooijmans et al. use 0.1)")
+    if getattr(layer, "weight", None) is None:
+        raise ConfigError(f"norm.gamma_init={gamma_init} needs a gamma, and norm={kind} with affine=false has "
+                          "none; drop norm.gamma_init or set norm.affine=true")
+    with torch.no_grad():
+        layer.weight.fill_(float(gamma_init))
 
 
 def _divisors_hint(n: int) -> str:
@@ -212,6 +393,11 @@ def weight_normed_layers(model: nn.Module) -> list[nn.Module]:
     return [m for m in model.modules() if is_weight_layer(m) and parametrize.is_parametrized(m, "weight")]
 
 
+SKIP_DATA_INIT = "skip_weight_norm_data_init"
+"""Set this attribute on a layer to keep :func:`weight_norm_data_init` off it (a recurrent
+matrix, applied many times per forward pass to a state that starts at zero)."""
+
+
 @torch.no_grad()
 def weight_norm_data_init(model: nn.Module, inputs, eps: float = 1e-8) -> None:
     r"""Data-dependent initialization of weight norm (Salimans & Kingma 2016, section 3).
@@ -227,8 +413,13 @@ def weight_norm_data_init(model: nn.Module, inputs, eps: float = 1e-8) -> None:
     layers are initialized on the statistics they will see. A layer without bias (one followed
     by mean-only batch norm, which supplies the shift) only gets its scale set. ``inputs`` is
     what ``model`` takes (a tensor, or a tuple of positional arguments).
+
+    Layers marked with the attribute :data:`SKIP_DATA_INIT` keep their initialization: the
+    recurrent matrix of an LSTM acts on a zero state at the first step and is applied at every
+    step, so one pass gives it no statistics to initialize from (Salimans & Kingma note that
+    the method does not carry over to recurrent models).
     """
-    layers = weight_normed_layers(model)
+    layers = [m for m in weight_normed_layers(model) if not getattr(m, SKIP_DATA_INIT, False)]
     if not layers:
         return
 

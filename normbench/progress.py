@@ -17,9 +17,14 @@ from rich.progress import (
 
 
 def format_eval(record: dict) -> str:
+    m = "bpc" if "test_bpc" in record else "acc"
     parts = [f"step {record['step']}", f"epoch {record['epoch']:.2f}",
-             f"train loss {record['train_loss']:.4f} acc {record['train_acc']:.4f}",
-             f"test loss {record['test_loss']:.4f} acc {record['test_acc']:.4f}"]
+             f"train loss {record['train_loss']:.4f} {m} {record[f'train_{m}']:.4f}",
+             f"test loss {record['test_loss']:.4f} {m} {record[f'test_{m}']:.4f}"]
+    longer = [f"{k[len(f'test_{m}_'):]} {v:.4f}" for k, v in record.items()
+              if k.startswith(f"test_{m}_") and v is not None]
+    if longer:
+        parts.append(f"test {m} at " + ", ".join(longer))
     return " | ".join(parts)
 
 
@@ -75,7 +80,8 @@ class _Bar(_Silent):
         self._progress.update(self._task, completed=step, info=info)
 
     def evaluation(self, record: dict) -> None:
-        self._acc = f" test acc {record['test_acc']:.4f}"
+        m = "bpc" if "test_bpc" in record else "acc"
+        self._acc = f" test {m} {record[f'test_{m}']:.4f}"
         self._progress.update(self._task, completed=record["step"])
 
 

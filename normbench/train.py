@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
@@ -29,9 +28,10 @@ from normbench import records
 from normbench.data import TensorData, load_dataset
 from normbench.errors import ConfigError
 from normbench.models import build_model
-from normbench.norms import MeanOnlyBatchNorm, weight_norm_data_init
+from normbench.norms import MeanOnlyBatchNorm, RecurrentBatchNorm, weight_norm_data_init
 from normbench.optim import build_optimizer, build_schedule
 from normbench.progress import make_progress
+from normbench.tasks import Classification, LanguageModelling, task_for
 
 # Config keys that change how a run is shown or where it runs, not what it computes: a run may
 # resume under different values. The budget keys may change too (to extend a finished run).
@@ -87,6 +87,10 @@ def validate(cfg: DictConfig) -> None:
     positive_int("trainer.log_every", t.log_every)
     if t.target_acc is not None and not 0 <= t.target_acc <= 1:
         raise ConfigError(f"trainer.target_acc={t.target_acc} is not a fraction; use a value in [0, 1]")
+    target_bpc = t.get("target_bpc")
+    if target_bpc is not None and (isinstance(target_bpc, bool) or not isinstance(target_bpc, (int, float))
+                                   or not target_bpc > 0):
+        raise ConfigError(f"trainer.target_bpc={target_bpc} must be a positive number of bits per character")
     if t.progress not in ("auto", "bar", "lines", "none"):
         raise ConfigError(f"trainer.progress={t.progress} is not one of auto, bar, lines, none")
     for key in ("lr", "grad_clip_norm"):
@@ -98,7 +102,8 @@ def validate(cfg: DictConfig) -> None:
 
 
 def uses_batch_statistics(model: nn.Module) -> bool:
-    return any(isinstance(m, (nn.modules.batchnorm._BatchNorm, MeanOnlyBatchNorm)) for m in model.modules())
+    return any(isinstance(m, (nn.modules.batchnorm._BatchNorm, MeanOnlyBatchNorm, RecurrentBatchNorm))
+               for m in model.modules())
 
 
 def config_dict(cfg: DictConfig) -> dict:
@@ -138,33 +143,33 @@ def environment(device: torch.device, cfg: DictConfig) -> dict:
     return env
 
 
-@torch.no_grad()
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> tuple[float, float]:
     """Mean cross-entropy and accuracy of ``model`` in eval mode (population statistics)."""
-    was_training = model.training
-    model.eval()
-    loss_sum = torch.zeros((), device=x.device)
-    correct = torch.zeros((), device=x.device, dtype=torch.long)
-    for start in range(0, len(x), batch_size):
-        logits = model(x[start:start + batch_size])
-        target = y[start:start + batch_size]
-        loss_sum += F.cross_entropy(logits, target, reduction="sum")
-        correct += (logits.argmax(1) == target).sum()
-    model.train(was_training)
-    return loss_sum.item() / len(x), correct.item() / len(x)
+    return Classification().evaluate(model, x, y, batch_size)
 
 
 def summarize(cfg: DictConfig, state: LoopState, status: str, env: dict, num_params: int,
-              lr: float, error: str | None = None) -> dict:
-    """The summary.json dict, derived from the evaluation history and the loop state."""
+              lr: float, error: str | None = None,
+              task: Classification | LanguageModelling | None = None) -> dict:
+    """The summary.json dict, derived from the evaluation history and the loop state.
+
+    The metric keys follow the task: ``train_acc``/``test_acc``/``best_test_acc``/``target_acc``
+    for classification, ``train_bpc``/``test_bpc``/``best_test_bpc``/``target_bpc`` (lower is
+    better) for language modelling; ``final`` also holds the extra test sets' values
+    (``test_bpc_len200``, ...).
+    """
+    task = task or Classification()
+    m = task.metric
     last = state.history[-1] if state.history else {}
-    final = {k: last.get(k) for k in ("train_loss", "train_acc", "test_loss", "test_acc")}
-    test_accs = [r["test_acc"] for r in state.history if r.get("test_acc") is not None]
-    target = cfg.trainer.target_acc
-    reached = next((r for r in state.history if target is not None and (r.get("test_acc") or 0) >= target), None)
+    final = {k: last.get(k) for k in ("train_loss", f"train_{m}", "test_loss", f"test_{m}")}
+    final.update({k: v for k, v in last.items() if k.startswith(("test_loss_", f"test_{m}_"))})
+    tests = [r[f"test_{m}"] for r in state.history if r.get(f"test_{m}") is not None]
+    best = (max if task.higher_is_better else min)(tests) if tests else None
+    target = cfg.trainer.get(task.target_key)
+    reached = next((r for r in state.history if task.reached(r.get(f"test_{m}"), target)), None)
     gap = None
-    if final["train_acc"] is not None and final["test_acc"] is not None:
-        gap = final["train_acc"] - final["test_acc"]
+    if final[f"train_{m}"] is not None and final[f"test_{m}"] is not None:
+        gap = task.gap(final[f"train_{m}"], final[f"test_{m}"])
     samples = state.step * cfg.batch_size
     return {
         "status": status,
@@ -178,10 +183,11 @@ def summarize(cfg: DictConfig, state: LoopState, status: str, env: dict, num_par
         "steps": state.step,
         "epochs": last.get("epoch", 0.0),
         "samples_seen": samples,
-        "primary_metric": "acc",
+        "primary_metric": m,
+        "higher_is_better": task.higher_is_better,
         "final": final,
-        "best_test_acc": max(test_accs) if test_accs else None,
-        "target_acc": target,
+        f"best_test_{m}": best,
+        task.target_key: target,
         "steps_to_target": reached["step"] if reached else None,
         "time_to_target_s": reached["train_time_s"] if reached else None,
         "generalization_gap": gap,
@@ -207,6 +213,7 @@ class Trainer:
             torch.backends.cudnn.benchmark = False
         torch.manual_seed(cfg.seed)
         self.data: TensorData = load_dataset(cfg.dataset).to(self.device)
+        self.task = task_for(self.data)
         n_train = len(self.data.x_train)
         if cfg.batch_size > n_train:
             raise ConfigError(f"batch_size={cfg.batch_size} exceeds the {n_train} training samples of dataset={self.data.name}")
@@ -224,6 +231,8 @@ class Trainer:
         self.shuffle = torch.Generator().manual_seed(cfg.seed)
         self.state = LoopState()
         self.env = environment(self.device, cfg)
+        if self.data.source:
+            self.env["dataset_source"] = self.data.source
         self.num_params = sum(p.numel() for p in self.model.parameters())
         self.config = config_dict(cfg)
         self.resumed_from = self._load_checkpoint()
@@ -274,15 +283,19 @@ class Trainer:
         os.replace(tmp, self.run_dir / records.CHECKPOINT_FILE)
 
     def summary(self, status: str, error: str | None = None) -> dict:
-        return summarize(self.cfg, self.state, status, self.env, self.num_params, self.lr, error)
+        return summarize(self.cfg, self.state, status, self.env, self.num_params, self.lr, error, self.task)
 
     # -- the loop ---------------------------------------------------------------------------
 
     def _evaluate(self) -> dict:
-        d, t = self.data, self.cfg.trainer
+        d, t, m = self.data, self.cfg.trainer, self.task.metric
         n = min(t.train_eval_samples, len(d.x_train))
-        train_loss, train_acc = evaluate(self.model, d.x_train[:n], d.y_train[:n], t.eval_batch_size)
-        test_loss, test_acc = evaluate(self.model, d.x_test, d.y_test, t.eval_batch_size)
+        train_loss, train_metric = self.task.evaluate(self.model, d.x_train[:n], d.y_train[:n], t.eval_batch_size)
+        test_loss, test_metric = self.task.evaluate(self.model, d.x_test, d.y_test, t.eval_batch_size)
+        extra = {}
+        for label, (x, y) in d.extra_tests.items():
+            extra[f"test_loss_{label}"], extra[f"test_{m}_{label}"] = self.task.evaluate(
+                self.model, x, y, t.eval_batch_size)
         s = self.state
         return {
             "step": s.step,
@@ -291,9 +304,10 @@ class Trainer:
             "wall_time_s": s.wall_time_s,
             "train_time_s": s.train_time_s,
             "train_loss": train_loss,
-            "train_acc": train_acc,
+            f"train_{m}": train_metric,
             "test_loss": test_loss,
-            "test_acc": test_acc,
+            f"test_{m}": test_metric,
+            **extra,
             "lr": self.optimizer.param_groups[0]["lr"],
         }
 
@@ -340,7 +354,7 @@ class Trainer:
             while s.step < self.total_steps:
                 x = xs[s.position * B:(s.position + 1) * B]
                 y = ys[s.position * B:(s.position + 1) * B]
-                loss = F.cross_entropy(self.model(x), y)
+                loss = self.task.loss(self.model(x), y)
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 if clip:

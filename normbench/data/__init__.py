@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-from normbench.data import digits, mnist1d
+from normbench.data import digits, mnist, mnist1d, text
 from normbench.data.base import TensorData
 from normbench.errors import ConfigError
 
 DATASET_DESCRIPTIONS = {
     "mnist1d": "MNIST-1D: 4000/1000 signals of length 40, 10 classes, generated offline (default)",
     "digits": "scikit-learn digits: 1437/360 grey 8x8 images, 10 classes, ships offline",
+    "mnist": "MNIST from its IDX files in dataset.root: 60000/10000 28x28 digits (sequential/permuted with model=lstm)",
+    "text": "character-level text for language modelling (bits per character): a file, Penn Treebank's "
+            "char files in dataset.root, or Python's documentation topics (default, offline)",
 }
-_LOADERS = {"mnist1d": mnist1d.load, "digits": digits.load}
+_LOADERS = {"mnist1d": mnist1d.load, "digits": digits.load, "mnist": mnist.load, "text": text.load}
 
 
 def load_dataset(cfg) -> TensorData:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -14,7 +14,12 @@ class TensorData:
 
     ``x_*`` are float32 with the layout a model consumes: ``(N, C, L)`` for 1-D signals
     (``kind="signal"``) and ``(N, C, H, W)`` for images (``kind="image"``); ``y_*`` are int64
-    class indices.
+    class indices. For text (``kind="text"``, a language-modelling task) ``x_*`` and ``y_*`` are
+    int64 ``(N, L)`` segments of character indices, ``y`` being ``x`` shifted by one character,
+    and ``num_classes`` is the vocabulary size.
+
+    ``extra_tests`` maps a label (``"len200"``) to further ``(x, y)`` test sets, evaluated next
+    to the main one and recorded as ``test_<metric>_<label>`` (text: longer test segments).
     """
 
     name: str
@@ -24,6 +29,8 @@ class TensorData:
     x_test: torch.Tensor
     y_test: torch.Tensor
     num_classes: int
+    extra_tests: dict[str, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
+    source: str = ""  # where the data came from, when it is worth recording (files, corpus hash)
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -36,6 +43,7 @@ class TensorData:
             y_train=self.y_train.to(device),
             x_test=self.x_test.to(device),
             y_test=self.y_test.to(device),
+            extra_tests={k: (x.to(device), y.to(device)) for k, (x, y) in self.extra_tests.items()},
         )
 
 

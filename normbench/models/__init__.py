@@ -8,15 +8,18 @@ from torch import nn
 from normbench.errors import ConfigError
 from normbench.models.cnn import CNN
 from normbench.models.mlp import MLP
+from normbench.models.recurrent import LSTM
 from normbench.norms import apply_weight_norm
 
 MODEL_DESCRIPTIONS = {
     "mlp": "fully connected: Linear -> norm -> activation blocks (the BN and LN papers' MNIST nets)",
     "cnn": "convolutional: conv -> norm -> ReLU blocks, 1-D for signals, 2-D for images",
+    "lstm": "LSTM over sequences (signals, image pixels or rows) or characters; norm=batch is Cooijmans' "
+            "BN-LSTM, norm=layer Ba's LN-LSTM",
 }
 # Which dataset kinds each model can consume.
-_ACCEPTS = {"mlp": {"signal", "image"}, "cnn": {"signal", "image"}}
-_CLASSES = {"mlp": MLP, "cnn": CNN}
+_ACCEPTS = {"mlp": {"signal", "image"}, "cnn": {"signal", "image"}, "lstm": {"signal", "image", "text"}}
+_CLASSES = {"mlp": MLP, "cnn": CNN, "lstm": LSTM}
 
 
 def plain(cfg) -> dict:
@@ -44,6 +47,8 @@ def build_model(model_cfg, norm_cfg, data) -> nn.Module:
             f"it takes {' or '.join(sorted(_ACCEPTS[name]))} data"
         )
     options = {k: v for k, v in plain(model_cfg).items() if k != "name"}
+    if getattr(_CLASSES[name], "data_kind_aware", False):
+        options["data_kind"] = data.kind
     model = _CLASSES[name](data.input_shape, data.num_classes, norm_cfg.name, norm_options(norm_cfg), **options)
     if norm_cfg.name == "weight":
         apply_weight_norm(model)
