@@ -1,7 +1,8 @@
 """Hydra launchers for sweeps on a Slurm cluster or in parallel on one machine.
 
 The presets ``hydra/launcher=slurm`` and ``hydra/launcher=local`` (``configs/hydra/launcher/``)
-point here. Both are thin subclasses of Hydra's plugins (``pip install -e ".[cluster]"``) that
+name the classes in ``hydra_plugins.normbench_launchers`` (Hydra loads launchers only from the
+``hydra_plugins`` namespace); their shared code is here. Both are thin subclasses of Hydra's plugins (``pip install -e ".[cluster]"``) that
 add failure isolation: a job that dies outside normbench's own error handling (killed for
 memory, a node failure, a worker that crashed) is recorded as a ``failed`` run with the reason,
 and the sweep goes on to count it instead of stopping with a traceback.
@@ -96,68 +97,3 @@ def _isolated(launcher: Any, overrides: Sequence[str], result: Any) -> JobReturn
     ret = JobReturn(overrides=list(overrides), status=JobStatus.COMPLETED)
     ret.return_value = None
     return ret
-
-
-try:
-    from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher as _SubmititSlurm
-except ImportError:  # pragma: no cover - the cli says what to install before we get here
-    _SubmititSlurm = object  # type: ignore[assignment,misc]
-
-try:
-    from hydra_plugins.hydra_joblib_launcher.joblib_launcher import JoblibLauncher as _Joblib
-except ImportError:  # pragma: no cover
-    _Joblib = object  # type: ignore[assignment,misc]
-
-
-class SlurmLauncher(_SubmititSlurm):  # type: ignore[misc,valid-type]
-    """Hydra's submitit Slurm launcher, with each job's failure recorded instead of raised."""
-
-    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
-        # As Hydra's plugin does, except that a failed job is recorded rather than raised (the
-        # plugin waits on each job in turn and stops the sweep at the first failure).
-        import submitit
-        from hydra.core.singleton import Singleton
-        from hydra.core.utils import filter_overrides
-        from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
-
-        params = dict(self.params)
-        init_keys = {"submitit_folder", "max_num_timeout"}
-        executor = submitit.AutoExecutor(cluster=self._EXECUTOR, folder=params["submitit_folder"],
-                                         slurm_max_num_timeout=params.get("max_num_timeout", 0))
-        base = set(OmegaConf.structured(BaseQueueConf).keys())
-        executor.update_parameters(**{k if k in base else f"{self._EXECUTOR}_{k}": v
-                                      for k, v in params.items() if k not in init_keys})
-        sweep_dir = Path(str(self.config.hydra.sweep.dir))
-        sweep_dir.mkdir(parents=True, exist_ok=True)
-        job_params = []
-        for idx, overrides in enumerate(job_overrides, start=initial_job_idx):
-            log.info("\t#%d : %s", idx, " ".join(filter_overrides(overrides)))
-            job_params.append((list(overrides), "hydra.sweep.dir", idx, f"job_id_for_{idx}", Singleton.get_state()))
-        jobs = executor.map_array(self, *zip(*job_params, strict=True))
-        if jobs:
-            print(f"normbench: submitted {len(jobs)} Slurm jobs (array {jobs[0].job_id.split('_')[0]}); "
-                  f"waiting for them; logs in {sweep_dir / '.submitit'}", flush=True)
-        results = []
-        for overrides, job in zip(job_overrides, jobs, strict=True):
-            try:
-                result: Any = job.results()[0]
-            except Exception as exc:  # killed by Slurm, node failure, no result file
-                result = f"Slurm job {job.job_id} ended without a result ({job.state}): {exc}"
-            results.append(_isolated(self, overrides, result))
-        return results
-
-
-class LocalLauncher(_Joblib):  # type: ignore[misc,valid-type]
-    """Hydra's joblib launcher (parallel processes on one machine), with failures recorded.
-
-    A job's own errors are recorded by normbench inside the job. If a worker process dies
-    (killed for memory, a crash), joblib stops the whole batch: the runs without a finished
-    record are then recorded as failed with joblib's reason, and the sweep's count says so.
-    """
-
-    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
-        try:
-            results: Sequence[Any] = super().launch(job_overrides, initial_job_idx)
-        except Exception as exc:
-            results = [f"the local worker pool stopped: {type(exc).__name__}: {exc}"] * len(job_overrides)
-        return [_isolated(self, overrides, result) for overrides, result in zip(job_overrides, results, strict=True)]

@@ -366,6 +366,8 @@ class Trainer:
             if cfg.norm.name == "weight" and cfg.norm.get("data_init", True):
                 xs, _ = self._epoch_batches()
                 weight_norm_data_init(self.model, xs[: cfg.batch_size])
+        else:
+            print(f"resuming from step {s.step} of {self.total_steps} ({self.run_dir})", flush=True)
         progress = make_progress(cfg.trainer.progress, self.total_steps, s.step, cfg.batch_size)
         self.model.train()
         start_wall = time.perf_counter() - s.wall_time_s
