@@ -123,3 +123,31 @@ def test_usr2_on_a_running_slurm_job_checkpoints_requeues_and_resumes(slurm, tmp
     wa = torch.load(straight / "checkpoint.pt", weights_only=False)["model"]
     wb = torch.load(run_dir / "checkpoint.pt", weights_only=False)["model"]
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_a_job_killed_by_slurm_is_recorded_as_failed_and_the_others_complete(slurm, tmp_path):
+    # norm=batch is cancelled while it trains (submitit ignores the SIGTERM; Slurm kills it
+    # KillWait=5 s later); norm=group runs to the end.
+    train = ["model=mlp", "model.width=64", "trainer.max_steps=20000", "trainer.eval_every=20000",
+             "trainer.train_eval_samples=200", "trainer.progress=none"]
+    args = ["-m", *SMALL_JOBS, "norm=batch,group", *train]
+    sweep_dir = tmp_path / "multirun" / sweeps.sweep_name(args[1:])
+    victim = sweep_dir / sweeps.job_subdir(["norm=batch", *train], sweeps.dirname_exclude_keys())
+    sweep = subprocess.Popen([sys.executable, "-m", "normbench", "run", *args], cwd=tmp_path, env=slurm,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and not (victim / records.CHECKPOINT_FILE).exists():
+            time.sleep(0.02)
+        jobs = [fields[0] for fields in squeue(slurm, "%i")]
+        assert any(j.endswith("_0") for j in jobs), jobs
+        subprocess.run(["scancel", next(j for j in jobs if j.endswith("_0"))], env=slurm, check=True)
+        out, _ = sweep.communicate(timeout=240)
+    finally:
+        if sweep.poll() is None:
+            sweep.kill()
+    assert sweep.returncode == 1, out[-3000:]
+    assert out.strip().splitlines()[-1].startswith("sweep: 1 completed, 0 diverged, 1 failed"), out[-3000:]
+    failed = records.read_summary(victim)
+    assert failed["status"] == "failed" and "left the queue without a result" in failed["error"]
+    assert "Traceback" not in out

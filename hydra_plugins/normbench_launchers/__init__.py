@@ -78,7 +78,7 @@ def _queued(array_ids: set[str]) -> set[str] | None:
     return set(out.stdout.split())
 
 
-def _wait(jobs: list[Any], poll_s: float = 1.0, squeue_every_s: float = 10.0) -> list[Any]:
+def _wait(jobs: list[Any], poll_s: float = 1.0) -> list[Any]:
     """Each job's result, or a message for a job that ended without one.
 
     Watches the result files submitit writes and, every few seconds, ``squeue``: it works on
@@ -87,7 +87,7 @@ def _wait(jobs: list[Any], poll_s: float = 1.0, squeue_every_s: float = 10.0) ->
     """
     outcomes: dict[int, Any] = {}
     missing: dict[int, int] = {}
-    last_squeue = time.monotonic()
+    started = last_squeue = time.monotonic()
     while len(outcomes) < len(jobs):
         for i, job in enumerate(jobs):
             if i not in outcomes and job.paths.result_pickle.exists():
@@ -97,7 +97,8 @@ def _wait(jobs: list[Any], poll_s: float = 1.0, squeue_every_s: float = 10.0) ->
                     outcomes[i] = f"Slurm job {job.job_id} failed: {exc}"
         if len(outcomes) == len(jobs):
             break
-        if time.monotonic() - last_squeue >= squeue_every_s:
+        # squeue every 5 s at first, then less often (at most once a minute) for long sweeps
+        if time.monotonic() - last_squeue >= min(60.0, max(5.0, (time.monotonic() - started) / 10)):
             last_squeue = time.monotonic()
             waiting = {i: job for i, job in enumerate(jobs) if i not in outcomes}
             queued = _queued({job.job_id.split("_")[0] for job in waiting.values()})
@@ -106,7 +107,7 @@ def _wait(jobs: list[Any], poll_s: float = 1.0, squeue_every_s: float = 10.0) ->
                     missing.pop(i, None)
                     continue
                 missing[i] = missing.get(i, 0) + 1
-                if missing[i] >= 3 and not job.paths.result_pickle.exists():  # results may lag on NFS
+                if missing[i] >= 2 and not job.paths.result_pickle.exists():  # results may lag on NFS
                     tail = ""
                     if job.paths.stderr.exists():
                         lines = job.paths.stderr.read_text(errors="replace").strip().splitlines()
