@@ -129,3 +129,23 @@ def test_a_launcher_without_its_plugin_says_what_to_install(monkeypatch):
         with pytest.raises(cli._UsageError, match=r'needs the hydra-.*-launcher plugin.*pip install -e "\.\[cluster\]"'):
             cli._check_launcher(["-m", f"hydra/launcher={preset}", "norm=batch"])
     cli._check_launcher(["-m", "hydra/launcher=basic"])  # Hydra's own: nothing to install
+
+
+def test_sweep_jobs_take_the_gpus_round_robin_when_there_are_several(monkeypatch):
+    from normbench.api import compose
+    from normbench.app import _round_robin_device
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    devices = []
+    for num in range(6):
+        cfg = compose([])
+        _round_robin_device(cfg, num)
+        devices.append(cfg.trainer.device)
+    assert devices == ["cuda:0", "cuda:1", "cuda:2", "cuda:3", "cuda:0", "cuda:1"]
+    cfg = compose(["trainer.device=cpu"])
+    _round_robin_device(cfg, 3)
+    assert cfg.trainer.device == "cpu"  # an explicit device is kept
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    cfg = compose([])
+    _round_robin_device(cfg, 3)
+    assert cfg.trainer.device == "auto"

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from hydra.core.utils import JobReturn
+from hydra.core.utils import JobReturn, filter_overrides
 from omegaconf import OmegaConf
 
 from normbench.launchers import _isolated
@@ -41,7 +41,6 @@ class SlurmLauncher(_SubmititSlurm):  # type: ignore[misc,valid-type]
         # plugin waits on each job in turn and stops the sweep at the first failure).
         import submitit
         from hydra.core.singleton import Singleton
-        from hydra.core.utils import filter_overrides
         from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
 
         params = dict(self.params)
@@ -61,7 +60,7 @@ class SlurmLauncher(_SubmititSlurm):  # type: ignore[misc,valid-type]
         if jobs:
             print(f"normbench: submitted {len(jobs)} Slurm jobs (array {jobs[0].job_id.split('_')[0]}); "
                   f"waiting for them; logs in {sweep_dir / '.submitit'}", flush=True)
-        outcomes = _wait(jobs)
+        outcomes = _wait(jobs, [" ".join(filter_overrides(o)) for o in job_overrides])
         return [_isolated(self, overrides, outcome) for overrides, outcome in zip(job_overrides, outcomes, strict=True)]
 
 
@@ -78,7 +77,14 @@ def _queued(array_ids: set[str]) -> set[str] | None:
     return set(out.stdout.split())
 
 
-def _wait(jobs: list[Any], poll_s: float = 1.0) -> list[Any]:
+def _status(outcome: Any) -> str:
+    value = getattr(outcome, "_return_value", None)
+    if isinstance(value, dict) and value.get("status"):
+        return str(value["status"])
+    return "failed"
+
+
+def _wait(jobs: list[Any], labels: list[str], poll_s: float = 1.0) -> list[Any]:
     """Each job's result, or a message for a job that ended without one.
 
     Watches the result files submitit writes and, every few seconds, ``squeue``: it works on
@@ -95,6 +101,7 @@ def _wait(jobs: list[Any], poll_s: float = 1.0) -> list[Any]:
                     outcomes[i] = job.results()[0]
                 except Exception as exc:  # the job raised, or its result is unreadable
                     outcomes[i] = f"Slurm job {job.job_id} failed: {exc}"
+                print(f"[{len(outcomes)}/{len(jobs)}] {_status(outcomes[i])}: {labels[i]} (job {job.job_id})", flush=True)
         if len(outcomes) == len(jobs):
             break
         # squeue every 5 s at first, then less often (at most once a minute) for long sweeps
@@ -114,6 +121,8 @@ def _wait(jobs: list[Any], poll_s: float = 1.0) -> list[Any]:
                         tail = f"; last error line: {lines[-1]}" if lines else ""
                     outcomes[i] = (f"Slurm job {job.job_id} left the queue without a result "
                                    f"(see {job.paths.stderr}){tail}")
+                    print(f"[{len(outcomes)}/{len(jobs)}] failed: {labels[i]} (job {job.job_id} "
+                          f"left the queue without a result)", flush=True)
         time.sleep(poll_s)
     return [outcomes[i] for i in range(len(jobs))]
 
