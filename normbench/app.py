@@ -71,11 +71,8 @@ def _round_robin_device(cfg: DictConfig, job_num: int) -> None:
 
 
 def run_job(cfg: DictConfig) -> dict | None:
-    from normbench.train import (  # torch loads here, not for `--help`
-        Interrupted,
-        finished_summary,
-        train,
-    )
+    from normbench.preemption import Interrupted
+    from normbench.train import finished_summary, train  # torch loads here, not for `--help`
 
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)

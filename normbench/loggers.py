@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import sys
 import uuid
 from pathlib import Path
 from typing import Any
@@ -71,6 +72,7 @@ class WandbLogger(Logger):
             raise ConfigError("logger=wandb needs the wandb package: pip install wandb")
         self.options, self.run_dir, self.config = options, Path(run_dir), config
         self.run: Any = None
+        self.broken = False
 
     def _start(self) -> Any:
         if self.run is not None:
@@ -96,16 +98,33 @@ class WandbLogger(Logger):
         self.run = wandb.init(**kwargs)
         return self.run
 
+    def _warn(self, exc: Exception) -> None:
+        """wandb trouble never stops a run: one line on stderr, then no more wandb calls."""
+        if not self.broken:
+            print(f"normbench: warning: wandb logging stopped: {type(exc).__name__}: {exc} "
+                  f"(the run directory still records everything)", file=sys.stderr, flush=True)
+        self.broken = True
+
     def log(self, record: dict) -> None:
+        if self.broken:
+            return
         metrics = {k: v for k, v in record.items() if k != "step" and v is not None}
-        self._start().log(metrics, step=int(record["step"]))
+        try:
+            self._start().log(metrics, step=int(record["step"]))
+        except Exception as exc:
+            self._warn(exc)
 
     def finish(self, summary: dict, interrupted: bool = False) -> None:
-        run = self._start()
-        flat = _flatten({k: v for k, v in summary.items() if k != "env"})
-        run.summary.update({k: v for k, v in flat.items() if v is not None})
-        failed = summary.get("status") == "failed"
-        run.finish(exit_code=1 if failed or interrupted else 0)
+        if self.broken:
+            return
+        try:
+            run = self._start()
+            flat = _flatten({k: v for k, v in summary.items() if k != "env"})
+            run.summary.update({k: v for k, v in flat.items() if v is not None})
+            failed = summary.get("status") == "failed"
+            run.finish(exit_code=1 if failed or interrupted else 0)
+        except Exception as exc:
+            self._warn(exc)
         self.run = None
 
 

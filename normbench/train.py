@@ -14,9 +14,7 @@ from __future__ import annotations
 import math
 import os
 import platform
-import signal
 import socket
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +32,7 @@ from normbench.loggers import make_logger
 from normbench.models import build_model
 from normbench.norms import MeanOnlyBatchNorm, weight_norm_data_init
 from normbench.optim import build_optimizer, build_schedule
+from normbench.preemption import Interrupted, StopRequest
 from normbench.progress import make_progress
 
 # Config keys that change how a run is shown or where it runs, not what it computes: a run may
@@ -44,42 +43,6 @@ _RESUMABLE_KEYS = ("trainer.device", "trainer.progress", "trainer.log_every", "l
 
 class Diverged(Exception):
     """The training loss became NaN or infinite."""
-
-
-class Interrupted(Exception):
-    """A preemption signal stopped the run after it checkpointed its current step."""
-
-    def __init__(self, signum: int, step: int, previous_handler):
-        super().__init__(f"stopped by {signal.Signals(signum).name} at step {step}; the checkpoint is saved")
-        self.signum, self.step, self.previous_handler = signum, step, previous_handler
-
-
-def preemption_signal() -> signal.Signals:
-    """The signal Slurm sends before a timeout or preemption (submitit's choice: USR2)."""
-    return getattr(signal, "SIG" + os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2"))
-
-
-class _StopRequest:
-    """While training, the preemption signal only sets a flag; the loop checks it between steps."""
-
-    def __init__(self):
-        self.signum: int | None = None
-        self.previous = None
-        self.installed = False
-
-    def _handler(self, signum, frame):
-        self.signum = signum
-
-    def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
-            self.previous = signal.signal(preemption_signal(), self._handler)
-            self.installed = True
-        return self
-
-    def __exit__(self, *exc):
-        if self.installed:
-            signal.signal(preemption_signal(), self.previous)
-        return False
 
 
 @dataclass
@@ -371,7 +334,7 @@ class Trainer:
         progress = make_progress(cfg.trainer.progress, self.total_steps, s.step, cfg.batch_size)
         self.model.train()
         start_wall = time.perf_counter() - s.wall_time_s
-        with progress, _StopRequest() as stop:
+        with progress, StopRequest() as stop:
             if self.resumed_from is None:
                 self._record(progress)
             xs, ys = self._epoch_batches()
