@@ -45,16 +45,18 @@ Examples:
 
   normbench run norm=group norm.groups=4 optim.lr_scaling=linear hydra.run.dir=runs/gn4
 
-  normbench run -m norm=batch,group seed=0,1 --dry-run   # list the jobs, launch nothing
+  normbench run -m norm=batch,group seed=0,1 --dry-run     # list the jobs only
 
   normbench run -m hydra/launcher=slurm hydra.launcher.partition=gpu norm=batch,group seed=0,1,2
 
-  normbench run -m hydra/launcher=local norm=batch,group seed=0,1   # parallel on one machine
+  normbench run -m hydra/launcher=local norm=batch,group seed=0,1
+
+  normbench run --cfg job                              # show every key and its value
 
 A sweep's directory is multirun/<its overrides> (no timestamp): running the same sweep again
 skips finished runs and resumes unfinished ones; hydra.sweep.dir=DIR picks another.
-
-  normbench run --cfg job                              # show every key and its value
+hydra/launcher=slurm (Slurm, via submitit) and local (parallel on one machine) need
+pip install -e ".[cluster]".
 
 Config help: `normbench run --config-help` lists the config groups and their options;
 `normbench run --hydra-help` shows Hydra's own flags.
