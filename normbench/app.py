@@ -16,7 +16,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from normbench import records
 from normbench.errors import ConfigError
@@ -64,14 +64,34 @@ def _record_failure(cfg: DictConfig, run_dir: Path, message: str) -> None:
     })
 
 
+def _round_robin_device(cfg: DictConfig, job_num: int) -> None:
+    """With several GPUs visible, sweep job k trains on cuda:(k mod count) (trainer.device=auto)."""
+    import torch
+
+    count = torch.cuda.device_count() if cfg.trainer.get("device") == "auto" else 0
+    if count > 1:
+        with open_dict(cfg):
+            cfg.trainer.device = f"cuda:{job_num % count}"
+
+
 def run_job(cfg: DictConfig) -> dict | None:
-    from normbench.train import train  # torch loads here, not for `--help` or `--cfg job`
+    from normbench.preemption import Interrupted
+    from normbench.train import finished_summary, train  # torch loads here, not for `--help`
 
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     in_sweep = hydra_cfg.mode == RunMode.MULTIRUN
     try:
+        finished = finished_summary(cfg, run_dir)
+        if finished is not None:  # a relaunched sweep: nothing to train
+            print(f"skipped, already {final_line(finished, run_dir)}", flush=True)
+            return finished
+        if in_sweep:
+            _round_robin_device(cfg, int(hydra_cfg.job.get("num") or 0))
         summary = train(cfg, run_dir)
+    except Interrupted as exc:  # no scheduler to requeue us: stop here, resumable
+        print(f"normbench: {exc}; run the same command to resume ({run_dir})", file=sys.stderr, flush=True)
+        raise SystemExit(128 + exc.signum) from None
     except ConfigError as exc:
         if not in_sweep:
             _remove_fresh_dir(run_dir)

@@ -45,7 +45,18 @@ Examples:
 
   normbench run norm=group norm.groups=4 optim.lr_scaling=linear hydra.run.dir=runs/gn4
 
+  normbench run -m norm=batch,group seed=0,1 --dry-run     # list the jobs only
+
+  normbench run -m hydra/launcher=slurm hydra.launcher.partition=gpu norm=batch,group seed=0,1,2
+
+  normbench run -m hydra/launcher=local norm=batch,group seed=0,1
+
   normbench run --cfg job                              # show every key and its value
+
+A sweep's directory is multirun/<its overrides> (no timestamp): running the same sweep again
+skips finished runs and resumes unfinished ones; hydra.sweep.dir=DIR picks another.
+hydra/launcher=slurm (Slurm, via submitit) and local (parallel on one machine) need
+pip install -e ".[cluster]".
 
 Config help: `normbench run --config-help` lists the config groups and their options;
 `normbench run --hydra-help` shows Hydra's own flags.
@@ -102,6 +113,54 @@ class _UsageError(Exception):
     pass
 
 
+def _overrides(args: list[str]) -> list[str]:
+    """The KEY=VALUE arguments, as Hydra's own parser separates them from its flags."""
+    from hydra._internal.utils import get_args_parser
+
+    try:
+        return list(get_args_parser().parse_args(args).overrides)
+    except (SystemExit, Exception):
+        return [a for a in args if not a.startswith("-")]
+
+
+def _check_launcher(args: list[str]) -> None:
+    """``hydra/launcher=slurm`` or ``local`` without its plugin: say what to install, in one line."""
+    from normbench.launchers import missing_plugin
+
+    for arg in args:
+        if arg.lstrip("+").startswith("hydra/launcher="):
+            message = missing_plugin(arg.split("=", 1)[1])
+            if message:
+                raise _UsageError(message)
+
+
+def _with_sweep_dir(args: list[str], overrides: list[str]) -> list[str]:
+    """A sweep's directory derived from its overrides (no timestamp), unless the user chose one."""
+    from normbench import sweeps
+
+    if sweeps.user_sweep_dir(overrides) is not None:
+        return args
+    try:
+        sweep_dir = sweeps.default_sweep_dir(overrides)
+    except Exception:
+        return args  # malformed overrides: Hydra reports them
+    # Next to the other overrides: argparse takes them as one group of positionals.
+    at = args.index(overrides[0]) if overrides else len(args)
+    return [*args[:at], f"hydra.sweep.dir='{sweep_dir}'", *args[at:]]
+
+
+def _dry_run(overrides: list[str]) -> None:
+    from normbench import sweeps
+
+    try:
+        lines = sweeps.dry_run(overrides)
+    except Exception as exc:
+        typer.echo(f"normbench: error: {_one_line(exc)}", err=True)
+        raise typer.Exit(2) from None
+    for line in lines:
+        typer.echo(line)
+
+
 def _one_line(exc: BaseException) -> str:
     """Hydra's and OmegaConf's multi-line messages, folded into one line."""
     cause = str(exc.__cause__ or "")
@@ -126,11 +185,20 @@ def run(ctx: typer.Context) -> None:
     # -m takes no value, so let it stand anywhere (Hydra's parser wants it before overrides).
     flags = [a for a in args if a in ("-m", "--multirun")]
     args = flags + [a for a in args if a not in flags]
+    dry_run = "--dry-run" in args
+    args = [a for a in args if a != "--dry-run"]
     try:
         _check_group_choices(args)
+        _check_launcher(args)
     except _UsageError as exc:
         typer.echo(f"normbench: error: {exc}", err=True)
         raise typer.Exit(2) from None
+    overrides = _overrides(args)
+    if dry_run:
+        _dry_run(overrides)
+        return
+    if flags:
+        args = _with_sweep_dir(args, overrides)
 
     from normbench import app as hydra_app
 

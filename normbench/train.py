@@ -27,9 +27,11 @@ import normbench
 from normbench import records
 from normbench.data import TensorData, load_dataset
 from normbench.errors import ConfigError
+from normbench.loggers import make_logger
 from normbench.models import build_model
 from normbench.norms import MeanOnlyBatchNorm, RecurrentBatchNorm, weight_norm_data_init
 from normbench.optim import build_optimizer, build_schedule
+from normbench.preemption import Interrupted, StopRequest
 from normbench.progress import make_progress
 from normbench.tasks import Classification, LanguageModelling, task_for
 
@@ -235,6 +237,7 @@ class Trainer:
             self.env["dataset_source"] = self.data.source
         self.num_params = sum(p.numel() for p in self.model.parameters())
         self.config = config_dict(cfg)
+        self.logger = make_logger(cfg, self.run_dir, self.config)
         self.resumed_from = self._load_checkpoint()
 
     # -- checkpoints ------------------------------------------------------------------------
@@ -315,6 +318,7 @@ class Trainer:
         record = self._evaluate()
         self.state.history.append(record)
         records.append_metrics(self.run_dir, record)
+        self.logger.log(record)
         progress.evaluation(record)
         if not math.isfinite(record["train_loss"]):
             raise Diverged(f"training-set loss became {record['train_loss']} at step {record['step']}")
@@ -339,10 +343,12 @@ class Trainer:
             if cfg.norm.name == "weight" and cfg.norm.get("data_init", True):
                 xs, _ = self._epoch_batches()
                 weight_norm_data_init(self.model, xs[: cfg.batch_size])
+        else:
+            print(f"resuming from step {s.step} of {self.total_steps} ({self.run_dir})", flush=True)
         progress = make_progress(cfg.trainer.progress, self.total_steps, s.step, cfg.batch_size)
         self.model.train()
         start_wall = time.perf_counter() - s.wall_time_s
-        with progress:
+        with progress, StopRequest() as stop:
             if self.resumed_from is None:
                 self._record(progress)
             xs, ys = self._epoch_batches()
@@ -383,6 +389,13 @@ class Trainer:
                         self._record(progress)
                         s.wall_time_s = time.perf_counter() - start_wall
                     segment_start = time.perf_counter()
+                if stop.signum is not None and s.step < self.total_steps:  # a Python flag: no sync
+                    now = time.perf_counter()
+                    s.train_time_s += now - segment_start
+                    s.wall_time_s = now - start_wall
+                    self._save_checkpoint()
+                    records.write_summary(self.run_dir, self.summary("running"))
+                    raise Interrupted(stop.signum, s.step, stop.previous)
         return self.summary("completed")
 
 
@@ -393,6 +406,31 @@ def _previous_summary(run_dir: Path) -> dict:
         return {}
 
 
+def finished_summary(cfg: DictConfig, run_dir: str | Path) -> dict | None:
+    """The summary of the run in ``run_dir`` if it already finished with this config, else None.
+
+    Cheap (reads two small files, builds nothing), so a relaunched sweep skips finished runs
+    quickly. Finished means completed within the config's step budget, or diverged.
+    """
+    run_dir = Path(run_dir)
+    previous = _previous_summary(run_dir)
+    if previous.get("status") not in ("completed", "diverged"):
+        return None
+    try:
+        recorded = OmegaConf.to_container(OmegaConf.load(run_dir / records.CONFIG_FILE), resolve=True)
+    except (OSError, ValueError):
+        return None
+    if _without(recorded, _RESUMABLE_KEYS) != _without(config_dict(cfg), _RESUMABLE_KEYS):
+        return None  # Trainer says why
+    if previous["status"] == "completed":
+        t = cfg.trainer
+        done = (previous.get("steps", 0) >= t.max_steps if t.max_steps
+                else previous.get("epochs", 0) >= t.epochs - 1e-9)
+        if not done:
+            return None
+    return previous
+
+
 def train(cfg: DictConfig, run_dir: str | Path) -> dict:
     """Train from a composed config into ``run_dir`` and return the summary dict.
 
@@ -401,7 +439,15 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
     Bad configuration raises :class:`ConfigError` before anything is written. A diverged run
     returns a summary with status ``diverged``; any other failure is recorded with status
     ``failed`` and re-raised.
+
+    On the preemption signal (SIGUSR2, as Slurm sends it through submitit) the run saves a
+    checkpoint at the next step boundary, keeps status ``running`` and hands the signal to the
+    handler that was there before (submitit's: requeue the job and exit); without one it raises
+    :class:`Interrupted`. Running the same config again resumes from that step.
     """
+    previous = finished_summary(cfg, run_dir)
+    if previous is not None:
+        return previous
     trainer = Trainer(cfg, Path(run_dir))
     if trainer.resumed_from is not None:
         previous = _previous_summary(trainer.run_dir)
@@ -412,8 +458,16 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
         summary = trainer.fit()
     except Diverged as exc:
         summary = trainer.summary("diverged", str(exc))
+    except Interrupted as exc:
+        trainer.logger.finish(trainer.summary("running"), interrupted=True)
+        if callable(exc.previous_handler):
+            exc.previous_handler(exc.signum, None)  # submitit: requeue this job, then exit
+        raise
     except BaseException as exc:  # KeyboardInterrupt too: the record must not say "running"
-        records.write_summary(trainer.run_dir, trainer.summary("failed", f"{type(exc).__name__}: {exc}"))
+        failed = trainer.summary("failed", f"{type(exc).__name__}: {exc}")
+        records.write_summary(trainer.run_dir, failed)
+        trainer.logger.finish(failed)
         raise
     records.write_summary(trainer.run_dir, summary)
+    trainer.logger.finish(summary)
     return summary

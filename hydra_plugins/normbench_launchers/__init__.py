@@ -1,0 +1,143 @@
+"""normbench's Hydra launchers: ``hydra/launcher=slurm`` and ``hydra/launcher=local``.
+
+Hydra loads launchers only from the ``hydra_plugins`` namespace, so the classes live here; the
+shared code (failure records, the install hint) is in :mod:`normbench.launchers`.
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from hydra.core.utils import JobReturn, filter_overrides
+from omegaconf import OmegaConf
+
+from normbench.launchers import _isolated
+
+log = logging.getLogger(__name__)
+
+try:
+    from hydra_plugins.hydra_submitit_launcher.submitit_launcher import (
+        SlurmLauncher as _SubmititSlurm,
+    )
+except ImportError:  # pragma: no cover - the cli says what to install before we get here
+    _SubmititSlurm = object  # type: ignore[assignment,misc]
+
+try:
+    from hydra_plugins.hydra_joblib_launcher.joblib_launcher import JoblibLauncher as _Joblib
+except ImportError:  # pragma: no cover
+    _Joblib = object  # type: ignore[assignment,misc]
+
+
+class SlurmLauncher(_SubmititSlurm):  # type: ignore[misc,valid-type]
+    """Hydra's submitit Slurm launcher, with each job's failure recorded instead of raised."""
+
+    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+        # As Hydra's plugin does, except that a failed job is recorded rather than raised (the
+        # plugin waits on each job in turn and stops the sweep at the first failure).
+        import submitit
+        from hydra.core.singleton import Singleton
+        from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
+
+        params = dict(self.params)
+        init_keys = {"submitit_folder", "max_num_timeout"}
+        executor = submitit.AutoExecutor(cluster=self._EXECUTOR, folder=params["submitit_folder"],
+                                         slurm_max_num_timeout=params.get("max_num_timeout", 0))
+        base = set(OmegaConf.structured(BaseQueueConf).keys())
+        executor.update_parameters(**{k if k in base else f"{self._EXECUTOR}_{k}": v
+                                      for k, v in params.items() if k not in init_keys})
+        sweep_dir = Path(str(self.config.hydra.sweep.dir))
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        job_params = []
+        for idx, overrides in enumerate(job_overrides, start=initial_job_idx):
+            log.info("\t#%d : %s", idx, " ".join(filter_overrides(overrides)))
+            job_params.append((list(overrides), "hydra.sweep.dir", idx, f"job_id_for_{idx}", Singleton.get_state()))
+        jobs = executor.map_array(self, *zip(*job_params, strict=True))
+        if jobs:
+            print(f"normbench: submitted {len(jobs)} Slurm jobs (array {jobs[0].job_id.split('_')[0]}); "
+                  f"waiting for them; logs in {sweep_dir / '.submitit'}", flush=True)
+        outcomes = _wait(jobs, [" ".join(filter_overrides(o)) for o in job_overrides])
+        return [_isolated(self, overrides, outcome) for overrides, outcome in zip(job_overrides, outcomes, strict=True)]
+
+
+def _queued(array_ids: set[str]) -> set[str] | None:
+    """The job ids (``ARRAY_TASK``) that Slurm still has pending or running; None if squeue fails."""
+    try:
+        out = subprocess.run(["squeue", "-h", "-r", "-o", "%i", "-j", ",".join(sorted(array_ids))],
+                             capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if out.returncode != 0:
+        # squeue fails for ids it no longer knows of: treat as "none of them queued" only then
+        return set() if "Invalid job id" in out.stderr else None
+    return set(out.stdout.split())
+
+
+def _status(outcome: Any) -> str:
+    value = getattr(outcome, "_return_value", None)
+    if isinstance(value, dict) and value.get("status"):
+        return str(value["status"])
+    return "failed"
+
+
+def _wait(jobs: list[Any], labels: list[str], poll_s: float = 1.0) -> list[Any]:
+    """Each job's result, or a message for a job that ended without one.
+
+    Watches the result files submitit writes and, every few seconds, ``squeue``: it works on
+    clusters without Slurm accounting (where submitit's sacct calls fail), and a job that left
+    the queue without a result (killed for memory, node failure, scancel) ends the wait for it.
+    """
+    outcomes: dict[int, Any] = {}
+    missing: dict[int, int] = {}
+    started = last_squeue = time.monotonic()
+    while len(outcomes) < len(jobs):
+        for i, job in enumerate(jobs):
+            if i not in outcomes and job.paths.result_pickle.exists():
+                try:
+                    outcomes[i] = job.results()[0]
+                except Exception as exc:  # the job raised, or its result is unreadable
+                    outcomes[i] = f"Slurm job {job.job_id} failed: {exc}"
+                print(f"[{len(outcomes)}/{len(jobs)}] {_status(outcomes[i])}: {labels[i]} (job {job.job_id})", flush=True)
+        if len(outcomes) == len(jobs):
+            break
+        # squeue every 5 s at first, then less often (at most once a minute) for long sweeps
+        if time.monotonic() - last_squeue >= min(60.0, max(5.0, (time.monotonic() - started) / 10)):
+            last_squeue = time.monotonic()
+            waiting = {i: job for i, job in enumerate(jobs) if i not in outcomes}
+            queued = _queued({job.job_id.split("_")[0] for job in waiting.values()})
+            for i, job in waiting.items():
+                if queued is None or job.job_id in queued:
+                    missing.pop(i, None)
+                    continue
+                missing[i] = missing.get(i, 0) + 1
+                if missing[i] >= 2 and not job.paths.result_pickle.exists():  # results may lag on NFS
+                    tail = ""
+                    if job.paths.stderr.exists():
+                        lines = job.paths.stderr.read_text(errors="replace").strip().splitlines()
+                        tail = f"; last error line: {lines[-1]}" if lines else ""
+                    outcomes[i] = (f"Slurm job {job.job_id} left the queue without a result "
+                                   f"(see {job.paths.stderr}){tail}")
+                    print(f"[{len(outcomes)}/{len(jobs)}] failed: {labels[i]} (job {job.job_id} "
+                          f"left the queue without a result)", flush=True)
+        time.sleep(poll_s)
+    return [outcomes[i] for i in range(len(jobs))]
+
+
+class LocalLauncher(_Joblib):  # type: ignore[misc,valid-type]
+    """Hydra's joblib launcher (parallel processes on one machine), with failures recorded.
+
+    A job's own errors are recorded by normbench inside the job. If a worker process dies
+    (killed for memory, a crash), joblib stops the whole batch: the runs without a finished
+    record are then recorded as failed with joblib's reason, and the sweep's count says so.
+    """
+
+    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+        try:
+            results: Sequence[Any] = super().launch(job_overrides, initial_job_idx)
+        except Exception as exc:
+            results = [f"the local worker pool stopped: {type(exc).__name__}: {exc}"] * len(job_overrides)
+        return [_isolated(self, overrides, result) for overrides, result in zip(job_overrides, results, strict=True)]

@@ -1,0 +1,99 @@
+"""Hydra launchers for sweeps on a Slurm cluster or in parallel on one machine.
+
+The presets ``hydra/launcher=slurm`` and ``hydra/launcher=local`` (``configs/hydra/launcher/``)
+name the classes in ``hydra_plugins.normbench_launchers`` (Hydra loads launchers only from the
+``hydra_plugins`` namespace); their shared code is here. Both are thin subclasses of Hydra's plugins (``pip install -e ".[cluster]"``) that
+add failure isolation: a job that dies outside normbench's own error handling (killed for
+memory, a node failure, a worker that crashed) is recorded as a ``failed`` run with the reason,
+and the sweep goes on to count it instead of stopping with a traceback.
+
+Preemption on Slurm needs nothing here: submitit calls the launcher's ``checkpoint`` on USR2,
+which resubmits the same job; normbench's trainer has already saved the current step by then
+(:func:`normbench.train.train`), so the requeued job resumes from it.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from hydra.core.utils import JobReturn, JobStatus
+from omegaconf import DictConfig, OmegaConf
+
+from normbench import records
+
+log = logging.getLogger(__name__)
+
+#: The optional extra that provides the launcher plugins.
+INSTALL_HINT = 'pip install -e ".[cluster]"  (or: pip install hydra-submitit-launcher hydra-joblib-launcher)'
+
+#: Preset name -> (plugin module, PyPI package).
+PRESETS = {
+    "slurm": ("hydra_plugins.hydra_submitit_launcher", "hydra-submitit-launcher"),
+    "local": ("hydra_plugins.hydra_joblib_launcher", "hydra-joblib-launcher"),
+}
+
+
+def missing_plugin(preset: str) -> str | None:
+    """The message to show when the plugin behind ``hydra/launcher=PRESET`` is not installed."""
+    if preset not in PRESETS:
+        return None
+    import importlib.util
+
+    module, package = PRESETS[preset]
+    try:
+        found = importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:
+        found = False
+    if found:
+        return None
+    return f"hydra/launcher={preset} needs the {package} plugin, which is not installed; install it with: {INSTALL_HINT}"
+
+
+def _run_dir(launcher: Any, overrides: Sequence[str]) -> tuple[DictConfig, Path]:
+    """The job's config (without Hydra's node) and its run directory, as the job computes them."""
+    sweep_config = launcher.hydra_context.config_loader.load_sweep_config(launcher.config, list(overrides))
+    run_dir = Path(str(sweep_config.hydra.sweep.dir)) / str(sweep_config.hydra.sweep.subdir)
+    with_hydra = OmegaConf.to_container(sweep_config, resolve=False)
+    with_hydra.pop("hydra", None)
+    return OmegaConf.create(with_hydra), run_dir
+
+
+def record_lost_job(launcher: Any, overrides: Sequence[str], message: str) -> None:
+    """Record a job that ended without a result as a failed run (unless its record says it finished)."""
+    try:
+        cfg, run_dir = _run_dir(launcher, overrides)
+        try:
+            summary = records.read_summary(run_dir)
+        except (OSError, ValueError):
+            summary = None
+        if summary is not None and summary.get("status") in ("completed", "diverged", "failed"):
+            return
+        if summary is not None:  # it was running: keep what it recorded, say why it stopped
+            summary.update(status="failed", error=message)
+            records.write_summary(run_dir, summary)
+            return
+        from normbench.app import _record_failure
+
+        _record_failure(cfg, run_dir, message)
+    except Exception as exc:  # the record is best effort; the sweep must still end
+        log.warning("normbench: could not record the failed job %s: %s", " ".join(overrides), exc)
+
+
+def _isolated(launcher: Any, overrides: Sequence[str], result: Any) -> JobReturn:
+    """A JobReturn that never raises in Hydra's sweeper: failures are in the run records."""
+    if isinstance(result, JobReturn) and result.status == JobStatus.COMPLETED:
+        return result
+    if isinstance(result, JobReturn):
+        exc = result._return_value
+        message = f"{type(exc).__name__}: {exc}"
+    else:
+        message = " ".join(str(result).split())[:2000]
+    print(f"normbench: error: job {' '.join(overrides)} failed: {message}", file=sys.stderr, flush=True)
+    record_lost_job(launcher, overrides, message)
+    ret = JobReturn(overrides=list(overrides), status=JobStatus.COMPLETED)
+    ret.return_value = None
+    return ret

@@ -1,0 +1,122 @@
+"""Sweep directories and dry runs, worked out from the command line before Hydra starts.
+
+A sweep's directory is derived from its overrides, without a timestamp, so that running the same
+sweep again finds every run's directory: finished runs are skipped and unfinished ones resume
+from their checkpoint. ``multirun/<name>``, where the name is the sweep's own overrides, sorted
+and joined (``multirun/batch_size=4,32_norm=batch,group_seed=0,1``); launcher, logger and
+display settings (``hydra.*``, ``logger``, ``trainer.progress``, ...) are left out, so the same
+sweep on Slurm or locally lands in the same place. A long or unusual name becomes a short
+prefix plus a stable hash. ``hydra.sweep.dir=DIR`` chooses the directory yourself (with a
+timestamp, if you like: ``hydra.sweep.dir='multirun/${now:%Y-%m-%d_%H-%M-%S}'``).
+
+Nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from normbench import records
+
+SWEEPS_ROOT = "multirun"
+_SAFE = re.compile(r"^[A-Za-z0-9._,=+:@\-\[\]]+$")
+_MAX_NAME = 100
+
+
+def _config_dir() -> Path:
+    return Path(__file__).parent / "configs"
+
+
+def dirname_exclude_keys() -> list[str]:
+    """Keys left out of run subdirectory names (``hydra.job.config.override_dirname.exclude_keys``)."""
+    cfg = OmegaConf.load(_config_dir() / "config.yaml")
+    return list(cfg.hydra.job.config.override_dirname.exclude_keys)
+
+
+def _parse(overrides: list[str]):
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    return OverridesParser.create().parse_overrides(overrides)
+
+
+def _name_relevant(override, exclude: list[str]) -> bool:
+    key = override.key_or_group.lstrip("+~")
+    return not (override.is_hydra_override() or key in exclude or key == "logger" or key.startswith("logger."))
+
+
+def sweep_name(overrides: list[str]) -> str:
+    """The sweep directory's name for these command-line overrides (see the module's doc)."""
+    exclude = dirname_exclude_keys()
+    lines = sorted(o.input_line for o in _parse(overrides) if _name_relevant(o, exclude))
+    if not lines:
+        return "default"
+    name = "_".join(lines)
+    if len(name) <= _MAX_NAME and _SAFE.match(name):
+        return name
+    digest = hashlib.sha1("\n".join(lines).encode()).hexdigest()[:10]
+    prefix = re.sub(r"[^A-Za-z0-9._,=+\-]+", "-", name)[:40].strip("-_")
+    return f"{prefix}-{digest}" if prefix else f"sweep-{digest}"
+
+
+def user_sweep_dir(overrides: list[str]) -> str | None:
+    """The ``hydra.sweep.dir=`` value given on the command line, if any."""
+    for arg in overrides:
+        if arg.startswith("hydra.sweep.dir="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def default_sweep_dir(overrides: list[str]) -> str:
+    return f"{SWEEPS_ROOT}/{sweep_name(overrides)}"
+
+
+def expand(overrides: list[str]) -> list[list[str]]:
+    """Every job of the sweep, as the overrides Hydra's basic sweeper gives each job."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+
+    task = [o for o in _parse(overrides) if not o.is_hydra_override()]
+    return BasicSweeper.split_arguments(task, max_batch_size=None)[0]
+
+
+def job_subdir(job: list[str], exclude: list[str]) -> str:
+    """The run's subdirectory, as ``hydra.job.override_dirname`` names it."""
+    lines = sorted(o.input_line for o in _parse(job) if o.key_or_group not in exclude)
+    return ",".join(lines)
+
+
+def describe(run_dir: Path) -> str:
+    """What relaunching would do with this run directory."""
+    try:
+        summary = records.read_summary(run_dir)
+    except (OSError, ValueError):
+        return "new"
+    status = summary.get("status")
+    if status in ("completed", "diverged"):
+        return f"{status}: skipped"
+    verb = "retry" if status == "failed" else "resume"
+    if (run_dir / records.CHECKPOINT_FILE).exists():
+        return f"{status}: {verb} from step {summary.get('steps', 0)}"
+    return f"{status}: {verb} from step 0"
+
+
+def dry_run(overrides: list[str]) -> list[str]:
+    """The lines of ``normbench run -m ... --dry-run``: the jobs a sweep would launch."""
+    sweep_dir = Path(user_sweep_dir(overrides) or default_sweep_dir(overrides))
+    exclude = dirname_exclude_keys()
+    jobs = expand(overrides)
+    rows = []
+    counts: dict[str, int] = {}
+    for num, job in enumerate(jobs):
+        state = describe(sweep_dir / job_subdir(job, exclude)) if "${" not in str(sweep_dir) else "new"
+        kind = state.split(":")[-1].strip().split(" ")[0]
+        counts[kind] = counts.get(kind, 0) + 1
+        rows.append((f"#{num}", " ".join(job) or "(defaults)", state))
+    width = max(len(r[1]) for r in rows)
+    tally = ", ".join(f"{n} {k}" for k, n in counts.items())
+    lines = [f"dry run: {len(jobs)} job{'s' if len(jobs) != 1 else ''} in {sweep_dir} ({tally}); nothing launched"]
+    lines += [f"  {num:>4}  {job:<{width}}  {state}" for num, job, state in rows]
+    return lines

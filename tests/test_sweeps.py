@@ -1,0 +1,151 @@
+"""Sweeps that survive: deterministic sweep directories, relaunch (skip/resume), preemption signal,
+dry runs, failure isolation with the parallel local launcher, the missing-plugin message."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from normbench import records, sweeps
+
+ROOT = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1",
+       "MKL_NUM_THREADS": "1", "NORMBENCH_NO_REPORT": "1"}
+# Only the first and last evaluations checkpoint, so a checkpoint in between comes from the signal.
+LONG = ["model=mlp", "model.width=256", "trainer.max_steps=2000", "trainer.eval_every=2000",
+        "trainer.train_eval_samples=200", "trainer.progress=none"]
+
+
+def normbench(*args, cwd, check=False):
+    proc = subprocess.run([sys.executable, "-m", "normbench", *args], capture_output=True, text=True, cwd=cwd,
+                          env=ENV, timeout=300)
+    if check:
+        assert proc.returncode == 0, proc.stderr
+    return proc
+
+
+def signal_when_started(cmd, cwd, run_dir: Path, delay_s=0.4):
+    """Start ``cmd``, wait until ``run_dir`` has its step-0 record, then send SIGUSR2."""
+    proc = subprocess.Popen(cmd, cwd=cwd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (run_dir / records.CHECKPOINT_FILE).exists():
+        time.sleep(0.01)
+    time.sleep(delay_s)
+    proc.send_signal(signal.SIGUSR2)
+    out, err = proc.communicate(timeout=120)
+    return proc.returncode, out, err
+
+
+def test_sweep_name_is_stable_and_leaves_out_launcher_logger_and_display_keys():
+    a = sweeps.sweep_name(["norm=batch,group", "seed=0,1", "trainer.progress=none"])
+    b = sweeps.sweep_name(["seed=0,1", "hydra/launcher=slurm", "hydra.launcher.partition=gpu", "norm=batch,group",
+                           "logger=wandb", "logger.project=x"])
+    assert a == b == "norm=batch,group_seed=0,1"
+    assert sweeps.sweep_name([]) == "default"
+    long = sweeps.sweep_name([f"optim.lr={x}" for x in ("0.1,0.2,0.3",)] + ["dataset.root=/data/mnist"] + ["seed=" + ",".join(map(str, range(40)))])
+    assert "/" not in long and len(long) <= 60 and long == sweeps.sweep_name(["seed=" + ",".join(map(str, range(40))), "dataset.root=/data/mnist", "optim.lr=0.1,0.2,0.3"])
+
+
+def test_usr2_checkpoints_the_current_step_and_the_same_command_resumes_to_the_same_result(tmp_path):
+    straight = tmp_path / "straight"
+    normbench("run", *LONG, f"hydra.run.dir={straight}", cwd=tmp_path, check=True)
+
+    run = tmp_path / "signalled"
+    cmd = [sys.executable, "-m", "normbench", "run", *LONG, f"hydra.run.dir={run}"]
+    code, out, err = signal_when_started(cmd, tmp_path, run)
+    assert code == 128 + signal.SIGUSR2, err
+    assert "stopped by SIGUSR2 at step" in err and "Traceback" not in err
+    step = torch.load(run / "checkpoint.pt", weights_only=False)["state"]["step"]
+    assert 0 < step < 2000  # the signal's checkpoint, not an evaluation's
+    assert records.read_summary(run)["status"] == "running" and records.read_summary(run)["steps"] == step
+
+    out = normbench("run", *LONG, f"hydra.run.dir={run}", cwd=tmp_path, check=True).stdout
+    assert f"resuming from step {step} of 2000" in out
+    a, b = records.read_summary(straight), records.read_summary(run)
+    assert b["status"] == "completed" and a["final"] == b["final"] and b["steps"] == 2000
+    wa = torch.load(straight / "checkpoint.pt", weights_only=False)["model"]
+    wb = torch.load(run / "checkpoint.pt", weights_only=False)["model"]
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_relaunched_sweep_skips_finished_runs_and_resumes_the_interrupted_one(tmp_path):
+    args = ["-m", "norm=batch,group", *LONG]
+    sweep_dir = tmp_path / "multirun" / sweeps.sweep_name(args[1:])
+    group_dir = sweep_dir / sweeps.job_subdir(["norm=group", *LONG], sweeps.dirname_exclude_keys())
+    # The sweep is stopped (SIGUSR2) while its second run trains.
+    code, _, err = signal_when_started([sys.executable, "-m", "normbench", "run", *args], tmp_path, group_dir)
+    assert code == 128 + signal.SIGUSR2, err
+    step = records.read_summary(group_dir)["steps"]
+    assert 0 < step < 2000
+
+    dry = normbench("run", *args, "--dry-run", cwd=tmp_path, check=True).stdout.splitlines()
+    assert dry[0].startswith(f"dry run: 2 jobs in multirun/{sweep_dir.name} (") and "nothing launched" in dry[0]
+    assert "norm=batch" in dry[1] and "completed: skipped" in dry[1]
+    assert "norm=group" in dry[2] and f"running: resume from step {step}" in dry[2]
+
+    batch_dir = sweep_dir / sweeps.job_subdir(["norm=batch", *LONG], sweeps.dirname_exclude_keys())
+    before = (batch_dir / "checkpoint.pt").stat().st_mtime_ns
+    proc = normbench("run", *args, cwd=tmp_path, check=True)
+    assert "skipped, already completed: batch norm" in proc.stdout
+    assert f"resuming from step {step} of 2000" in proc.stdout
+    assert proc.stdout.strip().splitlines()[-1].startswith("sweep: 2 completed, 0 diverged, 0 failed")
+    assert (batch_dir / "checkpoint.pt").stat().st_mtime_ns == before
+    assert records.read_summary(group_dir)["status"] == "completed"
+
+    again = normbench("run", *args, cwd=tmp_path, check=True).stdout
+    assert again.count("skipped, already completed") == 2 and "resuming" not in again
+
+
+def test_local_launcher_runs_in_parallel_and_isolates_a_failing_run(tmp_path):
+    pytest.importorskip("hydra_plugins.hydra_joblib_launcher", reason='needs pip install -e ".[cluster]"')
+    proc = normbench("run", "-m", "hydra/launcher=local", "hydra.launcher.n_jobs=2", "norm=batch",
+                     "batch_size=1,4", "trainer.max_steps=20", "trainer.eval_every=10", "trainer.progress=none",
+                     cwd=tmp_path)
+    assert proc.returncode == 1, proc.stderr
+    sweep_dir = tmp_path / "multirun" / "batch_size=1,4_norm=batch_trainer.eval_every=10_trainer.max_steps=20"
+    summaries = {p.parent.name: json.loads(p.read_text()) for p in sweep_dir.glob("*/summary.json")}
+    assert sorted((s["batch_size"], s["status"]) for s in summaries.values()) == [(1, "failed"), (4, "completed")]
+    assert "batch_size>=2" in summaries["batch_size=1,norm=batch,trainer.eval_every=10,trainer.max_steps=20"]["error"]
+    assert proc.stdout.strip().splitlines()[-1].startswith("sweep: 1 completed, 0 diverged, 1 failed")
+    assert "Joblib" in proc.stdout + proc.stderr  # the local launcher ran it
+    assert "Traceback" not in proc.stderr
+
+
+def test_a_launcher_without_its_plugin_says_what_to_install(monkeypatch):
+    import importlib.util
+
+    from normbench import cli
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name.startswith("hydra_plugins.hydra_") else real(name, *a))
+    for preset in ("slurm", "local"):
+        with pytest.raises(cli._UsageError, match=r'needs the hydra-.*-launcher plugin.*pip install -e "\.\[cluster\]"'):
+            cli._check_launcher(["-m", f"hydra/launcher={preset}", "norm=batch"])
+    cli._check_launcher(["-m", "hydra/launcher=basic"])  # Hydra's own: nothing to install
+
+
+def test_sweep_jobs_take_the_gpus_round_robin_when_there_are_several(monkeypatch):
+    from normbench.api import compose
+    from normbench.app import _round_robin_device
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    devices = []
+    for num in range(6):
+        cfg = compose([])
+        _round_robin_device(cfg, num)
+        devices.append(cfg.trainer.device)
+    assert devices == ["cuda:0", "cuda:1", "cuda:2", "cuda:3", "cuda:0", "cuda:1"]
+    cfg = compose(["trainer.device=cpu"])
+    _round_robin_device(cfg, 3)
+    assert cfg.trainer.device == "cpu"  # an explicit device is kept
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    cfg = compose([])
+    _round_robin_device(cfg, 3)
+    assert cfg.trainer.device == "auto"
