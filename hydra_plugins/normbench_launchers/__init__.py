@@ -64,10 +64,15 @@ class SlurmLauncher(_SubmititSlurm):  # type: ignore[misc,valid-type]
         return [_isolated(self, overrides, outcome) for overrides, outcome in zip(job_overrides, outcomes, strict=True)]
 
 
+_LIVE_STATES = ("PENDING,RUNNING,SUSPENDED,COMPLETING,CONFIGURING,REQUEUED,REQUEUE_HOLD,REQUEUE_FED,"
+                "RESIZING,SIGNALING,STAGE_OUT")
+
+
 def _queued(array_ids: set[str]) -> set[str] | None:
     """The job ids (``ARRAY_TASK``) that Slurm still has pending or running; None if squeue fails."""
     try:
-        out = subprocess.run(["squeue", "-h", "-r", "-o", "%i", "-j", ",".join(sorted(array_ids))],
+        # Name the states: squeue's default leaves out a job in the middle of being requeued.
+        out = subprocess.run(["squeue", "-h", "-r", "-o", "%i", "-t", _LIVE_STATES, "-j", ",".join(sorted(array_ids))],
                              capture_output=True, text=True, timeout=60)
     except (OSError, subprocess.TimeoutExpired):
         return None
@@ -110,7 +115,8 @@ def _wait(jobs: list[Any], labels: list[str], poll_s: float = 1.0) -> list[Any]:
             waiting = {i: job for i, job in enumerate(jobs) if i not in outcomes}
             queued = _queued({job.job_id.split("_")[0] for job in waiting.values()})
             for i, job in waiting.items():
-                if queued is None or job.job_id in queued:
+                # A requeued array task may be listed under its array's id alone.
+                if queued is None or job.job_id in queued or job.job_id.split("_")[0] in queued:
                     missing.pop(i, None)
                     continue
                 missing[i] = missing.get(i, 0) + 1
