@@ -47,10 +47,10 @@ def build_optimizer(cfg, model: nn.Module, batch_size: int) -> tuple[torch.optim
 
 
 def build_schedule(cfg, optimizer: torch.optim.Optimizer, total_steps: int):
-    """A per-step schedule: ``constant``, or ``cosine`` from the base rate to zero at the end."""
+    """A per-step schedule: ``cosine`` from the base rate to zero at the end; None for ``constant``."""
     if cfg.schedule == "constant":
-        factor = lambda step: 1.0  # noqa: E731
-    elif cfg.schedule == "cosine":
+        return None  # nothing to do per step
+    if cfg.schedule == "cosine":
         factor = lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total_steps) / total_steps))  # noqa: E731
     else:
         raise ConfigError(f"optim.schedule={cfg.schedule} is not one of constant, cosine")
