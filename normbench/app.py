@@ -50,6 +50,10 @@ def _remove_fresh_dir(run_dir: Path) -> None:
     """Remove a run directory that holds nothing but Hydra's own files: no half-written results."""
     if run_dir.exists() and all(p.name in (".hydra", "normbench.log") for p in run_dir.iterdir()):
         shutil.rmtree(run_dir, ignore_errors=True)
+        try:  # Hydra's default run dir is outputs/DATE/TIME: leave no empty DATE behind
+            run_dir.parent.rmdir()
+        except OSError:
+            pass  # not empty: other runs live there
 
 
 def _record_failure(cfg: DictConfig, run_dir: Path, message: str) -> None:

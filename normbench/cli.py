@@ -15,10 +15,11 @@ app = typer.Typer(
     help=(
         "Reproduce and extend the classic normalization papers' comparisons.\n\n"
         "Examples:\n\n"
-        "  normbench run                                  # MNIST-1D, CNN, batch norm\n\n"
-        "  normbench run norm=group batch_size=2\n\n"
-        "  normbench run -m norm=batch,group,layer batch_size=4,32 seed=0,1\n\n"
-        "  normbench report multirun/2026-11-25/10-00-00 -o reports/gn\n\n"
+        "\b\n"  # click: keep the example lines as they are, unwrapped
+        "  normbench run                                  # MNIST-1D, CNN, batch norm\n"
+        "  normbench run norm=group batch_size=2\n"
+        "  normbench run -m norm=batch,group,layer batch_size=4,32 seed=0,1\n"
+        "  normbench report 'multirun/batch_size=4,32_norm=batch,group,layer_seed=0,1' -o reports/gn\n"
         "  normbench list norms"
     ),
     no_args_is_help=True,
@@ -35,22 +36,15 @@ running the same command again resumes it from its checkpoint).
 
 Examples:
 
+
   normbench run                                        # defaults: MNIST-1D, CNN, batch norm
-
   normbench run norm=group batch_size=2
-
   normbench run model=mlp norm=layer optim=adam trainer.max_steps=2000
-
   normbench run -m norm=batch,group,layer batch_size=4,32 seed=0,1
-
   normbench run norm=group norm.groups=4 optim.lr_scaling=linear hydra.run.dir=runs/gn4
-
   normbench run -m norm=batch,group seed=0,1 --dry-run     # list the jobs only
-
   normbench run -m hydra/launcher=slurm hydra.launcher.partition=gpu norm=batch,group seed=0,1,2
-
   normbench run -m hydra/launcher=local norm=batch,group seed=0,1
-
   normbench run --cfg job                              # show every key and its value
 
 A sweep's directory is multirun/<its overrides> (no timestamp): running the same sweep again
@@ -238,7 +232,7 @@ def report(
 
     Examples:
 
-      normbench report multirun/2026-11-25/10-00-00 -o reports/gn
+      normbench report "multirun/batch_size=4,32_norm=batch,group,layer_seed=0,1" -o reports/gn
 
       normbench report runs/ --x batch_size --metric test_acc
     """
