@@ -68,7 +68,8 @@ def load(cfg) -> TensorData:
     root = Path(str(root)).expanduser()
     folder = find_folder(root)
     if folder is None and cfg.get("download", False):
-        from torchvision.datasets.utils import download_and_extract_archive  # the only network access
+        # The only network access.
+        from torchvision.datasets.utils import download_and_extract_archive
 
         download_and_extract_archive(URL, str(root), filename="cifar-10-python.tar.gz", md5=MD5)
         folder = find_folder(root)
