@@ -300,7 +300,7 @@ class Trainer:
         if self.scheduler is not None:
             self.scheduler.load_state_dict(ckpt["scheduler"])
         s = ckpt["state"]
-        source_state = ckpt.get("source") or {"shuffle_rng": ckpt["shuffle_rng"], "perm": s.get("perm")}
+        source_state = ckpt["source"] if "source" in ckpt else {"shuffle_rng": ckpt["shuffle_rng"], "perm": s.get("perm")}
         self.source.load_state_dict(source_state)
         torch.set_rng_state(ckpt["torch_rng"])
         if self.device.type == "cuda" and ckpt.get("cuda_rng") is not None:
@@ -577,4 +577,7 @@ def _train(cfg: DictConfig, run_dir: Path, ctx: distributed.Context) -> dict:
     if ctx.main:
         records.write_summary(trainer.run_dir, summary)
     trainer.logger.finish(summary)
+    dump = os.environ.get("NORMBENCH_DUMP_RANK_STATE")
+    if dump:  # a debugging and test hook: each process's final weights, to compare ranks
+        torch.save(trainer.model.state_dict(), f"{dump}{ctx.rank}.pt")
     return summary

@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 import torch
 from omegaconf import OmegaConf
+from vision_data import write_cifar, write_image_folders
 
 from normbench.batches import EpochSampler, LoaderSource, TensorSource
 from normbench.data import FolderData, load_dataset
 from normbench.data.augment import DeviceAugment, crop_flip
 from normbench.errors import ConfigError
-from vision_data import write_cifar, write_image_folders
 
 
 def cifar_cfg(root, **extra):

@@ -22,6 +22,8 @@ or 16; the default 8 works), 64 ... 2048 for the ImageNet nets (the paper's 32 w
 
 from __future__ import annotations
 
+import sys
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -88,15 +90,14 @@ class CifarResNet(nn.Module):
 
 def last_norms(model: nn.Module) -> list[nn.Module]:
     """The last norm layer of every residual block (ours, and torchvision's BasicBlock/Bottleneck)."""
-    from torchvision.models import resnet as tv
-
+    tv = sys.modules.get("torchvision.models.resnet")  # imported only by the ImageNet variant
     out = []
     for m in model.modules():
         if isinstance(m, BasicBlock):
             out.append(m.norm2)
-        elif isinstance(m, tv.Bottleneck):
+        elif tv is not None and isinstance(m, tv.Bottleneck):
             out.append(m.bn3)
-        elif isinstance(m, tv.BasicBlock):
+        elif tv is not None and isinstance(m, tv.BasicBlock):
             out.append(m.bn2)
     return out
 
