@@ -47,7 +47,8 @@ from normbench.tasks import Classification, LanguageModelling, task_for
 # Config keys that change how a run is shown or where it runs, not what it computes: a run may
 # resume under different values. The budget keys may change too (to extend a finished run).
 _RESUMABLE_KEYS = ("trainer.device", "trainer.progress", "trainer.log_every", "logger",
-                   "trainer.max_steps", "trainer.epochs", "trainer.compile", "dataset.workers")
+                   "trainer.max_steps", "trainer.epochs", "trainer.compile", "trainer.compile_mode",
+                   "dataset.workers")
 
 
 class Diverged(Exception):
@@ -107,6 +108,9 @@ def validate(cfg: DictConfig) -> None:
     for key in ("amp", "channels_last", "compile", "deterministic"):
         if not isinstance(t.get(key, False), bool):
             raise ConfigError(f"trainer.{key}={t.get(key)} must be true or false")
+    modes = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+    if t.get("compile_mode", "default") not in modes:
+        raise ConfigError(f"trainer.compile_mode={t.get('compile_mode')} is not one of {', '.join(modes)}")
     if t.progress not in ("auto", "bar", "lines", "none"):
         raise ConfigError(f"trainer.progress={t.progress} is not one of auto, bar, lines, none")
     for key in ("lr", "grad_clip_norm"):
@@ -156,6 +160,7 @@ def environment(device: torch.device, cfg: DictConfig, ctx: distributed.Context 
         "amp": "bf16" if cfg.trainer.get("amp") else None,
         "channels_last": bool(cfg.trainer.get("channels_last")),
         "compile": bool(cfg.trainer.get("compile")),
+        "compile_mode": cfg.trainer.get("compile_mode", "default") if cfg.trainer.get("compile") else None,
         "world_size": ctx.world if ctx else 1,
         "distributed_backend": ("nccl" if device.type == "cuda" else "gloo") if ctx and ctx.enabled else None,
         "sync_batch_norm": bool(ctx and ctx.enabled and cfg.norm.get("sync", False)),
@@ -401,7 +406,8 @@ class Trainer:
             ids = [self.device.index] if self.device.type == "cuda" else None
             model = DistributedDataParallel(model, device_ids=ids)  # broadcasts rank 0's weights
         if self.cfg.trainer.get("compile", False):
-            model = torch.compile(model)
+            mode = self.cfg.trainer.get("compile_mode", "default")
+            model = torch.compile(model, mode=None if mode == "default" else mode)
         self.train_model = model
 
     def fit(self) -> dict:

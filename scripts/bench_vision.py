@@ -38,7 +38,10 @@ from vision_data import write_cifar  # noqa: E402
 
 OPTIONS = {"fp32": [], "amp": ["trainer.amp=true"], "amp+cl": ["trainer.amp=true", "trainer.channels_last=true"],
            "amp+cl+compile": ["trainer.amp=true", "trainer.channels_last=true", "trainer.compile=true"],
-           "compile": ["trainer.compile=true"], "cl": ["trainer.channels_last=true"]}
+           "amp+cl+compile-ro": ["trainer.amp=true", "trainer.channels_last=true", "trainer.compile=true",
+                                 "trainer.compile_mode=reduce-overhead"],
+           "compile": ["trainer.compile=true"], "cl": ["trainer.channels_last=true"],
+           "compile-ro": ["trainer.compile=true", "trainer.compile_mode=reduce-overhead"]}
 
 
 def overrides(root, args, config, steps) -> list[str]:
@@ -71,7 +74,8 @@ def time_hand_loop(root, args, config) -> float:
     amp, cl = cfg.trainer.amp, cfg.trainer.channels_last
     if cl:
         model = model.to(memory_format=torch.channels_last)
-    step_model = torch.compile(model) if cfg.trainer.compile else model
+    mode = None if cfg.trainer.compile_mode == "default" else cfg.trainer.compile_mode
+    step_model = torch.compile(model, mode=mode) if cfg.trainer.compile else model
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     aug = DeviceAugment(4, True, seed=0)
     B, n = args.batch, len(data.x_train)
