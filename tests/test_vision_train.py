@@ -125,3 +125,23 @@ def test_torchrun_two_processes_on_cpu(tmp_path, cifar_root):
     # Each rank had its own shard: the per-device batch norm statistics differ.
     assert not torch.equal(ranks[0]["net.norm1.running_mean"], ranks[1]["net.norm1.running_mean"])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ddp", "rank0.pt", "rank1.pt"]  # nothing else written
+
+
+@pytest.mark.parametrize("override,message", [
+    ("trainer.compile_mode=fast", "trainer.compile_mode=fast is not one of default, reduce-overhead"),
+    ("trainer.amp=yes", "trainer.amp=yes must be true or false"),
+    ("dataset.root=/nonexistent/cifar", "lacks CIFAR-10's files"),
+])
+def test_bad_vision_options_fail_before_training(tmp_path, cifar_root, override, message):
+    from normbench.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        run(cifar(cifar_root, "trainer.max_steps=2", override), tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+def test_channels_last_needs_images(tmp_path):
+    from normbench.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="channels_last=true needs image data"):
+        run(["trainer.channels_last=true", "trainer.max_steps=2", "trainer.progress=none"], tmp_path / "run")
