@@ -12,8 +12,8 @@ kind of data. Two sources:
 - :class:`LoaderSource` for image folders (ImageNet): a ``DataLoader`` with worker processes,
   pinned memory and persistent workers; each epoch's order is a permutation seeded by
   ``(seed, epoch)``, so a resumed run restarts its epoch at the batch it had reached (skipping
-  the consumed indices without loading them). Worker-side augmentation is seeded per epoch too,
-  but is not bit-exact across a resume.
+  the consumed indices without loading them). The workers' random crops come from their own
+  seeds and are not reproduced exactly across a resume.
 
 Under data parallelism (``world`` processes) every rank draws the same epoch permutation and
 takes its own shard ``perm[rank::world]``: the ranks see disjoint samples and the same number
@@ -133,7 +133,7 @@ class LoaderSource:
 
     def batches(self, epoch: int, position: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         self.sampler.set_epoch(epoch, position)
-        self.loader_rng.manual_seed(self.seed * 1_000_003 + epoch)  # the workers' augmentation seeds
+        self.loader_rng.manual_seed(self.seed * 1_000_003 + epoch)  # seeds workers when they (re)start
         for x, y in self.loader:
             yield self._to_device(x, y)
 

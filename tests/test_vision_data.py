@@ -65,6 +65,10 @@ def test_imagenet_folders_load_through_a_dataloader(tmp_path):
     assert len(list(source.batches(0, 3))) == 1  # a resumed epoch skips the consumed batches
     x, _ = data.test[0]
     assert x.shape == (3, 32, 32)
+    # Evaluation images are deterministic (resize + centre crop); training ones are random crops.
+    assert torch.equal(data.train_eval[0][0], data.train_eval[0][0])
+    torch.manual_seed(0)
+    assert not torch.equal(data.train[0][0], data.train[0][0])
 
 
 @pytest.mark.parametrize("layout,message", [

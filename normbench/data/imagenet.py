@@ -14,6 +14,7 @@ mean and standard deviation. Decoding and augmentation run in ``dataset.workers`
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -83,7 +84,8 @@ def load(cfg) -> FolderData:
     train_tf = T.Compose([T.RandomResizedCrop(crop), T.RandomHorizontalFlip(), T.ToTensor(), normalize])
     eval_tf = T.Compose([T.Resize(resize), T.CenterCrop(crop), T.ToTensor(), normalize])
     train = _image_folder(root / "train", train_tf)
-    train_plain = _image_folder(root / "train", eval_tf)
+    train_plain = copy.copy(train)  # the same file list (scanned once), with the evaluation transform
+    train_plain.transform = eval_tf
     test = _image_folder(root / "val", eval_tf)
     if test.classes != train.classes:
         missing = sorted(set(train.classes) ^ set(test.classes))[:5]
