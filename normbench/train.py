@@ -267,6 +267,9 @@ class Trainer:
                 f"batch_size={cfg.batch_size}; use a larger batch or norm=group, layer or instance"
             )
         if self.ctx.enabled and cfg.norm.get("sync", False):
+            if self.device.type != "cuda":
+                raise ConfigError("norm.sync=true (SyncBatchNorm) needs CUDA devices; on the CPU use norm.sync=false "
+                                  "(per-device batch statistics)")
             self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)

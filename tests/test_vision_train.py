@@ -145,3 +145,13 @@ def test_channels_last_needs_images(tmp_path):
 
     with pytest.raises(ConfigError, match="channels_last=true needs image data"):
         run(["trainer.channels_last=true", "trainer.max_steps=2", "trainer.progress=none"], tmp_path / "run")
+
+
+def test_sync_batch_norm_on_cpu_is_refused(tmp_path, cifar_root):
+    from normbench.distributed import Context
+    from normbench.errors import ConfigError
+    from normbench.train import Trainer
+
+    cfg = compose(cifar(cifar_root, "norm.sync=true", "trainer.device=cpu", norm=["norm=batch"]))
+    with pytest.raises(ConfigError, match="norm.sync=true .* needs CUDA"):
+        Trainer(cfg, tmp_path / "run", Context(rank=0, world=2))
