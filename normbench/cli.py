@@ -194,6 +194,10 @@ def run(ctx: typer.Context) -> None:
     if flags:
         args = _with_sweep_dir(args, overrides)
 
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and os.environ.get("RANK", "0") != "0" and not flags:
+        # Under torchrun, ranks other than 0 write nothing: rank 0's run directory is the record.
+        args = [*args, "hydra.output_subdir=null"]
+
     from normbench import app as hydra_app
 
     # Let Hydra raise instead of printing its multi-line report, so we print one line.

@@ -29,10 +29,41 @@ def effective_lr(cfg, batch_size: int) -> float:
     return cfg.lr
 
 
+def norm_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """The γ and β of every normalization layer (batch, group, layer, instance, mean-only BN)."""
+    from normbench.norms import LayerNorm, MeanOnlyBatchNorm, RecurrentBatchNorm
+
+    kinds = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm, LayerNorm, MeanOnlyBatchNorm,
+             RecurrentBatchNorm)
+    seen, out = set(), []
+    for module in model.modules():
+        if isinstance(module, kinds):
+            for p in module.parameters(recurse=False):
+                if id(p) not in seen:
+                    seen.add(id(p))
+                    out.append(p)
+    return out
+
+
+def parameter_groups(cfg, model: nn.Module):
+    """All parameters in one group, or, with ``norm_weight_decay=false``, the norms' γ and β apart
+    in a second group without weight decay (the GN paper decays them: the default is true)."""
+    if cfg.get("norm_weight_decay", True):
+        return model.parameters()
+    norm_ids = {id(p) for p in norm_parameters(model)}
+    rest = [p for p in model.parameters() if id(p) not in norm_ids]
+    norms = [p for p in model.parameters() if id(p) in norm_ids]
+    return [{"params": rest}, {"params": norms, "weight_decay": 0.0}]
+
+
 def build_optimizer(cfg, model: nn.Module, batch_size: int) -> tuple[torch.optim.Optimizer, float]:
-    """The optimizer named by ``cfg.name`` over ``model``'s parameters, and its learning rate."""
+    """The optimizer named by ``cfg.name`` over ``model``'s parameters, and its learning rate.
+
+    ``batch_size`` is the batch of one device: under data parallelism the linear scaling rule
+    uses the per-device batch, as the GN paper's 0.1 N / 32 for N images per GPU (8 GPUs).
+    """
     lr = effective_lr(cfg, batch_size)
-    params = model.parameters()
+    params = parameter_groups(cfg, model)
     if cfg.name == "sgd":
         opt = torch.optim.SGD(params, lr=lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
                               weight_decay=cfg.weight_decay)
@@ -46,12 +77,57 @@ def build_optimizer(cfg, model: nn.Module, batch_size: int) -> tuple[torch.optim
     return opt, lr
 
 
-def build_schedule(cfg, optimizer: torch.optim.Optimizer, total_steps: int):
-    """A per-step schedule: ``cosine`` from the base rate to zero at the end; None for ``constant``."""
-    if cfg.schedule == "constant":
-        return None  # nothing to do per step
-    if cfg.schedule == "cosine":
-        factor = lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total_steps) / total_steps))  # noqa: E731
+def schedule_factor(cfg, total_steps: int, steps_per_epoch: int):
+    """The learning-rate multiplier as a function of the step (the number of updates made), or None.
+
+    - warm-up (``warmup_steps``, or ``warmup_epochs`` x steps per epoch): the rate rises linearly,
+      ``(step + 1) / warmup``, reaching the base rate at the end of the warm-up;
+    - then ``constant``; ``cosine`` from 1 down to 0 over the steps after the warm-up;
+      ``step``: ``gamma ** k`` after the k-th milestone (``milestones`` in epochs, counted from
+      the start of the run, e.g. the GN paper's ÷10 at epochs 30, 60, 90).
+    """
+    kind = cfg.schedule
+    if kind not in ("constant", "cosine", "step"):
+        raise ConfigError(f"optim.schedule={kind} is not one of constant, cosine, step")
+    warmup_steps = cfg.get("warmup_steps")
+    if warmup_steps is not None:
+        if isinstance(warmup_steps, bool) or not isinstance(warmup_steps, int) or warmup_steps < 0:
+            raise ConfigError(f"optim.warmup_steps={warmup_steps} must be a non-negative integer")
+        warmup = warmup_steps
     else:
-        raise ConfigError(f"optim.schedule={cfg.schedule} is not one of constant, cosine")
+        epochs = cfg.get("warmup_epochs", 0) or 0
+        if isinstance(epochs, bool) or not isinstance(epochs, (int, float)) or epochs < 0:
+            raise ConfigError(f"optim.warmup_epochs={epochs} must be a non-negative number of epochs")
+        warmup = round(epochs * steps_per_epoch)
+    milestones: list[int] = []
+    gamma = 1.0
+    if kind == "step":
+        raw = list(cfg.get("milestones") or [])
+        if any(isinstance(m, bool) or not isinstance(m, (int, float)) or m <= 0 for m in raw) or raw != sorted(raw):
+            raise ConfigError(f"optim.milestones={raw} must be increasing positive epochs, e.g. [30, 60, 90]")
+        gamma = cfg.get("gamma", 0.1)
+        if isinstance(gamma, bool) or not isinstance(gamma, (int, float)) or not gamma > 0:
+            raise ConfigError(f"optim.gamma={gamma} must be a positive factor, e.g. 0.1")
+        milestones = [round(m * steps_per_epoch) for m in raw]
+    if kind == "constant" and warmup == 0:
+        return None
+    decay_steps = max(total_steps - warmup, 1)
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        if kind == "cosine":
+            return 0.5 * (1 + math.cos(math.pi * min(step - warmup, decay_steps) / decay_steps))
+        if kind == "step":
+            return gamma ** sum(step >= m for m in milestones)
+        return 1.0
+
+    return factor
+
+
+def build_schedule(cfg, optimizer: torch.optim.Optimizer, total_steps: int, steps_per_epoch: int = 1):
+    """A per-step ``LambdaLR`` of :func:`schedule_factor` (its state is checkpointed); None when constant."""
+    factor = schedule_factor(cfg, total_steps, steps_per_epoch)
+    if factor is None:
+        return None  # nothing to do per step
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)

@@ -26,14 +26,19 @@ class Classification:
         return F.cross_entropy(output, target)
 
     @torch.no_grad()
-    def evaluate(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> tuple[float, float]:
-        """Mean cross-entropy (nats) and accuracy of ``model`` in eval mode (population statistics)."""
+    def evaluate(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int,
+                 forward=None) -> tuple[float, float]:
+        """Mean cross-entropy (nats) and accuracy of ``model`` in eval mode (population statistics).
+
+        ``forward(model, x)``, when given, replaces ``model(x)`` (the trainer's autocast and
+        memory format); logits are scored in float32.
+        """
         was_training = model.training
         model.eval()
         loss_sum = torch.zeros((), device=x.device)
         correct = torch.zeros((), device=x.device, dtype=torch.long)
         for start in range(0, len(x), batch_size):
-            logits = model(x[start:start + batch_size])
+            logits = (forward(model, x[start:start + batch_size]) if forward else model(x[start:start + batch_size])).float()
             target = y[start:start + batch_size]
             loss_sum += F.cross_entropy(logits, target, reduction="sum")
             correct += (logits.argmax(1) == target).sum()
@@ -63,13 +68,14 @@ class LanguageModelling:
         return F.cross_entropy(output.reshape(-1, output.shape[-1]), target.reshape(-1))
 
     @torch.no_grad()
-    def evaluate(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> tuple[float, float]:
+    def evaluate(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int,
+                 forward=None) -> tuple[float, float]:
         """Mean cross-entropy per character (nats) and bits per character, in eval mode."""
         was_training = model.training
         model.eval()
         loss_sum = torch.zeros((), device=x.device, dtype=torch.float64)
         for start in range(0, len(x), batch_size):
-            logits = model(x[start:start + batch_size])
+            logits = (forward(model, x[start:start + batch_size]) if forward else model(x[start:start + batch_size])).float()
             target = y[start:start + batch_size]
             loss_sum += F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1),
                                         reduction="sum").double()

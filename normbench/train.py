@@ -3,18 +3,26 @@
 ``train(cfg, run_dir)`` is the Python entry point: it takes a composed config (the one
 ``normbench run`` composes, or ``compose_config``'s) and returns the run's summary dict.
 
-Speed: the dataset lives on the training device; each epoch shuffles it once with one gather,
-and a step takes a contiguous slice (a view). The loop makes no host-device synchronisation
-per step: losses are summed on the device and read every ``trainer.log_every`` steps, where the
-divergence check happens too.
+Speed: small datasets live on the training device; each epoch shuffles them once with one
+gather, a step takes a contiguous slice (a view), and augmentation runs batched on the device;
+image folders (ImageNet) come through a DataLoader with workers (see :mod:`normbench.batches`).
+The loop makes no host-device synchronisation per step: losses are summed on the device and
+read every ``trainer.log_every`` steps, where the divergence check happens too.
+
+GPU options: ``trainer.amp`` (bf16 autocast), ``trainer.channels_last``, ``trainer.compile``
+(``torch.compile``; checkpoints hold the plain module's weights). Under ``torchrun`` the model is
+wrapped in DistributedDataParallel (:mod:`normbench.distributed`); rank 0 alone evaluates and
+writes the run directory.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import platform
 import socket
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +32,8 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 import normbench
-from normbench import records
+from normbench import distributed, records
+from normbench.batches import make_source
 from normbench.data import TensorData, load_dataset
 from normbench.errors import ConfigError
 from normbench.loggers import make_logger
@@ -38,7 +47,8 @@ from normbench.tasks import Classification, LanguageModelling, task_for
 # Config keys that change how a run is shown or where it runs, not what it computes: a run may
 # resume under different values. The budget keys may change too (to extend a finished run).
 _RESUMABLE_KEYS = ("trainer.device", "trainer.progress", "trainer.log_every", "logger",
-                   "trainer.max_steps", "trainer.epochs")
+                   "trainer.max_steps", "trainer.epochs", "trainer.compile", "trainer.compile_mode",
+                   "dataset.workers")
 
 
 class Diverged(Exception):
@@ -52,19 +62,21 @@ class LoopState:
     step: int = 0
     epoch: int = 0          # completed epochs
     position: int = 0       # batches taken from the current epoch's permutation
-    perm: torch.Tensor | None = None
     wall_time_s: float = 0.0
     train_time_s: float = 0.0
     history: list = field(default_factory=list)
 
 
-def resolve_device(name: str) -> torch.device:
+def resolve_device(name: str, ctx: distributed.Context | None = None) -> torch.device:
+    """The device of ``trainer.device``; under torchrun, CUDA means this process's ``cuda:LOCAL_RANK``."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("trainer.device=cuda but no CUDA device is available; use trainer.device=cpu or auto")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"trainer.device={name} but no CUDA device is available; use trainer.device=cpu or auto")
     if name not in ("cpu", "cuda") and not name.startswith("cuda:"):
         raise ConfigError(f"trainer.device={name!r} is not a device; use auto, cpu or cuda")
+    if name == "cuda" and ctx is not None and ctx.enabled:
+        return torch.device("cuda", ctx.local_rank)
     return torch.device(name)
 
 
@@ -93,6 +105,12 @@ def validate(cfg: DictConfig) -> None:
     if target_bpc is not None and (isinstance(target_bpc, bool) or not isinstance(target_bpc, (int, float))
                                    or not target_bpc > 0):
         raise ConfigError(f"trainer.target_bpc={target_bpc} must be a positive number of bits per character")
+    for key in ("amp", "channels_last", "compile", "deterministic"):
+        if not isinstance(t.get(key, False), bool):
+            raise ConfigError(f"trainer.{key}={t.get(key)} must be true or false")
+    modes = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+    if t.get("compile_mode", "default") not in modes:
+        raise ConfigError(f"trainer.compile_mode={t.get('compile_mode')} is not one of {', '.join(modes)}")
     if t.progress not in ("auto", "bar", "lines", "none"):
         raise ConfigError(f"trainer.progress={t.progress} is not one of auto, bar, lines, none")
     for key in ("lr", "grad_clip_norm"):
@@ -126,7 +144,7 @@ def _without(data: dict, dotted_keys) -> dict:
     return data
 
 
-def environment(device: torch.device, cfg: DictConfig) -> dict:
+def environment(device: torch.device, cfg: DictConfig, ctx: distributed.Context | None = None) -> dict:
     env = {
         "normbench": normbench.__version__,
         "torch": torch.__version__,
@@ -139,6 +157,13 @@ def environment(device: torch.device, cfg: DictConfig) -> dict:
         "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
         "cudnn_benchmark": torch.backends.cudnn.benchmark,
         "cudnn_deterministic": torch.backends.cudnn.deterministic,
+        "amp": "bf16" if cfg.trainer.get("amp") else None,
+        "channels_last": bool(cfg.trainer.get("channels_last")),
+        "compile": bool(cfg.trainer.get("compile")),
+        "compile_mode": cfg.trainer.get("compile_mode", "default") if cfg.trainer.get("compile") else None,
+        "world_size": ctx.world if ctx else 1,
+        "distributed_backend": ("nccl" if device.type == "cuda" else "gloo") if ctx and ctx.enabled else None,
+        "sync_batch_norm": bool(ctx and ctx.enabled and cfg.norm.get("sync", False)),
     }
     if device.type == "cuda":
         env["cuda"] = torch.version.cuda
@@ -205,40 +230,65 @@ def summarize(cfg: DictConfig, state: LoopState, status: str, env: dict, num_par
 class Trainer:
     """One run: data, model and optimizer built from ``cfg``, recorded into ``run_dir``."""
 
-    def __init__(self, cfg: DictConfig, run_dir: Path):
+    def __init__(self, cfg: DictConfig, run_dir: Path, ctx: distributed.Context | None = None):
         validate(cfg)
         self.cfg = cfg
         self.run_dir = Path(run_dir)
-        self.device = resolve_device(cfg.trainer.device)
-        if cfg.trainer.deterministic:
+        self.ctx = ctx or distributed.Context()
+        self.device = resolve_device(cfg.trainer.device, self.ctx)
+        t = cfg.trainer
+        if t.deterministic:
             torch.use_deterministic_algorithms(True)
             torch.backends.cudnn.benchmark = False
+        elif self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick the fastest kernels
+        self.amp = bool(t.get("amp", False))
+        self.channels_last = bool(t.get("channels_last", False))
+        if self.amp and self.device.type == "cpu" and self.ctx.main:
+            print("normbench: warning: trainer.amp=true on the CPU: bf16 autocast works there but is slow",
+                  file=sys.stderr, flush=True)
         torch.manual_seed(cfg.seed)
-        self.data: TensorData = load_dataset(cfg.dataset).to(self.device)
+        data = load_dataset(cfg.dataset)
+        self.data = data.to(self.device) if isinstance(data, TensorData) else data
         self.task = task_for(self.data)
-        n_train = len(self.data.x_train)
+        self.source = make_source(self.data, cfg.batch_size, cfg.seed, self.device, self.ctx.rank, self.ctx.world)
+        n_train = self.source.num_train // self.ctx.world
         if cfg.batch_size > n_train:
-            raise ConfigError(f"batch_size={cfg.batch_size} exceeds the {n_train} training samples of dataset={self.data.name}")
+            per = f" per device ({self.ctx.world} devices)" if self.ctx.enabled else ""
+            raise ConfigError(f"batch_size={cfg.batch_size} exceeds the {n_train} training samples{per} of "
+                              f"dataset={self.data.name}")
+        if self.channels_last and len(self.data.input_shape) != 3:
+            raise ConfigError(f"trainer.channels_last=true needs image data (N, C, H, W); dataset={self.data.name} "
+                              f"has inputs of shape {tuple(self.data.input_shape)}")
         self.model = build_model(cfg.model, cfg.norm, self.data).to(self.device)
         if cfg.batch_size < 2 and uses_batch_statistics(self.model):
             raise ConfigError(
                 f"norm={cfg.norm.name} computes statistics over the batch and needs batch_size>=2, got "
                 f"batch_size={cfg.batch_size}; use a larger batch or norm=group, layer or instance"
             )
-        self.steps_per_epoch = n_train // cfg.batch_size  # the last partial batch is dropped
+        if self.ctx.enabled and cfg.norm.get("sync", False):
+            if self.device.type != "cuda":
+                raise ConfigError("norm.sync=true (SyncBatchNorm) needs CUDA devices; on the CPU use norm.sync=false "
+                                  "(per-device batch statistics)")
+            self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
+        if self.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.steps_per_epoch = self.source.steps_per_epoch
         self.total_steps = cfg.trainer.max_steps or cfg.trainer.epochs * self.steps_per_epoch
         self.eval_every = cfg.trainer.eval_every or self.steps_per_epoch
         self.optimizer, self.lr = build_optimizer(cfg.optim, self.model, cfg.batch_size)
-        self.scheduler = build_schedule(cfg.optim, self.optimizer, self.total_steps)
-        self.shuffle = torch.Generator().manual_seed(cfg.seed)
+        self.scheduler = build_schedule(cfg.optim, self.optimizer, self.total_steps, self.steps_per_epoch)
         self.state = LoopState()
-        self.env = environment(self.device, cfg)
+        self.env = environment(self.device, cfg, self.ctx)
         if self.data.source:
             self.env["dataset_source"] = self.data.source
         self.num_params = sum(p.numel() for p in self.model.parameters())
         self.config = config_dict(cfg)
-        self.logger = make_logger(cfg, self.run_dir, self.config)
+        self.logger = make_logger(cfg, self.run_dir, self.config) if self.ctx.main else _NoLogger()
+        self.train_model: nn.Module = self.model  # DDP- and compile-wrapped in fit()
         self.resumed_from = self._load_checkpoint()
+        if self.ctx.rank > 0:  # dropout and noise differ between ranks, as their data does
+            torch.manual_seed(cfg.seed * 1_000_003 + self.ctx.rank * 7_919 + self.state.step)
 
     # -- checkpoints ------------------------------------------------------------------------
 
@@ -257,29 +307,33 @@ class Trainer:
         self.optimizer.load_state_dict(ckpt["optimizer"])
         if self.scheduler is not None:
             self.scheduler.load_state_dict(ckpt["scheduler"])
-        self.shuffle.set_state(ckpt["shuffle_rng"])
+        s = ckpt["state"]
+        source_state = ckpt["source"] if "source" in ckpt else {"shuffle_rng": ckpt["shuffle_rng"], "perm": s.get("perm")}
+        self.source.load_state_dict(source_state)
         torch.set_rng_state(ckpt["torch_rng"])
         if self.device.type == "cuda" and ckpt.get("cuda_rng") is not None:
             torch.cuda.set_rng_state(ckpt["cuda_rng"], self.device)
-        s = ckpt["state"]
-        self.state = LoopState(step=s["step"], epoch=s["epoch"], position=s["position"], perm=s["perm"],
+        self.state = LoopState(step=s["step"], epoch=s["epoch"], position=s["position"],
                                wall_time_s=s["wall_time_s"], train_time_s=s["train_time_s"])
         # The metrics file may hold evaluations made after the checkpoint: drop them.
         self.state.history = [r for r in records.read_metrics(self.run_dir) if r["step"] <= self.state.step]
-        records.write_metrics(self.run_dir, self.state.history)
+        if self.ctx.main:
+            records.write_metrics(self.run_dir, self.state.history)
         return self.state.step
 
     def _save_checkpoint(self) -> None:
+        if not self.ctx.main:
+            return
         s = self.state
         ckpt = {
             "config": self.config,
-            "model": self.model.state_dict(),
+            "model": self.model.state_dict(),  # the plain module: no "module." or "_orig_mod." prefixes
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
-            "shuffle_rng": self.shuffle.get_state(),
+            "source": self.source.state_dict(),
             "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
-            "state": {"step": s.step, "epoch": s.epoch, "position": s.position, "perm": s.perm,
+            "state": {"step": s.step, "epoch": s.epoch, "position": s.position,
                       "wall_time_s": s.wall_time_s, "train_time_s": s.train_time_s},
         }
         tmp = self.run_dir / f".{records.CHECKPOINT_FILE}.tmp"
@@ -291,15 +345,28 @@ class Trainer:
 
     # -- the loop ---------------------------------------------------------------------------
 
+    def _autocast(self):
+        if not self.amp:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=torch.bfloat16)
+
+    def _prepare(self, x: torch.Tensor) -> torch.Tensor:
+        if self.channels_last and x.dim() == 4:
+            return x.contiguous(memory_format=torch.channels_last)
+        return x
+
+    def forward(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """``model(x)`` with the run's autocast and memory format (training and evaluation)."""
+        with self._autocast():
+            return model(self._prepare(x))
+
     def _evaluate(self) -> dict:
-        d, t, m = self.data, self.cfg.trainer, self.task.metric
-        n = min(t.train_eval_samples, len(d.x_train))
-        train_loss, train_metric = self.task.evaluate(self.model, d.x_train[:n], d.y_train[:n], t.eval_batch_size)
-        test_loss, test_metric = self.task.evaluate(self.model, d.x_test, d.y_test, t.eval_batch_size)
+        t, m = self.cfg.trainer, self.task.metric
+        results = self.source.evaluate(self.task, self.model, t.eval_batch_size, t.train_eval_samples, self.forward)
+        (train_loss, train_metric), (test_loss, test_metric) = results.pop("train"), results.pop("test")
         extra = {}
-        for label, (x, y) in d.extra_tests.items():
-            extra[f"test_loss_{label}"], extra[f"test_{m}_{label}"] = self.task.evaluate(
-                self.model, x, y, t.eval_batch_size)
+        for label, (loss, metric) in results.items():
+            extra[f"test_loss_{label}"], extra[f"test_{m}_{label}"] = loss, metric
         s = self.state
         return {
             "step": s.step,
@@ -316,69 +383,88 @@ class Trainer:
         }
 
     def _record(self, progress) -> None:
-        record = self._evaluate()
-        self.state.history.append(record)
-        records.append_metrics(self.run_dir, record)
-        self.logger.log(record)
-        progress.evaluation(record)
-        if not math.isfinite(record["train_loss"]):
-            raise Diverged(f"training-set loss became {record['train_loss']} at step {record['step']}")
-        self._save_checkpoint()
-        records.write_summary(self.run_dir, self.summary("running"))
+        """Evaluate, record and checkpoint (rank 0; the other ranks wait and learn whether it diverged)."""
+        train_loss = None
+        if self.ctx.main:
+            record = self._evaluate()
+            self.state.history.append(record)
+            records.append_metrics(self.run_dir, record)
+            self.logger.log(record)
+            progress.evaluation(record)
+            train_loss = record["train_loss"]
+        train_loss = distributed.broadcast_object(self.ctx, train_loss)
+        if not math.isfinite(train_loss):
+            raise Diverged(f"training-set loss became {train_loss} at step {self.state.step}")
+        if self.ctx.main:
+            self._save_checkpoint()
+            records.write_summary(self.run_dir, self.summary("running"))
+        distributed.barrier(self.ctx)
 
-    def _epoch_batches(self):
-        """The current epoch's shuffled copy of the training set."""
-        s, d = self.state, self.data
-        if s.perm is None:
-            s.perm = torch.randperm(len(d.x_train), generator=self.shuffle)
-        perm = s.perm.to(self.device)
-        return d.x_train[perm], d.y_train[perm]
+    def _wrap_model(self) -> None:
+        """The module the training steps call: DDP across processes, then torch.compile."""
+        model = self.model
+        if self.ctx.enabled:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            model = DistributedDataParallel(model, device_ids=ids)  # broadcasts rank 0's weights
+        if self.cfg.trainer.get("compile", False):
+            mode = self.cfg.trainer.get("compile_mode", "default")
+            model = torch.compile(model, mode=None if mode == "default" else mode)
+        self.train_model = model
 
     def fit(self) -> dict:
         """Train to the step budget and return the summary; raises Diverged on a NaN loss."""
-        cfg, s = self.cfg, self.state
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        records.atomic_write_text(self.run_dir / records.CONFIG_FILE, OmegaConf.to_yaml(self.config))
+        cfg, s, main = self.cfg, self.state, self.ctx.main
+        distributed.barrier(self.ctx)  # every rank has read the run directory before rank 0 writes it
+        if main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            records.atomic_write_text(self.run_dir / records.CONFIG_FILE, OmegaConf.to_yaml(self.config))
         if self.resumed_from is None:
-            records.write_metrics(self.run_dir, [])
+            if main:
+                records.write_metrics(self.run_dir, [])
             if cfg.norm.name == "weight" and cfg.norm.get("data_init", True):
-                xs, _ = self._epoch_batches()
-                weight_norm_data_init(self.model, xs[: cfg.batch_size])
-        else:
+                with self._autocast():
+                    weight_norm_data_init(self.model, self._prepare(self.source.first_batch()))
+        elif main:
             print(f"resuming from step {s.step} of {self.total_steps} ({self.run_dir})", flush=True)
-        progress = make_progress(cfg.trainer.progress, self.total_steps, s.step, cfg.batch_size)
+        self._wrap_model()
+        progress = make_progress(cfg.trainer.progress if main else "none", self.total_steps, s.step, cfg.batch_size)
         self.model.train()
         start_wall = time.perf_counter() - s.wall_time_s
         with progress, StopRequest() as stop:
             if self.resumed_from is None:
                 self._record(progress)
-            xs, ys = self._epoch_batches()
+            batches = self.source.batches(s.epoch, s.position)
             loss_sum = torch.zeros((), device=self.device)
             logged_at = s.step
-            B = cfg.batch_size
             clip = cfg.optim.grad_clip_norm
+            model, optimizer, scheduler, task = self.train_model, self.optimizer, self.scheduler, self.task
             segment_start = time.perf_counter()
             while s.step < self.total_steps:
-                x = xs[s.position * B:(s.position + 1) * B]
-                y = ys[s.position * B:(s.position + 1) * B]
-                loss = self.task.loss(self.model(x), y)
-                self.optimizer.zero_grad(set_to_none=True)
+                x, y = next(batches)
+                with self._autocast():
+                    out = model(self._prepare(x))
+                loss = task.loss(out.float(), y)
+                optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 if clip:
                     nn.utils.clip_grad_norm_(self.model.parameters(), clip)
-                self.optimizer.step()
-                if self.scheduler is not None:
-                    self.scheduler.step()
+                optimizer.step()
+                if scheduler is not None:
+                    scheduler.step()
                 loss_sum += loss.detach()
                 s.step += 1
                 s.position += 1
                 if s.position == self.steps_per_epoch:
-                    s.epoch, s.position, s.perm = s.epoch + 1, 0, None
-                    xs, ys = self._epoch_batches()
+                    s.epoch, s.position = s.epoch + 1, 0
+                    self.source.end_epoch()
+                    batches = self.source.batches(s.epoch, 0)
                 logging = s.step % cfg.trainer.log_every == 0
                 evaluating = s.step % self.eval_every == 0 or s.step == self.total_steps
                 if logging or evaluating:
-                    mean_loss = loss_sum.item() / (s.step - logged_at)  # the one sync per interval
+                    # The one sync per interval (and, across processes, the mean over ranks).
+                    mean_loss = distributed.mean(self.ctx, loss_sum).item() / (s.step - logged_at)
                     loss_sum.zero_()
                     logged_at = s.step
                     now = time.perf_counter()
@@ -391,7 +477,9 @@ class Trainer:
                         self._record(progress)
                         s.wall_time_s = time.perf_counter() - start_wall
                     segment_start = time.perf_counter()
-                if stop.signum is not None and s.step < self.total_steps:  # a Python flag: no sync
+                # A Python flag: no sync. Across processes the ranks could see it at different
+                # steps, so there the run relies on its evaluation checkpoints instead.
+                if stop.signum is not None and s.step < self.total_steps and not self.ctx.enabled:
                     now = time.perf_counter()
                     s.train_time_s += now - segment_start
                     s.wall_time_s = now - start_wall
@@ -399,6 +487,16 @@ class Trainer:
                     records.write_summary(self.run_dir, self.summary("running"))
                     raise Interrupted(stop.signum, s.step, stop.previous)
         return self.summary("completed")
+
+
+class _NoLogger:
+    """Ranks other than 0 log nothing."""
+
+    def log(self, record: dict) -> None:
+        pass
+
+    def finish(self, summary: dict, interrupted: bool = False) -> None:
+        pass
 
 
 def _previous_summary(run_dir: Path) -> dict:
@@ -447,10 +545,24 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
     handler that was there before (submitit's: requeue the job and exit); without one it raises
     :class:`Interrupted`. Running the same config again resumes from that step.
     """
+    ctx = distributed.from_env()
+    if not ctx.enabled:
+        return _train(cfg, Path(run_dir), ctx)
+    validate(cfg)
+    distributed.init(ctx, resolve_device(cfg.trainer.device, ctx))
+    # Every rank reads and resumes rank 0's run directory; only rank 0 writes it.
+    run_dir = Path(distributed.broadcast_object(ctx, str(run_dir)))
+    try:
+        return _train(cfg, run_dir, ctx)
+    finally:
+        distributed.shutdown()
+
+
+def _train(cfg: DictConfig, run_dir: Path, ctx: distributed.Context) -> dict:
     previous = finished_summary(cfg, run_dir)
     if previous is not None:
         return previous
-    trainer = Trainer(cfg, Path(run_dir))
+    trainer = Trainer(cfg, Path(run_dir), ctx)
     if trainer.resumed_from is not None:
         previous = _previous_summary(trainer.run_dir)
         finished = previous.get("status") == "completed" and trainer.state.step >= trainer.total_steps
@@ -467,9 +579,14 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
         raise
     except BaseException as exc:  # KeyboardInterrupt too: the record must not say "running"
         failed = trainer.summary("failed", f"{type(exc).__name__}: {exc}")
-        records.write_summary(trainer.run_dir, failed)
+        if ctx.main:
+            records.write_summary(trainer.run_dir, failed)
         trainer.logger.finish(failed)
         raise
-    records.write_summary(trainer.run_dir, summary)
+    if ctx.main:
+        records.write_summary(trainer.run_dir, summary)
     trainer.logger.finish(summary)
+    dump = os.environ.get("NORMBENCH_DUMP_RANK_STATE")
+    if dump:  # a debugging and test hook: each process's final weights, to compare ranks
+        torch.save(trainer.model.state_dict(), f"{dump}{ctx.rank}.pt")
     return summary

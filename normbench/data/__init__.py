@@ -2,22 +2,30 @@
 
 from __future__ import annotations
 
-from normbench.data import digits, mnist, mnist1d, text
+from normbench.data import cifar10, digits, imagenet, mnist, mnist1d, text
 from normbench.data.base import TensorData
+from normbench.data.imagenet import FolderData
 from normbench.errors import ConfigError
 
 DATASET_DESCRIPTIONS = {
     "mnist1d": "MNIST-1D: 4000/1000 signals of length 40, 10 classes, generated offline (default)",
     "digits": "scikit-learn digits: 1437/360 grey 8x8 images, 10 classes, ships offline",
     "mnist": "MNIST from its IDX files in dataset.root: 60000/10000 28x28 digits (sequential/permuted with model=lstm)",
+    "cifar10": "CIFAR-10 from its pickled batches in dataset.root: 50000/10000 32x32 RGB images, crop+flip on the device",
+    "imagenet": "ImageNet image folders (dataset.root/train, val): DataLoader with workers, 224 crops",
     "text": "character-level text for language modelling (bits per character): a file, Penn Treebank's "
             "char files in dataset.root, or Python's documentation topics (default, offline)",
 }
-_LOADERS = {"mnist1d": mnist1d.load, "digits": digits.load, "mnist": mnist.load, "text": text.load}
+_LOADERS = {"mnist1d": mnist1d.load, "digits": digits.load, "mnist": mnist.load, "text": text.load,
+            "cifar10": cifar10.load, "imagenet": imagenet.load}
 
 
-def load_dataset(cfg) -> TensorData:
-    """The dataset named by ``cfg.name``, with ``permute`` and ``label_noise`` applied."""
+def load_dataset(cfg) -> TensorData | FolderData:
+    """The dataset named by ``cfg.name``, with ``permute`` and ``label_noise`` applied.
+
+    Small datasets come as :class:`TensorData` (held on the device); image folders (ImageNet) as
+    :class:`~normbench.data.imagenet.FolderData`, read by a DataLoader.
+    """
     name = cfg.name
     if name not in _LOADERS:
         raise ConfigError(f"unknown dataset '{name}'; known datasets: {', '.join(_LOADERS)}")
@@ -27,4 +35,4 @@ def load_dataset(cfg) -> TensorData:
     return _LOADERS[name](cfg)
 
 
-__all__ = ["DATASET_DESCRIPTIONS", "TensorData", "load_dataset"]
+__all__ = ["DATASET_DESCRIPTIONS", "FolderData", "TensorData", "load_dataset"]

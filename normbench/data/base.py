@@ -31,6 +31,9 @@ class TensorData:
     num_classes: int
     extra_tests: dict[str, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
     source: str = ""  # where the data came from, when it is worth recording (files, corpus hash)
+    # Batched on-device training augmentation (see normbench.data.augment.DeviceAugment):
+    # e.g. {"pad": 4, "flip": True} for CIFAR's random crop and horizontal flip; None: none.
+    augment: dict | None = None
 
     @property
     def input_shape(self) -> tuple[int, ...]:

@@ -7,8 +7,10 @@ from torch import nn
 
 from normbench.errors import ConfigError
 from normbench.models.cnn import CNN
+from normbench.models.convpool import ConvPoolCNNC
 from normbench.models.mlp import MLP
 from normbench.models.recurrent import LSTM
+from normbench.models.resnet import ResNet
 from normbench.norms import apply_weight_norm
 
 MODEL_DESCRIPTIONS = {
@@ -16,10 +18,16 @@ MODEL_DESCRIPTIONS = {
     "cnn": "convolutional: conv -> norm -> ReLU blocks, 1-D for signals, 2-D for images",
     "lstm": "LSTM over sequences (signals, image pixels or rows) or characters; norm=batch is Cooijmans' "
             "BN-LSTM, norm=layer Ba's LN-LSTM",
+    "resnet": "residual network: CIFAR ResNet-20/32/44/56/110 (He et al. 2016) or torchvision's ResNet-18/34/50/101 "
+              "(model.depth, model.variant), GN paper init",
+    "convpool": "ConvPool-CNN-C of the weight norm paper (CIFAR-10): conv96 x3, conv192 x3, NIN, leaky ReLU, dropout",
 }
 # Which dataset kinds each model can consume.
-_ACCEPTS = {"mlp": {"signal", "image"}, "cnn": {"signal", "image"}, "lstm": {"signal", "image", "text"}}
-_CLASSES = {"mlp": MLP, "cnn": CNN, "lstm": LSTM}
+_ACCEPTS = {"mlp": {"signal", "image"}, "cnn": {"signal", "image"}, "lstm": {"signal", "image", "text"},
+            "resnet": {"image"}, "convpool": {"image"}}
+_CLASSES = {"mlp": MLP, "cnn": CNN, "lstm": LSTM, "resnet": ResNet, "convpool": ConvPoolCNNC}
+# Keys of the norm config group that act on the whole run, not on a layer.
+_RUN_LEVEL_NORM_KEYS = ("name", "sync")
 
 
 def plain(cfg) -> dict:
@@ -29,7 +37,7 @@ def plain(cfg) -> dict:
 
 def norm_options(norm_cfg) -> dict:
     """The options of a ``norm`` config group, as ``make_norm`` takes them."""
-    return {k: v for k, v in plain(norm_cfg).items() if k != "name"}
+    return {k: v for k, v in plain(norm_cfg).items() if k not in _RUN_LEVEL_NORM_KEYS}
 
 
 def build_model(model_cfg, norm_cfg, data) -> nn.Module:
