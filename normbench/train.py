@@ -300,6 +300,7 @@ class Trainer:
         for label, (x, y) in d.extra_tests.items():
             extra[f"test_loss_{label}"], extra[f"test_{m}_{label}"] = self.task.evaluate(
                 self.model, x, y, t.eval_batch_size)
+        extra.update(self._probe())
         s = self.state
         return {
             "step": s.step,
@@ -314,6 +315,24 @@ class Trainer:
             **extra,
             "lr": self.optimizer.param_groups[0]["lr"],
         }
+
+    @torch.no_grad()
+    def _probe(self) -> dict:
+        """The model's optional ``probe(x) -> dict`` on a fixed test batch, in eval mode.
+
+        Models that expose internals worth following over training (the MLP: percentiles of a
+        last-layer pre-activation, as in the BN paper's Figure 1) define it; others do not.
+        """
+        probe = getattr(self.model, "probe", None)
+        if not callable(probe):
+            return {}
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            x = self.data.x_test[: self.cfg.trainer.eval_batch_size]
+            return {k: float(v) for k, v in probe(x).items()}
+        finally:
+            self.model.train(was_training)
 
     def _record(self, progress) -> None:
         record = self._evaluate()
