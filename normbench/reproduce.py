@@ -71,6 +71,12 @@ def write_claim(name: str, out_dir: Path, sweep_dirs: list[Path], scale: str, se
                               plots=rep.get("plots"), title=f"{name}: {c.title}")
     except ReportError as exc:
         verdict = Verdict(name, INCONCLUSIVE, notes=[f"no report: {exc}"])
+    except Exception as exc:  # a plot that fails must not cost the verdict
+        from normbench.report.load import load_runs
+
+        rs = load_runs(existing)
+        verdict = c.verdict(rs, dict(exp.get("verdict") or {}))
+        verdict.notes.append(f"report.md not written: {type(exc).__name__}: {exc}")
     else:
         verdict = c.verdict(report.runs, dict(exp.get("verdict") or {}))
     runs = report.runs.runs if report else None
