@@ -333,7 +333,14 @@ def reproduce(
     except ConfigError as exc:
         typer.echo(f"normbench: error: {exc}", err=True)
         raise typer.Exit(2) from None
-    typer.echo(f"wrote {out / 'README.md'}: " + ", ".join(f"{k} {v.outcome}" for k, v in verdicts.items()))
+    from normbench.reproduce import NOT_RUN
+
+    not_run = [k for k, v in verdicts.items() if v.notes and v.notes[0].startswith(NOT_RUN)]
+    typer.echo(f"wrote {out / 'README.md'}: " + ", ".join(
+        f"{k} {NOT_RUN if k in not_run else v.outcome}" for k, v in verdicts.items()))
+    if not_run:
+        typer.echo(f"normbench: error: not run: {', '.join(not_run)} (see the sweeps' errors above)", err=True)
+        raise typer.Exit(1)
 
 
 def main() -> None:

@@ -26,6 +26,7 @@ from normbench import experiments
 from normbench.claims import CLAIMS, INCONCLUSIVE, Verdict, claim
 
 VERDICT_FILE = "verdict.json"
+NOT_RUN = "not run"
 
 
 def command_line(claims: Sequence[str], scale: str, seeds: int, out: str, extra: Sequence[str]) -> str:
@@ -64,6 +65,8 @@ def write_claim(name: str, out_dir: Path, sweep_dirs: list[Path], scale: str, se
     exp = experiments.load_experiment(name)
     rep = exp.get("report") or {}
     existing = [d for d in sweep_dirs if d.is_dir()]
+    if not existing:  # nothing ran (e.g. model=film before the film branch is merged): no record
+        return Verdict(name, INCONCLUSIVE, notes=[f"{NOT_RUN}: no run directories in {', '.join(map(str, sweep_dirs))}"])
     out_dir.mkdir(parents=True, exist_ok=True)
     report = None
     try:
