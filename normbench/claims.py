@@ -25,13 +25,14 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from normbench.report.load import RunSet, _read_config, flatten
-from normbench.report.stats import bootstrap_ci, bootstrap_diff_ci, batch_threshold
+from normbench.report.stats import batch_threshold, bootstrap_ci, bootstrap_diff_ci
 
 REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE = "reproduced", "not reproduced", "inconclusive"
 OUTCOMES = (REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE)
@@ -106,7 +107,7 @@ def config_value(runs: pd.DataFrame, key: str) -> pd.Series:
     values = []
     for run_dir in runs.get("run_dir", pd.Series([None] * len(runs))):
         try:
-            values.append(flatten(_read_config(__import__("pathlib").Path(run_dir))).get(key))
+            values.append(flatten(_read_config(Path(run_dir))).get(key))
         except Exception:
             values.append(None)
     return pd.Series(values, index=runs.index, dtype=object)

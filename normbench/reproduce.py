@@ -109,10 +109,10 @@ def claim_markdown(r: dict) -> str:
              f"**Verdict: {r['outcome']}** ({r['scale']} scale, {r['seeds']} seeds)", "",
              f"- Paper: {r['paper']}: {r['paper_result']}",
              f"- Command: `{r['command']}`",
-             f"- Runs: " + ", ".join(f"{n} {s}" for s, n in r["runs"].items()),
+             "- Runs: " + ", ".join(f"{n} {s}" for s, n in r["runs"].items()),
              f"- Wall time: {r['elapsed_s']:.0f} s for this invocation; the runs' own wall times add up to "
              f"{r['run_wall_time_s']:.0f} s",
-             f"- Full report: [report.md](report.md); tables: runs.csv, summary.csv, differences.csv", ""]
+             "- Full report: [report.md](report.md); tables: runs.csv, summary.csv, differences.csv", ""]
     if r["checks"]:
         lines += ["| check | outcome | numbers (mean a vs b, difference, 95% bootstrap CI) |", "| --- | --- | --- |"]
         for ch in r["checks"]:
