@@ -66,6 +66,10 @@ class Check:
         f = (lambda v: f"{100 * v:.2f}") if pct else (lambda v: f"{v:.3f}")
         unit = " points" if pct else ""
         ci = f"[{f(self.ci_lo)}, {f(self.ci_hi)}]" if np.isfinite(self.ci_lo) else "(no interval: one seed)"
+        if self.n_b == 0 and self.b.startswith("threshold"):  # a one-sample check (at_least)
+            ci = (f"[{f(self.ci_lo + self.mean_b)}, {f(self.ci_hi + self.mean_b)}]" if np.isfinite(self.ci_lo)
+                  else "(no interval: one seed)")
+            return f"{self.a} {f(self.mean_a)} (n={self.n_a}), 95% CI {ci}; threshold {f(self.mean_b)}"
         return (f"{self.a} {f(self.mean_a)} (n={self.n_a}) vs {self.b} {f(self.mean_b)} (n={self.n_b}): "
                 f"difference {f(self.diff)}{unit}, 95% CI {ci}")
 

@@ -18,15 +18,17 @@ overrides and one or more sweeps (swept keys and their values)::
           - {norm: [batch, group], batch_size: [32, 16, 8, 4, 2]}
 
 Each sweep becomes one ``normbench run -m`` (a Hydra multirun, so any launcher works) with
-``seed=0,...,N-1`` added, into ``<runs>/<claim>/<scale>/sweep<i>``. The fixed overrides are
-left out of the run directories' names (only the swept keys and the seed name them), so the
-same command relaunched finds its finished runs and skips them.
+``seed=0,...,N-1`` added, into ``<runs>/<claim>/<scale>/sweep<i>-<hash of the fixed
+overrides>``. The fixed overrides are left out of the run directories' names (only the swept
+keys and the seed name them), so the same command relaunched finds its finished runs and skips
+them, and an edited setup gets new directories.
 
 Nothing here imports torch.
 """
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -77,6 +79,13 @@ def format_value(value: Any) -> str:
     return str(value)
 
 
+def _digest(fixed: list[str]) -> str:
+    """A short hash of the fixed overrides: editing an experiment's setup starts new run
+    directories instead of colliding with runs of the old setup (runs are named by the swept
+    keys only)."""
+    return hashlib.sha1("\n".join(fixed).encode()).hexdigest()[:8]
+
+
 def _key(override: str) -> str:
     return override.split("=", 1)[0].lstrip("+~")
 
@@ -104,7 +113,7 @@ def sweeps(name: str, scale: str = "small", seeds: int = 3, runs_root: str | Pat
         swept = [f"{key}={','.join(format_value(v) for v in values)}" for key, values in sweep.items()
                  if key not in extra_keys]
         swept.append(f"seed={','.join(str(s) for s in range(seeds))}")
-        sweep_dir = Path(runs_root) / name / scale / f"sweep{i}"
+        sweep_dir = Path(runs_root) / name / scale / f"sweep{i}-{_digest(fixed)}"
         quiet = [] if "trainer.progress" in extra_keys else ["trainer.progress=none"]
         args = [*fixed, *swept, *extra, *quiet,
                 f"hydra.sweep.dir={sweep_dir}",

@@ -131,6 +131,19 @@ def _check_text(ch: dict) -> str:
     return Check(**ch).text()
 
 
+_FIGURE_ORDER = ("batch_size", "label_noise", "preactivation_percentiles", "_vs_", "convergence_steps",
+                 "generalization")
+
+
+def _main_figure(figures: list[str]) -> str | None:
+    """The figure that shows a claim best: the batch-size plot over convergence, and so on."""
+    for key in _FIGURE_ORDER:
+        for fig in figures:
+            if key in Path(fig).stem:
+                return fig
+    return figures[0] if figures else None
+
+
 def write_index(out: Path, scale: str) -> Path:
     """``out/README.md``: every claim with its paper's number, ours and the verdict."""
     rows, total = [], 0.0
@@ -141,21 +154,26 @@ def write_index(out: Path, scale: str) -> Path:
             ours = "<br>".join(f"{ch['outcome']}: {ch['statement']}: {_check_text(ch)}" for ch in r["checks"]) \
                 or "; ".join(r["notes"])
             total += r.get("elapsed_s", 0.0)
-            rows.append(f"| [{cid}]({cid}/README.md) | {c.paper}: {c.paper_result} | {ours} | **{r['outcome']}** | "
-                        f"{r['seeds']} | {r['elapsed_s']:.0f} s | `{r['command']}` |")
+            fig = _main_figure(r.get("figures", []))
+            fig = f"[{Path(fig).stem}]({cid}/{fig})" if fig else "–"
+            rows.append(f"| [{cid}]({cid}/README.md) | {c.paper}: {c.paper_result} | {fig} | {ours} | "
+                        f"**{r['outcome']}** | {r['seeds']} | {r['elapsed_s']:.0f} s | `{r['command']}` |")
         else:
             why = " (needs `model=film` from the film branch; will be run after the merge)" if c.after_merge else ""
-            rows.append(f"| {cid} | {c.paper}: {c.paper_result} | – | not run yet{why} | – | – | "
+            rows.append(f"| {cid} | {c.paper}: {c.paper_result} | – | – | not run yet{why} | – | – | "
                         f"`normbench reproduce {cid}` |")
+    notes_file = out / "NOTES.md"
+    notes = notes_file.read_text(encoding="utf-8").strip() if notes_file.exists() else ""
     text = "\n".join([
         "# Reproductions", "",
-        "Written by `normbench reproduce` (small scale unless a claim says otherwise). Each claim's directory "
+        "Written by `normbench reproduce` (small scale unless a claim says otherwise; `NOTES.md` is added "
+        "below when present). Each claim's directory "
         "holds its verdict (README.md, verdict.json) and the reporter's report.md, plots and CSVs. "
         "A check is *reproduced* when the 95% bootstrap interval of the difference over seeds lies on the "
         "paper's side of zero, *not reproduced* when it lies on the other side, *inconclusive* otherwise.", "",
-        "| claim | paper | ours (per check) | verdict | seeds | wall time | command |",
-        "| --- | --- | --- | --- | --- | --- | --- |", *rows, "",
-        f"Sum of the claims' wall times: {total:.0f} s.", ""])
+        "| claim | paper | our figure | ours (per check) | verdict | seeds | wall time | command |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |", *rows, "",
+        f"Sum of the claims' wall times: {total:.0f} s.", "", *([notes, ""] if notes else [])])
     out.mkdir(parents=True, exist_ok=True)
     path = out / "README.md"
     path.write_text(text, encoding="utf-8")

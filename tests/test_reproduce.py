@@ -97,7 +97,12 @@ def test_full_experiment_composes_where_its_groups_exist(name):
 def test_sweeps_name_runs_by_swept_keys_and_seed(tmp_path):
     sweeps = experiments.sweeps("gn-batch-size", "small", seeds=2, runs_root=tmp_path,
                                 extra=["hydra/launcher=slurm", "trainer.epochs=1"])
-    assert [s.sweep_dir for s in sweeps] == [tmp_path / "gn-batch-size" / "small" / f"sweep{i}" for i in (0, 1)]
+    assert [s.sweep_dir.parent for s in sweeps] == [tmp_path / "gn-batch-size" / "small"] * 2
+    assert [s.sweep_dir.name[:7] for s in sweeps] == ["sweep0-", "sweep1-"]
+    again = experiments.sweeps("gn-batch-size", "small", seeds=5, runs_root=tmp_path)
+    assert [s.sweep_dir for s in again] == [s.sweep_dir for s in sweeps]  # seeds do not move runs
+    edited = experiments.sweeps("gn-batch-size", "small", seeds=2, runs_root=tmp_path, extra=["trainer.epochs=2"])
+    assert edited[0].sweep_dir != sweeps[0].sweep_dir  # another setup: other directories
     args = sweeps[0].args
     assert "seed=0,1" in args and "batch_size=32,8,2" in args and "hydra/launcher=slurm" in args
     assert "trainer.epochs=1" in args and "trainer.epochs=10" not in args  # extra overrides win
@@ -139,22 +144,24 @@ def test_unknown_claim_is_one_line_and_nonzero(tmp_path):
 
 
 def test_reproduce_end_to_end_and_relaunch(tmp_path):
-    args = ("reproduce", "bn-sigmoid", "--seeds", "2", "trainer.max_steps=20", "trainer.eval_every=10")
+    # A swept key given on the command line replaces the experiment's values: 2 learning rates.
+    args = ("reproduce", "bn-sigmoid", "--seeds", "2", "trainer.max_steps=20", "trainer.eval_every=10",
+            "optim.lr=0.05,1.5")
     first = cli(*args, cwd=tmp_path)
     assert first.returncode == 0, first.stderr[-2000:]
     results = tmp_path / "results"
     verdict = json.loads((results / "bn-sigmoid" / "verdict.json").read_text())
     assert verdict["outcome"] in ("reproduced", "not reproduced", "inconclusive")
-    assert verdict["runs"] == {"completed": 12} and verdict["seeds"] == 2
+    assert verdict["runs"] == {"completed": 8} and verdict["seeds"] == 2
     assert len(verdict["checks"]) == 3 and all(c["n_a"] == 2 for c in verdict["checks"])
     assert verdict["command"].startswith("normbench reproduce bn-sigmoid --scale small --seeds 2")
     for f in ("report.md", "README.md", "runs.csv", "summary.csv", "plots/preactivation_percentiles.png"):
         assert (results / "bn-sigmoid" / f).exists(), f
     index = (results / "README.md").read_text()
     assert "bn-sigmoid" in index and verdict["outcome"] in index and "not run yet" in index
-    runs = list((tmp_path / "multirun" / "reproduce" / "bn-sigmoid" / "small" / "sweep0").glob("*/summary.json"))
-    assert len(runs) == 12
+    runs = list((tmp_path / "multirun" / "reproduce" / "bn-sigmoid" / "small").glob("sweep0-*/*/summary.json"))
+    assert len(runs) == 8
     again = cli(*args, cwd=tmp_path)
     assert again.returncode == 0
-    assert again.stdout.count("skipped, already completed") == 12
+    assert again.stdout.count("skipped, already completed") == 8
     assert json.loads((results / "bn-sigmoid" / "verdict.json").read_text())["checks"] == verdict["checks"]
