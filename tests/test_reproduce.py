@@ -99,10 +99,10 @@ def test_sweeps_name_runs_by_swept_keys_and_seed(tmp_path):
                                 extra=["hydra/launcher=slurm", "trainer.epochs=1"])
     assert [s.sweep_dir.parent for s in sweeps] == [tmp_path / "gn-batch-size" / "small"] * 2
     assert [s.sweep_dir.name[:7] for s in sweeps] == ["sweep0-", "sweep1-"]
+    base = experiments.sweeps("gn-batch-size", "small", seeds=2, runs_root=tmp_path, extra=["hydra/launcher=slurm"])
     again = experiments.sweeps("gn-batch-size", "small", seeds=5, runs_root=tmp_path)
-    assert [s.sweep_dir for s in again] == [s.sweep_dir for s in sweeps]  # seeds do not move runs
-    edited = experiments.sweeps("gn-batch-size", "small", seeds=2, runs_root=tmp_path, extra=["trainer.epochs=2"])
-    assert edited[0].sweep_dir != sweeps[0].sweep_dir  # another setup: other directories
+    assert [s.sweep_dir for s in again] == [s.sweep_dir for s in base]  # seeds and launcher do not move runs
+    assert sweeps[0].sweep_dir != base[0].sweep_dir  # another setup (trainer.epochs=1): other directories
     args = sweeps[0].args
     assert "seed=0,1" in args and "batch_size=32,8,2" in args and "hydra/launcher=slurm" in args
     assert "trainer.epochs=1" in args and "trainer.epochs=10" not in args  # extra overrides win
