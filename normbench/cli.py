@@ -280,8 +280,8 @@ REPRODUCE_HELP = """Run the papers' comparisons, report them and decide each cla
 CLAIM... are claim ids (`normbench list claims`); all claims when none is given. Each claim's
 experiment config (normbench/configs/experiment/CLAIM.yaml) holds its sweeps at two scales:
 small (2 CPU cores, minutes; the default) and full (the paper's setup, for a GPU cluster).
-The sweeps run through `normbench run -m` into RUNS/CLAIM/SCALE/sweepI (a relaunch skips
-finished runs); then OUT/CLAIM/ gets the report (report.md, plots, CSVs), README.md with the
+The sweeps run through `normbench run -m` into RUNS/CLAIM/SCALE/sweepI-HASH (HASH: of the
+fixed overrides; a relaunch skips finished runs); then OUT/CLAIM/ gets the report (report.md, plots, CSVs), README.md with the
 verdict (reproduced / not reproduced / inconclusive, with the numbers and the 95% bootstrap
 interval it rests on) and verdict.json; OUT/README.md lists every claim.
 
@@ -301,7 +301,7 @@ Examples:
 """
 
 
-@app.command(help=REPRODUCE_HELP,
+@app.command(help=REPRODUCE_HELP, options_metavar="[OPTIONS] [CLAIM]... [KEY=VALUE]...",
              context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def reproduce(
     ctx: typer.Context,

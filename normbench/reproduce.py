@@ -2,7 +2,7 @@
 
 For each claim: its experiment's sweeps run through ``normbench run -m`` (one subprocess per
 sweep, so any Hydra launcher works and a relaunch skips finished runs), into
-``<runs>/<claim>/<scale>/sweep<i>``; then the reporter writes ``<out>/<claim>/`` (report.md,
+``<runs>/<claim>/<scale>/sweep<i>-<hash>``; then the reporter writes ``<out>/<claim>/`` (report.md,
 plots, CSVs) from those runs, the claim's verdict function decides, and ``<out>/<claim>/
 README.md`` and ``verdict.json`` record the verdict with its numbers, the seeds, the wall time
 and the exact command. ``<out>/README.md`` lists every claim (those not run yet too).
@@ -205,6 +205,9 @@ def reproduce(claims: Sequence[str], scale: str = "small", seeds: int = 3, out: 
             elapsed, cmd = record.get("elapsed_s", elapsed), record.get("command", cmd)
         verdict = write_claim(name, out / name, dirs, scale, seeds, cmd, elapsed, code)
         verdicts[name] = verdict
+        if verdict.notes and verdict.notes[0].startswith(NOT_RUN):
+            print(f"[{name}] NOT RUN: {verdict.notes[0]}", flush=True)
+            continue
         print(f"[{name}] {verdict.outcome.upper()}: {verdict.headline()} ({elapsed:.0f} s) -> {out / name}",
               flush=True)
     write_index(out, scale)

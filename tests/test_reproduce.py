@@ -165,3 +165,14 @@ def test_reproduce_end_to_end_and_relaunch(tmp_path):
     assert again.returncode == 0
     assert again.stdout.count("skipped, already completed") == 8
     assert json.loads((results / "bn-sigmoid" / "verdict.json").read_text())["checks"] == verdict["checks"]
+
+
+def test_a_claim_that_cannot_run_says_so_and_fails(tmp_path):
+    if (CONFIGS / "model" / "film.yaml").exists():
+        pytest.skip("model=film exists: the FiLM claims can run")
+    out = cli("reproduce", "film-norm", "trainer.max_steps=2", cwd=tmp_path)
+    assert out.returncode == 1
+    assert "unknown model 'film'" in out.stderr
+    assert "normbench: error: not run: film-norm" in out.stderr
+    assert not (tmp_path / "results" / "film-norm").exists()
+    assert "not run yet" in (tmp_path / "results" / "README.md").read_text()
