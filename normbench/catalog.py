@@ -14,4 +14,17 @@ def catalog() -> dict[str, dict[str, str]]:
         "models": MODEL_DESCRIPTIONS,
         "datasets": DATASET_DESCRIPTIONS,
         "optimizers": OPTIMIZER_DESCRIPTIONS,
+        **claims_catalog(),
+    }
+
+
+def claims_catalog() -> dict[str, dict[str, str]]:
+    """Claims and experiments, without importing torch."""
+    from normbench.claims import CLAIMS
+    from normbench.experiments import experiment_names, load_experiment
+
+    return {
+        "experiments": {name: str(load_experiment(name).get("description", "")) for name in experiment_names()},
+        "claims": {c.id: f"{c.title} ({c.paper})" + (" [after the film merge]" if c.after_merge else "")
+                   for c in CLAIMS.values()},
     }

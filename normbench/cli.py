@@ -20,7 +20,9 @@ app = typer.Typer(
         "  normbench run norm=group batch_size=2\n"
         "  normbench run -m norm=batch,group,layer batch_size=4,32 seed=0,1\n"
         "  normbench report 'multirun/batch_size=4,32_norm=batch,group,layer_seed=0,1' -o reports/gn\n"
-        "  normbench list norms"
+        "  normbench reproduce                            # every paper's claim, small scale, into results/\n"
+        "  normbench reproduce gn-batch-size --seeds 5\n"
+        "  normbench list claims"
     ),
     no_args_is_help=True,
     add_completion=False,
@@ -56,7 +58,7 @@ Config help: `normbench run --config-help` lists the config groups and their opt
 `normbench run --hydra-help` shows Hydra's own flags.
 """
 
-_LIST_WHAT = ("norms", "models", "datasets", "optimizers")
+_LIST_WHAT = ("norms", "models", "datasets", "optimizers", "experiments", "claims")
 
 
 def _version(value: bool) -> None:
@@ -251,13 +253,16 @@ def report(
 def list_(
     what: str = typer.Argument(None, help=f"One of: {', '.join(_LIST_WHAT)}. All when left out."),
 ) -> None:
-    """List norms, models, datasets and optimizers, one line each.
+    """List norms, models, datasets, optimizers, experiments and claims, one line each.
 
-    Examples: `normbench list`, `normbench list norms`.
+    Examples: `normbench list`, `normbench list norms`, `normbench list claims`.
     """
-    from normbench.catalog import catalog
+    from normbench.catalog import catalog, claims_catalog
 
-    entries = catalog()
+    if what is not None and what not in _LIST_WHAT:
+        typer.echo(f"normbench: error: cannot list '{what}'; choose one of: {', '.join(_LIST_WHAT)}", err=True)
+        raise typer.Exit(2)
+    entries = claims_catalog() if what in ("experiments", "claims") else catalog()
     if what is not None and what not in entries:
         typer.echo(f"normbench: error: cannot list '{what}'; choose one of: {', '.join(entries)}", err=True)
         raise typer.Exit(2)
@@ -266,6 +271,74 @@ def list_(
         width = max(len(name) for name in entries[section])
         for name, description in entries[section].items():
             typer.echo(f"  {name:<{width}}  {description}")
+
+
+REPRODUCE_HELP = """Run the papers' comparisons, report them and decide each claim.
+
+CLAIM... are claim ids (`normbench list claims`); all claims when none is given. Each claim's
+experiment config (normbench/configs/experiment/CLAIM.yaml) holds its sweeps at two scales:
+small (2 CPU cores, minutes; the default) and full (the paper's setup, for a GPU cluster).
+The sweeps run through `normbench run -m` into RUNS/CLAIM/SCALE/sweepI-HASH (HASH: of the
+fixed overrides; a relaunch skips finished runs); then OUT/CLAIM/ gets the report (report.md, plots, CSVs), README.md with the
+verdict (reproduced / not reproduced / inconclusive, with the numbers and the 95% bootstrap
+interval it rests on) and verdict.json; OUT/README.md lists every claim.
+
+Other KEY=VALUE arguments are Hydra overrides added to every run (a launcher, a budget).
+
+Examples:
+
+  normbench reproduce                                  # every claim, small scale, 3 seeds
+
+  normbench reproduce gn-batch-size --seeds 5
+
+  normbench reproduce gn-batch-size --scale full hydra/launcher=slurm hydra.launcher.partition=gpu
+
+  normbench reproduce bn-sigmoid --dry-run             # the sweeps it would run
+
+  normbench reproduce --report-only                    # verdicts again from the finished runs
+"""
+
+
+@app.command(help=REPRODUCE_HELP, options_metavar="[OPTIONS] [CLAIM]... [KEY=VALUE]...",
+             context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def reproduce(
+    ctx: typer.Context,
+    scale: str = typer.Option("small", "--scale", help="small (CPU, minutes) or full (the paper's setup)."),
+    seeds: int = typer.Option(3, "--seeds", help="Seeds per setting: seed=0..N-1."),
+    out: Path = typer.Option(Path("results"), "--out", "-o", help="Where reports and verdicts go."),
+    runs: Path = typer.Option(Path("multirun/reproduce"), "--runs", help="Where the sweeps' run directories go."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the sweeps, run nothing."),
+    report_only: bool = typer.Option(False, "--report-only", help="Train nothing: report and decide from the runs there are."),
+) -> None:
+    from normbench import experiments
+    from normbench.claims import CLAIMS
+    from normbench.errors import ConfigError
+
+    names = [a for a in ctx.args if "=" not in a and not a.startswith("-")]
+    extra = [a for a in ctx.args if a not in names]
+    try:
+        for name in names:
+            if name not in CLAIMS:
+                raise ConfigError(f"unknown claim '{name}'; choose from: {', '.join(CLAIMS)}")
+        if dry_run:
+            for name in names or list(CLAIMS):
+                for sweep in experiments.sweeps(name, scale, seeds, runs, extra):
+                    typer.echo(f"{name}: normbench run -m {' '.join(sweep.args)}")
+            return
+        from normbench.reproduce import reproduce as run_reproduce
+
+        verdicts = run_reproduce(names, scale, seeds, out, runs, extra, report_only=report_only)
+    except ConfigError as exc:
+        typer.echo(f"normbench: error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    from normbench.reproduce import NOT_RUN
+
+    not_run = [k for k, v in verdicts.items() if v.notes and v.notes[0].startswith(NOT_RUN)]
+    typer.echo(f"wrote {out / 'README.md'}: " + ", ".join(
+        f"{k} {NOT_RUN if k in not_run else v.outcome}" for k, v in verdicts.items()))
+    if not_run:
+        typer.echo(f"normbench: error: not run: {', '.join(not_run)} (see the sweeps' errors above)", err=True)
+        raise typer.Exit(1)
 
 
 def main() -> None:

@@ -367,6 +367,7 @@ class Trainer:
         extra = {}
         for label, (loss, metric) in results.items():
             extra[f"test_loss_{label}"], extra[f"test_{m}_{label}"] = loss, metric
+        extra.update(self._probe())
         s = self.state
         return {
             "step": s.step,
@@ -381,6 +382,24 @@ class Trainer:
             **extra,
             "lr": self.optimizer.param_groups[0]["lr"],
         }
+
+    @torch.no_grad()
+    def _probe(self) -> dict:
+        """The model's optional ``probe(x) -> dict`` on a fixed test batch, in eval mode.
+
+        Models that expose internals worth following over training (the MLP: percentiles of a
+        last-layer pre-activation, as in the BN paper's Figure 1) define it; others do not.
+        """
+        probe = getattr(self.model, "probe", None)
+        if not callable(probe):
+            return {}
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            x = self.data.x_test[: self.cfg.trainer.eval_batch_size]
+            return {k: float(v) for k, v in probe(x).items()}
+        finally:
+            self.model.train(was_training)
 
     def _record(self, progress) -> None:
         """Evaluate, record and checkpoint (rank 0; the other ranks wait and learn whether it diverged)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import torch
 from torch import nn
 
 from normbench.errors import ConfigError
@@ -40,3 +41,15 @@ class MLP(nn.Module):
 
     def forward(self, x):
         return self.net(x)
+
+    def probe(self, x: torch.Tensor) -> dict[str, float]:
+        """The 15th, 50th and 85th percentiles of one last-layer pre-activation over ``x``.
+
+        The input of the last hidden activation (after the norm) for its first unit, as the
+        BN paper's Figure 1 follows "a typical sigmoid": without BN it drifts over training.
+        Keys ``preact_p15``, ``preact_p50``, ``preact_p85``; the trainer records them at each
+        evaluation (on a fixed test batch, in eval mode).
+        """
+        pre = self.net[:-2](x)[:, 0]
+        q = torch.quantile(pre.float(), torch.tensor([0.15, 0.5, 0.85], device=pre.device))
+        return {"preact_p15": q[0].item(), "preact_p50": q[1].item(), "preact_p85": q[2].item()}

@@ -1,0 +1,214 @@
+"""``normbench reproduce``: run the papers' comparisons, report them, and decide each claim.
+
+For each claim: its experiment's sweeps run through ``normbench run -m`` (one subprocess per
+sweep, so any Hydra launcher works and a relaunch skips finished runs), into
+``<runs>/<claim>/<scale>/sweep<i>-<hash>``; then the reporter writes ``<out>/<claim>/`` (report.md,
+plots, CSVs) from those runs, the claim's verdict function decides, and ``<out>/<claim>/
+README.md`` and ``verdict.json`` record the verdict with its numbers, the seeds, the wall time
+and the exact command. ``<out>/README.md`` lists every claim (those not run yet too).
+
+Nothing here imports torch: training happens in the subprocesses.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from normbench import experiments
+from normbench.claims import CLAIMS, INCONCLUSIVE, Verdict, claim
+
+VERDICT_FILE = "verdict.json"
+NOT_RUN = "not run"
+
+
+def command_line(claims: Sequence[str], scale: str, seeds: int, out: str, extra: Sequence[str]) -> str:
+    parts = ["normbench", "reproduce", *claims, "--scale", scale, "--seeds", str(seeds)]
+    if str(out) != "results":
+        parts += ["--out", str(out)]
+    return " ".join(shlex.quote(p) for p in [*parts, *extra])
+
+
+def run_sweeps(name: str, scale: str, seeds: int, runs_root: str | Path, extra: Sequence[str],
+               quiet: bool = False) -> tuple[list[Path], int]:
+    """Run the claim's sweeps; returns their directories and the worst exit code."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.setdefault("OMP_NUM_THREADS", "1")
+    env.setdefault("MKL_NUM_THREADS", "1")
+    dirs, worst = [], 0
+    for sweep in experiments.sweeps(name, scale, seeds, runs_root, extra):
+        cmd = [sys.executable, "-m", "normbench", "run", "-m", *sweep.args]
+        print(f"[{name}] normbench run -m {' '.join(sweep.fixed + sweep.swept)}", flush=True)
+        proc = subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL if quiet else None)
+        worst = max(worst, proc.returncode)
+        dirs.append(sweep.sweep_dir)
+    return dirs, worst
+
+
+def _rel(path: Path, start: Path) -> str:
+    return os.path.relpath(path, start)
+
+
+def write_claim(name: str, out_dir: Path, sweep_dirs: list[Path], scale: str, seeds: int, command: str,
+                elapsed_s: float, sweep_code: int) -> Verdict:
+    """The report, the verdict and the claim's README in ``out_dir``; returns the verdict."""
+    from normbench.report.api import ReportError, build_report
+
+    c = claim(name)
+    exp = experiments.load_experiment(name)
+    rep = exp.get("report") or {}
+    existing = [d for d in sweep_dirs if d.is_dir()]
+    if not existing:  # nothing ran (e.g. model=film before the film branch is merged): no record
+        return Verdict(name, INCONCLUSIVE, notes=[f"{NOT_RUN}: no run directories in {', '.join(map(str, sweep_dirs))}"])
+    out_dir.mkdir(parents=True, exist_ok=True)
+    report = None
+    try:
+        report = build_report(existing, out_dir, x=rep.get("x"), metric=rep.get("metric"),
+                              plots=rep.get("plots"), title=f"{name}: {c.title}")
+    except ReportError as exc:
+        verdict = Verdict(name, INCONCLUSIVE, notes=[f"no report: {exc}"])
+    except Exception as exc:  # a plot that fails must not cost the verdict
+        from normbench.report.load import load_runs
+
+        rs = load_runs(existing)
+        verdict = c.verdict(rs, dict(exp.get("verdict") or {}))
+        verdict.notes.append(f"report.md not written: {type(exc).__name__}: {exc}")
+    else:
+        verdict = c.verdict(report.runs, dict(exp.get("verdict") or {}))
+    runs = report.runs.runs if report else None
+    extra_figure = None
+    if report is not None and name == "bn-sigmoid":
+        from normbench.report.figures_extra import plot_percentiles
+
+        extra_figure = plot_percentiles(report.runs, out_dir / "plots")
+    counts = runs["status"].value_counts().to_dict() if runs is not None else {}
+    compute_s = float(runs["wall_time_s"].fillna(0).sum()) if runs is not None and "wall_time_s" in runs else 0.0
+    record = {
+        **verdict.to_dict(),
+        "title": c.title, "paper": c.paper, "paper_result": c.paper_result, "scale": scale, "seeds": seeds,
+        "runs": {k: int(v) for k, v in counts.items()}, "elapsed_s": round(elapsed_s, 1),
+        "run_wall_time_s": round(compute_s, 1), "command": command, "sweep_exit_code": sweep_code,
+        "sweep_dirs": [str(d) for d in sweep_dirs], "date": _dt.datetime.now().isoformat(timespec="seconds"),
+        "figures": ([_rel(p[0], out_dir) for p in report.figures.values()] if report else [])
+        + ([_rel(extra_figure, out_dir)] if extra_figure else []),
+    }
+    (out_dir / VERDICT_FILE).write_text(json.dumps(record, indent=2, default=str) + "\n", encoding="utf-8")
+    (out_dir / "README.md").write_text(claim_markdown(record), encoding="utf-8")
+    return verdict
+
+
+def claim_markdown(r: dict) -> str:
+    lines = [f"# {r['claim']}: {r['title']}", "",
+             f"**Verdict: {r['outcome']}** ({r['scale']} scale, {r['seeds']} seeds)", "",
+             f"- Paper: {r['paper']}: {r['paper_result']}",
+             f"- Command: `{r['command']}`",
+             "- Runs: " + ", ".join(f"{n} {s}" for s, n in r["runs"].items()),
+             f"- Wall time: {r['elapsed_s']:.0f} s for this invocation; the runs' own wall times add up to "
+             f"{r['run_wall_time_s']:.0f} s",
+             "- Full report: [report.md](report.md); tables: runs.csv, summary.csv, differences.csv", ""]
+    if r["checks"]:
+        lines += ["| check | outcome | numbers (mean a vs b, difference, 95% bootstrap CI) |", "| --- | --- | --- |"]
+        for ch in r["checks"]:
+            lines.append(f"| {ch['statement']} | {ch['outcome']} | {_check_text(ch)} |")
+        lines.append("")
+    if r["notes"]:
+        lines += ["Other numbers:", ""] + [f"- {n}" for n in r["notes"]] + [""]
+    for fig in r.get("figures", []):
+        lines.append(f"![{Path(fig).stem}]({fig})")
+    return "\n".join(lines) + "\n"
+
+
+def _check_text(ch: dict) -> str:
+    from normbench.claims import Check
+
+    return Check(**ch).text()
+
+
+_FIGURE_ORDER = ("batch_size", "label_noise", "preactivation_percentiles", "_vs_", "convergence_steps",
+                 "generalization")
+
+
+def _main_figure(figures: list[str]) -> str | None:
+    """The figure that shows a claim best: the batch-size plot over convergence, and so on."""
+    for key in _FIGURE_ORDER:
+        for fig in figures:
+            if key in Path(fig).stem:
+                return fig
+    return figures[0] if figures else None
+
+
+def write_index(out: Path, scale: str) -> Path:
+    """``out/README.md``: every claim with its paper's number, ours and the verdict."""
+    rows, total = [], 0.0
+    for cid, c in CLAIMS.items():
+        path = out / cid / VERDICT_FILE
+        if path.exists():
+            r = json.loads(path.read_text(encoding="utf-8"))
+            ours = "<br>".join(f"{ch['outcome']}: {ch['statement']}: {_check_text(ch)}" for ch in r["checks"]) \
+                or "; ".join(r["notes"])
+            total += r.get("elapsed_s", 0.0)
+            fig = _main_figure(r.get("figures", []))
+            fig = f"[{Path(fig).stem}]({cid}/{fig})" if fig else "–"
+            rows.append(f"| [{cid}]({cid}/README.md) | {c.paper}: {c.paper_result} | {fig} | {ours} | "
+                        f"**{r['outcome']}** | {r['seeds']} | {r['elapsed_s']:.0f} s | `{r['command']}` |")
+        else:
+            why = " (needs `model=film` from the film branch; will be run after the merge)" if c.after_merge else ""
+            rows.append(f"| {cid} | {c.paper}: {c.paper_result} | – | – | not run yet{why} | – | – | "
+                        f"`normbench reproduce {cid}` |")
+    notes_file = out / "NOTES.md"
+    notes = notes_file.read_text(encoding="utf-8").strip() if notes_file.exists() else ""
+    text = "\n".join([
+        "# Reproductions", "",
+        "Written by `normbench reproduce` (small scale unless a claim says otherwise; `NOTES.md` is added "
+        "below when present). Each claim's directory "
+        "holds its verdict (README.md, verdict.json) and the reporter's report.md, plots and CSVs. "
+        "A check is *reproduced* when the 95% bootstrap interval of the difference over seeds lies on the "
+        "paper's side of zero, *not reproduced* when it lies on the other side, *inconclusive* otherwise.", "",
+        "| claim | paper | our figure | ours (per check) | verdict | seeds | wall time | command |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |", *rows, "",
+        f"Sum of the claims' wall times: {total:.0f} s.", "", *([notes, ""] if notes else [])])
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "README.md"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def reproduce(claims: Sequence[str], scale: str = "small", seeds: int = 3, out: str | Path = "results",
+              runs_root: str | Path = experiments.DEFAULT_RUNS_ROOT, extra: Sequence[str] = (),
+              report_only: bool = False, quiet: bool = False) -> dict[str, Verdict]:
+    """Run (unless ``report_only``), report and decide ``claims`` (all when empty)."""
+    names = list(claims) or list(CLAIMS)
+    for name in names:
+        claim(name)
+        experiments.load_experiment(name)
+    out = Path(out)
+    verdicts = {}
+    for name in names:
+        start = time.perf_counter()
+        if report_only:
+            dirs = [s.sweep_dir for s in experiments.sweeps(name, scale, seeds, runs_root, extra)]
+            code = 0
+        else:
+            dirs, code = run_sweeps(name, scale, seeds, runs_root, extra, quiet)
+        elapsed = time.perf_counter() - start
+        cmd = command_line([name], scale, seeds, str(out), extra)
+        previous = out / name / VERDICT_FILE
+        if report_only and previous.exists():  # keep the wall time and command of the real run
+            record = json.loads(previous.read_text(encoding="utf-8"))
+            elapsed, cmd = record.get("elapsed_s", elapsed), record.get("command", cmd)
+        verdict = write_claim(name, out / name, dirs, scale, seeds, cmd, elapsed, code)
+        verdicts[name] = verdict
+        if verdict.notes and verdict.notes[0].startswith(NOT_RUN):
+            print(f"[{name}] NOT RUN: {verdict.notes[0]}", flush=True)
+            continue
+        print(f"[{name}] {verdict.outcome.upper()}: {verdict.headline()} ({elapsed:.0f} s) -> {out / name}",
+              flush=True)
+    write_index(out, scale)
+    return verdicts

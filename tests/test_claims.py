@@ -1,0 +1,212 @@
+"""Every claim's verdict on synthetic runs with known numbers: reproduced, not reproduced, inconclusive.
+
+Each builder writes three seeds per compared setting (``tests/report_runs.write_run``). With
+``effect=+1`` the compared metric differs clearly in the paper's direction (seed jitter far
+below the effect), with ``-1`` clearly the other way, and with ``0`` the means are equal and
+the seeds scatter widely, so the bootstrap interval straddles zero.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from normbench.claims import CLAIMS, INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED
+from normbench.report.load import load_runs
+from tests.report_runs import write_run
+
+SEEDS = (0, 1, 2)
+PATTERN = (-1.0, 0.0, 1.0)
+_names = itertools.count()
+
+
+def jitter(seed: int, effect: int) -> float:
+    return PATTERN[seed] * (0.15 if effect == 0 else 0.003)
+
+
+def run(root, *, seed, **kw):
+    return write_run(root, f"r{next(_names)}", seed=seed, **kw)
+
+
+def curve_records(test_acc: float, percentiles=None, steps=(0, 10, 20, 30)):
+    """Evaluation records ending at ``test_acc`` (constant after step 0) with optional probes."""
+    out = []
+    for i, step in enumerate(steps):
+        r = {"step": step, "epoch": step / 10, "samples_seen": step * 60, "wall_time_s": step * 0.01,
+             "train_time_s": step * 0.01, "train_loss": 1.0, "train_acc": test_acc, "test_loss": 1.0,
+             "test_acc": 0.1 if step == 0 else test_acc, "lr": 0.05}
+        if percentiles is not None:
+            r.update({f"preact_p{q}": percentiles(i) + off for q, off in ((15, -1.0), (50, 0.0), (85, 1.0))})
+        out.append(r)
+    return out
+
+
+def build_bn_sigmoid(root, effect):
+    for seed in SEEDS:
+        j = jitter(seed, effect)
+        for lr in (0.05, 0.25, 1.5):
+            bn, none = 0.6 + 0.2 * effect + j, 0.6 - j
+            move_bn, move_none = (0.1, 1.0) if effect > 0 else (1.0, 0.1) if effect < 0 else (0.5 + 3 * j, 0.5 - 3 * j)
+            for norm, acc, move in (("batch", bn, move_bn), ("none", none, move_none)):
+                recs = curve_records(acc, percentiles=lambda i, m=move: m * i)
+                run(root, seed=seed, norm=norm, model="mlp", test_acc=acc, metrics=recs,
+                    config_extra={"optim.lr": lr})
+
+
+def build_gn_batch_size(root, effect):
+    for seed in SEEDS:
+        j = jitter(seed, effect)
+        for bs in (32, 8, 2):
+            small = bs == 2
+            bn_err = 0.10 + (0.10 * effect if small else 0) + j
+            gn_err = 0.12 - j
+            run(root, seed=seed, norm="batch", batch_size=bs, test_acc=1 - bn_err)
+            run(root, seed=seed, norm="group", batch_size=bs, test_acc=1 - gn_err, groups=8)
+
+
+def build_gn_norms(root, effect):
+    for seed in SEEDS:
+        j = jitter(seed, effect)
+        run(root, seed=seed, norm="batch", test_acc=0.90 + j)
+        run(root, seed=seed, norm="group", test_acc=0.88 + 0.05 * effect + j, groups=8)
+        run(root, seed=seed, norm="layer", test_acc=0.88 - j)
+        run(root, seed=seed, norm="instance", test_acc=0.88 - j)
+
+
+def build_gn_groups(root, effect):
+    for seed in SEEDS:
+        j = jitter(seed, effect)
+        for g in (1, 2, 8, 32):
+            acc = 0.88 + (0.05 * effect if g == 8 else 0) + (j if g == 8 else -j)
+            run(root, seed=seed, norm="group", groups=g, test_acc=acc)
+
+
+def build_ln_batch(root, effect):
+    for seed in SEEDS:
+        j = jitter(seed, effect)
+        for bs in (128, 4):
+            for norm, acc in (("none", 0.5), ("batch", 0.6 - j), ("layer", 0.6 + 0.1 * effect + j)):
+                run(root, seed=seed, norm=norm, batch_size=bs, model="mlp", test_acc=acc,
+                    metrics=curve_records(acc))
+
+
+def build_wn(root, effect):
+    variants = [("none", None, 0.80), ("weight", False, 0.85), ("batch", False, 0.88), ("batch", True, 0.84),
+                ("weight", True, 0.88 + 0.05 * effect)]
+    for seed in SEEDS:
+        j = jitter(seed, effect)
+        for norm, mean_only, acc in variants:
+            for lr in (0.001, 0.003):
+                extra = {"optim.lr": lr}
+                if mean_only is not None:
+                    extra["norm.mean_only"] = mean_only
+                a = acc - (0.02 if lr == 0.001 else 0) + (j if mean_only and norm == "weight" else -j)
+                run(root, seed=seed, norm=norm, test_acc=a, config_extra=extra)
+
+
+def build_rbn_mnist(root, effect):
+    for seed in SEEDS:
+        j = jitter(seed, effect)
+        for perm in (False, True):
+            run(root, seed=seed, norm="none", model="lstm", test_acc=0.8 - j, config_extra={"dataset.permute": perm})
+            run(root, seed=seed, norm="batch", model="lstm", test_acc=0.8 + (0.1 * effect if perm else 0) + j,
+                config_extra={"dataset.permute": perm, "norm.gamma_init": 0.1})
+        run(root, seed=seed, norm="batch", model="lstm", test_acc=0.8 - j,
+            config_extra={"dataset.permute": True, "norm.gamma_init": 1.0})
+
+
+def build_rbn_text(root, effect):
+    for seed in SEEDS:
+        j = jitter(seed, effect)
+        for norm, bpc in (("none", 2.5 - j), ("batch", 2.5 - 0.3 * effect + j)):
+            final = {"train_loss": 1.0, "train_bpc": bpc, "test_loss": 1.0, "test_bpc": bpc,
+                     "test_bpc_len100": bpc + 0.01, "test_bpc_len200": bpc + 0.02}
+            run(root, seed=seed, norm=norm, model="lstm", dataset="text", bpc=True, test_acc=bpc, train_acc=bpc,
+                summary_extra={"final": final})
+
+
+def build_film_ablation(root, effect):
+    for seed in SEEDS:
+        j = jitter(seed, effect)
+        for variant in ("full", "gamma_only", "beta_only", "off"):
+            acc = 0.5 - j if variant == "off" else 0.5 + 0.3 * effect + j
+            run(root, seed=seed, norm="batch", model="film", dataset="clevr_like", test_acc=acc,
+                config_extra={"model.film": variant}, summary_extra={
+                    "final": {"train_loss": 0.1, "train_acc": acc, "test_loss": 0.3, "test_acc": acc,
+                              "test_acc_count": acc - 0.1, "test_acc_exist": acc + 0.1}})
+
+
+def build_film_norm(root, effect):
+    for seed in SEEDS:
+        j = jitter(seed, effect)
+        for norm, acc in (("batch", 0.7 + 0.1 * effect + j), ("group", 0.7), ("layer", 0.7), ("none", 0.7 - j)):
+            run(root, seed=seed, norm=norm, model="film", dataset="clevr_like", test_acc=acc,
+                config_extra={"model.film": "full"})
+
+
+def build_generalization(root, effect):
+    for seed in SEEDS:
+        j = jitter(seed, effect)
+        for noise in (0.0, 0.5, 1.0):
+            fit = 1.0 - (0 if effect > 0 else 0.3 if effect < 0 else 0.05) + (0.0 if effect else 3 * j / 10)
+            for norm in ("batch", "none"):
+                test = 0.1 if noise == 1.0 else 0.85 + (0.04 * effect + j if norm == "batch" else -j)
+                train = min(fit if noise == 1.0 else 1.0, 1.0)
+                if effect == 0 and noise == 1.0:
+                    train = 0.95 + PATTERN[seed] * 0.05
+                run(root, seed=seed, norm=norm, label_noise=noise, test_acc=test, train_acc=train)
+
+
+BUILDERS = {
+    "bn-sigmoid": build_bn_sigmoid, "gn-batch-size": build_gn_batch_size, "gn-norms": build_gn_norms,
+    "gn-groups": build_gn_groups, "ln-batch": build_ln_batch, "wn-cnn": build_wn, "rbn-mnist": build_rbn_mnist,
+    "rbn-text": build_rbn_text, "film-ablation": build_film_ablation, "film-norm": build_film_norm,
+    "generalization": build_generalization,
+}
+PARAMS = {"gn-groups": {"reference_groups": 8}, "generalization": {"fit_threshold": 0.95}, "bn-sigmoid": {"chance": 0.1}}
+EXPECTED = {1: REPRODUCED, -1: NOT_REPRODUCED, 0: INCONCLUSIVE}
+
+
+def test_every_claim_has_a_builder():
+    assert set(BUILDERS) == set(CLAIMS)
+
+
+@pytest.mark.parametrize("effect", [1, -1, 0], ids=["reproduced", "not-reproduced", "inconclusive"])
+@pytest.mark.parametrize("name", sorted(BUILDERS))
+def test_verdict(tmp_path, name, effect):
+    BUILDERS[name](tmp_path, effect)
+    verdict = CLAIMS[name].verdict(load_runs([tmp_path]), PARAMS.get(name, {}))
+    assert verdict.checks, verdict.notes
+    assert verdict.outcome == EXPECTED[effect], [(c.statement, c.outcome, c.text()) for c in verdict.checks]
+    for check in verdict.checks:
+        assert check.n_a >= 3 and (check.n_b >= 3 or check.b.startswith("threshold"))
+        if check.outcome != INCONCLUSIVE:
+            assert check.ci_lo <= check.diff <= check.ci_hi
+        assert "95% CI" in check.text()
+
+
+def test_single_seed_is_inconclusive(tmp_path):
+    run(tmp_path, seed=0, norm="batch", batch_size=2, test_acc=0.5)
+    run(tmp_path, seed=0, norm="batch", batch_size=32, test_acc=0.9)
+    run(tmp_path, seed=0, norm="group", batch_size=2, test_acc=0.9, groups=8)
+    run(tmp_path, seed=0, norm="group", batch_size=32, test_acc=0.9, groups=8)
+    verdict = CLAIMS["gn-batch-size"].verdict(load_runs([tmp_path]), {})
+    assert verdict.outcome == INCONCLUSIVE
+    assert all("one seed" in c.text() for c in verdict.checks)
+
+
+def test_diverged_runs_count_as_chance(tmp_path):
+    """A plain net that diverges at the high learning rate loses to BN there."""
+    for seed in SEEDS:
+        for lr in (0.05, 1.5):
+            j = jitter(seed, 1)
+            run(tmp_path, seed=seed, norm="batch", model="mlp", test_acc=0.6 + j, config_extra={"optim.lr": lr},
+                metrics=curve_records(0.6 + j, percentiles=lambda i: 0.1 * i))
+            status = "diverged" if lr == 1.5 else "completed"
+            run(tmp_path, seed=seed, norm="none", model="mlp", test_acc=0.4 - j, status=status,
+                config_extra={"optim.lr": lr}, metrics=curve_records(0.4 - j, percentiles=lambda i: i * 1.0))
+    verdict = CLAIMS["bn-sigmoid"].verdict(load_runs([tmp_path]), {"chance": 0.1})
+    high = verdict.checks[1]
+    assert high.n_b == 3 and high.mean_b == pytest.approx(0.1)
+    assert verdict.outcome == REPRODUCED
