@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from normbench.data import digits, mnist, mnist1d, text
+from normbench.data import clevr, clevr_like, digits, mnist, mnist1d, text
 from normbench.data.base import TensorData
 from normbench.errors import ConfigError
 
@@ -12,8 +12,12 @@ DATASET_DESCRIPTIONS = {
     "mnist": "MNIST from its IDX files in dataset.root: 60000/10000 28x28 digits (sequential/permuted with model=lstm)",
     "text": "character-level text for language modelling (bits per character): a file, Penn Treebank's "
             "char files in dataset.root, or Python's documentation topics (default, offline)",
+    "clevr_like": "a CLEVR-like VQA set (rendered scenes, CLEVR's 5 question types, balanced answers), generated "
+                  "offline and cached; default for model=film",
+    "clevr": "CLEVR v1.0 from dataset.root (images/, questions/; val serves as test), pixels or ResNet-101 features",
 }
-_LOADERS = {"mnist1d": mnist1d.load, "digits": digits.load, "mnist": mnist.load, "text": text.load}
+_LOADERS = {"mnist1d": mnist1d.load, "digits": digits.load, "mnist": mnist.load, "text": text.load,
+            "clevr_like": clevr_like.load, "clevr": clevr.load}
 
 
 def load_dataset(cfg) -> TensorData:
