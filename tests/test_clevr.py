@@ -263,3 +263,11 @@ def test_resnet101_features_are_computed_once_and_cached(tmp_path, monkeypatch):
     second = load_dataset(cfg)
     assert len(calls) == 2  # read from the cache
     assert torch.equal(first.x_train["images"], second.x_train["images"])
+
+
+def test_generator_command_line(tmp_path, capsys):
+    assert clevr_like.main(["--out", str(tmp_path / "set"), "--train", "3", "--val", "2", "--questions-per-image", "2",
+                            "--image-size", "40"]) == 0
+    assert "train: 6 questions" in capsys.readouterr().out
+    data = load_dataset({"name": "clevr_like", "root": str(tmp_path / "set"), "image_size": 40})
+    assert data.name == "clevr_like" and len(data.x_train) == 6 and len(data.x_test) == 4
