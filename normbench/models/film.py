@@ -53,7 +53,8 @@ class ConditionalNorm(nn.Module):
     Args:
         kind: the norm (see :func:`~normbench.norms.make_norm`).
         num_features: C.
-        **options: the norm's options; ``affine`` is forced to ``False``.
+        **options: the norm's options; ``affine`` is forced to ``False`` and ``gamma_init`` is
+            ignored (:math:`\gamma` comes from the question).
 
     Shape:
         - Input: ``x`` :math:`(N, C, H, W)`; ``gamma``, ``beta`` :math:`(N, C)`.
@@ -64,6 +65,7 @@ class ConditionalNorm(nn.Module):
         super().__init__()
         if "affine" in options:
             options["affine"] = False
+        options.pop("gamma_init", None)
         self.norm = make_norm(kind, num_features, 2, **options)
 
     def forward(self, x: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
