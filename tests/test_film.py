@@ -234,3 +234,16 @@ def test_bad_input_is_one_line_nonzero_exit_no_traceback(tmp_path, args, message
     assert proc.stderr.startswith("normbench: error: ") and message in proc.stderr
     assert "Traceback" not in proc.stderr + proc.stdout
     assert not run_dir.exists()
+
+
+def test_resume_extends_a_film_run_like_an_uninterrupted_one(tmp_path):
+    from normbench.api import run
+
+    common = ["model=film", "model.maps=8", "batch_size=8", *SMALL_SET, "trainer.eval_every=3",
+              "trainer.progress=none"]
+    straight = run([*common, "trainer.max_steps=6"], tmp_path / "straight")
+    run([*common, "trainer.max_steps=3"], tmp_path / "resumed")
+    resumed = run([*common, "trainer.max_steps=6"], tmp_path / "resumed")
+    assert resumed["steps"] == straight["steps"] == 6
+    assert resumed["final"] == straight["final"]
+    assert resumed["prior_test_acc"] == straight["prior_test_acc"]
