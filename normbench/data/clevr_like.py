@@ -75,6 +75,7 @@ TEMPLATES = {  # template -> (question type, possible answers, filled in by answ
     "greater_than": "compare_number", "less_than": "compare_number", "equal_integer": "compare_number",
 }
 BACKGROUND = (196, 196, 190)
+MAX_OBJECTS = 10  # CLEVR's maximum; more would not fit without overlaps
 
 
 def answers(template: str, max_objects: int) -> tuple[str, ...]:
@@ -357,8 +358,8 @@ def make_questions(scenes: list[list[dict]], questions_per_image: int, max_objec
 def generate(out: str | Path, train_images: int = 2000, val_images: int = 400, questions_per_image: int = 5,
              image_size: int = 64, min_objects: int = 3, max_objects: int = 6, seed: int = 0) -> Path:
     """Write a CLEVR-like set in CLEVR v1.0's layout into ``out``; return ``out``."""
-    if not 1 <= min_objects <= max_objects:
-        raise ValueError(f"need 1 <= min_objects <= max_objects, got {min_objects} and {max_objects}")
+    if not 1 <= min_objects <= max_objects <= MAX_OBJECTS:
+        raise ValueError(f"need 1 <= min_objects <= max_objects <= {MAX_OBJECTS}, got {min_objects} and {max_objects}")
     out = Path(out)
     params = {"train_images": train_images, "val_images": val_images, "questions_per_image": questions_per_image,
               "image_size": image_size, "min_objects": min_objects, "max_objects": max_objects, "seed": seed,
@@ -429,9 +430,9 @@ def load(cfg):
     root = cfg.get("root")
     if root is None:
         params = {key: _positive(cfg, key, None) for key in _GENERATOR_KEYS}
-        if params["min_objects"] > params["max_objects"]:
-            raise ConfigError(f"dataset.min_objects={params['min_objects']} exceeds dataset.max_objects="
-                              f"{params['max_objects']}")
+        if not params["min_objects"] <= params["max_objects"] <= MAX_OBJECTS:
+            raise ConfigError(f"dataset.min_objects={params['min_objects']} and dataset.max_objects="
+                              f"{params['max_objects']}: need min_objects <= max_objects <= {MAX_OBJECTS}")
         seed = cfg.get("generator_seed", 0)
         root = cached(**params, image_size=_positive(cfg, "image_size", 64), seed=seed)
     return read(Path(str(root)).expanduser(), cfg, "clevr_like")
