@@ -95,7 +95,7 @@ def radius(size: str, image_size: int) -> float:
 
 def make_scene(rng: np.random.Generator, image_size: int, min_objects: int, max_objects: int) -> list[dict]:
     """Objects with colour, shape, size and pixel position; none overlap, all pairs apart in x and y."""
-    while True:
+    for _restart in range(1000):
         n = int(rng.integers(min_objects, max_objects + 1))
         objects: list[dict] = []
         for _ in range(200):
@@ -109,6 +109,8 @@ def make_scene(rng: np.random.Generator, image_size: int, min_objects: int, max_
                                 "x": float(x), "y": float(y)})
                 if len(objects) == n:
                     return objects
+    raise ValueError(f"cannot place {min_objects} to {max_objects} objects apart in a {image_size}x{image_size} image; "
+                     "use fewer objects or a larger image_size")
 
 
 def render(objects: list[dict], image_size: int):
@@ -434,7 +436,10 @@ def load(cfg):
             raise ConfigError(f"dataset.min_objects={params['min_objects']} and dataset.max_objects="
                               f"{params['max_objects']}: need min_objects <= max_objects <= {MAX_OBJECTS}")
         seed = cfg.get("generator_seed", 0)
-        root = cached(**params, image_size=_positive(cfg, "image_size", 64), seed=seed)
+        try:
+            root = cached(**params, image_size=_positive(cfg, "image_size", 64), seed=seed)
+        except ValueError as exc:
+            raise ConfigError(f"dataset={cfg.get('name', 'clevr_like')}: {exc}") from None
     return read(Path(str(root)).expanduser(), cfg, "clevr_like")
 
 
