@@ -341,7 +341,9 @@ class Trainer:
         os.replace(tmp, self.run_dir / records.CHECKPOINT_FILE)
 
     def summary(self, status: str, error: str | None = None) -> dict:
-        return summarize(self.cfg, self.state, status, self.env, self.num_params, self.lr, error, self.task)
+        summary = summarize(self.cfg, self.state, status, self.env, self.num_params, self.lr, error, self.task)
+        summary.update(self.data.reference)  # the dataset's reference values (CLEVR: the question-only prior)
+        return summary
 
     # -- the loop ---------------------------------------------------------------------------
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from normbench.data import cifar10, digits, imagenet, mnist, mnist1d, text
+from normbench.data import cifar10, clevr, clevr_like, digits, imagenet, mnist, mnist1d, text
 from normbench.data.base import TensorData
 from normbench.data.imagenet import FolderData
 from normbench.errors import ConfigError
@@ -15,9 +15,12 @@ DATASET_DESCRIPTIONS = {
     "imagenet": "ImageNet image folders (dataset.root/train, val): DataLoader with workers, 224 crops",
     "text": "character-level text for language modelling (bits per character): a file, Penn Treebank's "
             "char files in dataset.root, or Python's documentation topics (default, offline)",
+    "clevr_like": "a CLEVR-like VQA set (rendered scenes, CLEVR's 5 question types, balanced answers), generated "
+                  "offline and cached; default for model=film",
+    "clevr": "CLEVR v1.0 from dataset.root (images/, questions/; val serves as test), pixels or ResNet-101 features",
 }
 _LOADERS = {"mnist1d": mnist1d.load, "digits": digits.load, "mnist": mnist.load, "text": text.load,
-            "cifar10": cifar10.load, "imagenet": imagenet.load}
+            "cifar10": cifar10.load, "imagenet": imagenet.load, "clevr_like": clevr_like.load, "clevr": clevr.load}
 
 
 def load_dataset(cfg) -> TensorData | FolderData:

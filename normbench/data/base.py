@@ -8,6 +8,51 @@ import numpy as np
 import torch
 
 
+class Inputs:
+    """Several input tensors per sample, indexed together, plus shared tables they refer to.
+
+    For models with more than one input (a FiLM model reads an image and a question): every
+    tensor in ``fields`` has the samples along dim 0 and is indexed, sliced and shuffled
+    together; ``shared`` tensors (e.g. the images, which several questions refer to by index)
+    are carried along unchanged. It supports what the trainer does with a single input
+    tensor (``len(x)``, ``x[index]``, ``x[a:b]``, ``x.to(device)``, ``x.device``), so the loop
+    needs no branch; the model's ``forward`` receives an ``Inputs`` and reads ``x["name"]``.
+    """
+
+    def __init__(self, fields: dict[str, torch.Tensor], shared: dict[str, torch.Tensor] | None = None):
+        sizes = {name: len(t) for name, t in fields.items()}
+        if not fields or len(set(sizes.values())) != 1:
+            raise ValueError(f"Inputs needs one or more fields with the same number of samples, got {sizes}")
+        self.fields = dict(fields)
+        self.shared = dict(shared or {})
+
+    def __len__(self) -> int:
+        return len(next(iter(self.fields.values())))
+
+    def __getitem__(self, index) -> Inputs | torch.Tensor:
+        if isinstance(index, str):
+            return self.fields[index] if index in self.fields else self.shared[index]
+        return Inputs({k: t[index] for k, t in self.fields.items()}, self.shared)
+
+    def to(self, device) -> Inputs:
+        return Inputs({k: t.to(device) for k, t in self.fields.items()},
+                      {k: t.to(device) for k, t in self.shared.items()})
+
+    @property
+    def device(self) -> torch.device:
+        return next(iter(self.fields.values())).device
+
+    @property
+    def sample_shape(self) -> dict[str, tuple[int, ...]]:
+        """The shape of one sample of each field (without dim 0), and of one row of each shared table."""
+        return {k: tuple(t.shape[1:]) for k, t in {**self.fields, **self.shared}.items()}
+
+    def __repr__(self) -> str:
+        parts = [f"{k}={tuple(t.shape)}" for k, t in self.fields.items()]
+        parts += [f"shared {k}={tuple(t.shape)}" for k, t in self.shared.items()]
+        return f"Inputs({len(self)} samples: {', '.join(parts)})"
+
+
 @dataclass(frozen=True)
 class TensorData:
     """A classification dataset held as four tensors, on one device for the whole run.
@@ -20,6 +65,11 @@ class TensorData:
 
     ``extra_tests`` maps a label (``"len200"``) to further ``(x, y)`` test sets, evaluated next
     to the main one and recorded as ``test_<metric>_<label>`` (text: longer test segments).
+
+    A model with several inputs gets ``x_*`` as :class:`Inputs` (``kind="vqa"``: image and
+    question). ``info`` holds what such a model needs to know beyond shapes (vocabulary size,
+    answer names); ``reference`` holds values the run records in its summary next to its own
+    (e.g. the question-only prior's test accuracy).
     """
 
     name: str
@@ -34,9 +84,13 @@ class TensorData:
     # Batched on-device training augmentation (see normbench.data.augment.DeviceAugment):
     # e.g. {"pad": 4, "flip": True} for CIFAR's random crop and horizontal flip; None: none.
     augment: dict | None = None
+    info: dict = field(default_factory=dict)
+    reference: dict = field(default_factory=dict)
 
     @property
-    def input_shape(self) -> tuple[int, ...]:
+    def input_shape(self) -> tuple[int, ...] | dict[str, tuple[int, ...]]:
+        if isinstance(self.x_train, Inputs):
+            return self.x_train.sample_shape
         return tuple(self.x_train.shape[1:])
 
     def to(self, device: torch.device | str) -> TensorData:

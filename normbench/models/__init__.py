@@ -8,6 +8,7 @@ from torch import nn
 from normbench.errors import ConfigError
 from normbench.models.cnn import CNN
 from normbench.models.convpool import ConvPoolCNNC
+from normbench.models.film import FiLMNet
 from normbench.models.mlp import MLP
 from normbench.models.recurrent import LSTM
 from normbench.models.resnet import ResNet
@@ -21,13 +22,18 @@ MODEL_DESCRIPTIONS = {
     "resnet": "residual network: CIFAR ResNet-20/32/44/56/110 (He et al. 2016) or torchvision's ResNet-18/34/50/101 "
               "(model.depth, model.variant), GN paper init",
     "convpool": "ConvPool-CNN-C of the weight norm paper (CIFAR-10): conv96 x3, conv192 x3, NIN, leaky ReLU, dropout",
+    "film": "FiLM visual reasoning (Perez et al. 2018): a GRU's question code gives gamma, beta of each residual "
+            "block's norm; norm=batch is conditional batch norm (datasets clevr_like, clevr)",
 }
 # Which dataset kinds each model can consume.
 _ACCEPTS = {"mlp": {"signal", "image"}, "cnn": {"signal", "image"}, "lstm": {"signal", "image", "text"},
-            "resnet": {"image"}, "convpool": {"image"}}
-_CLASSES = {"mlp": MLP, "cnn": CNN, "lstm": LSTM, "resnet": ResNet, "convpool": ConvPoolCNNC}
+            "resnet": {"image"}, "convpool": {"image"}, "film": {"vqa"}}
+_CLASSES = {"mlp": MLP, "cnn": CNN, "lstm": LSTM, "resnet": ResNet, "convpool": ConvPoolCNNC, "film": FiLMNet}
 # Keys of the norm config group that act on the whole run, not on a layer.
 _RUN_LEVEL_NORM_KEYS = ("name", "sync")
+# What to suggest when a model meets data it cannot read.
+_HINTS = {"film": "use dataset=clevr_like (generated offline) or dataset=clevr dataset.root=DIR",
+          "vqa": "visual question answering needs model=film"}
 
 
 def plain(cfg) -> dict:
@@ -53,10 +59,13 @@ def build_model(model_cfg, norm_cfg, data) -> nn.Module:
         raise ConfigError(
             f"model={name} cannot read dataset={data.name} ({data.kind} data); "
             f"it takes {' or '.join(sorted(_ACCEPTS[name]))} data"
+            + (f"; {_HINTS[name if name in _HINTS else data.kind]}" if name in _HINTS or data.kind in _HINTS else "")
         )
     options = {k: v for k, v in plain(model_cfg).items() if k != "name"}
     if getattr(_CLASSES[name], "data_kind_aware", False):
         options["data_kind"] = data.kind
+    if getattr(_CLASSES[name], "data_info_aware", False):
+        options["data_info"] = data.info
     model = _CLASSES[name](data.input_shape, data.num_classes, norm_cfg.name, norm_options(norm_cfg), **options)
     if norm_cfg.name == "weight":
         apply_weight_norm(model)
