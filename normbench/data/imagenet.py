@@ -43,6 +43,8 @@ class FolderData:
     workers: int = 8
     source: str = ""
     extra_tests: dict = field(default_factory=dict)
+    info: dict = field(default_factory=dict)       # as TensorData's: what a model may need to know
+    reference: dict = field(default_factory=dict)  # as TensorData's: values copied into the summary
 
     def __len__(self) -> int:
         return len(self.train)
