@@ -25,6 +25,6 @@ def claims_catalog() -> dict[str, dict[str, str]]:
 
     return {
         "experiments": {name: str(load_experiment(name).get("description", "")) for name in experiment_names()},
-        "claims": {c.id: f"{c.title} ({c.paper})" + (" [after the film merge]" if c.after_merge else "")
+        "claims": {c.id: f"{c.title} ({c.paper})"
                    for c in CLAIMS.values()},
     }

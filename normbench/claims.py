@@ -465,7 +465,6 @@ class Claim:
     paper: str
     paper_result: str         # the paper's figure or numbers
     verdict: Callable[[RunSet, dict], Verdict]
-    after_merge: bool = False  # needs config groups from another branch
 
 
 CLAIMS: dict[str, Claim] = {c.id: c for c in (
@@ -497,11 +496,9 @@ CLAIMS: dict[str, Claim] = {c.id: c for c in (
           "Penn Treebank characters 1.38 vs 1.32, text8 1.43 vs 1.36 bpc (LSTM vs BN-LSTM)", verdict_rbn_text),
     Claim("film-ablation", "FiLM's feature-wise gamma and beta are what make CLEVR reasoning work",
           "Perez et al. 2018, Table 1 / ablations",
-          "val accuracy: FiLM 97.7, beta := 0 96.9, gamma := 1 95.9, without FiLM 21.4", verdict_film_ablation,
-          after_merge=True),
+          "val accuracy: FiLM 97.7, beta := 0 96.9, gamma := 1 95.9, without FiLM 21.4", verdict_film_ablation),
     Claim("film-norm", "Conditional BN beats FiLM without normalization (and vs conditional GN/LN)",
-          "Perez et al. 2017/2018", "conditional BN 97.6; FiLM without BN 93.7", verdict_film_norm,
-          after_merge=True),
+          "Perez et al. 2017/2018", "conditional BN 97.6; FiLM without BN 93.7", verdict_film_norm),
     Claim("generalization", "Networks fit random labels; BN improves test accuracy only modestly",
           "Zhang et al. 2017, Table 1 / Fig. 1",
           "CIFAR-10 Inception train/test: BN 100/85.75, no BN 100/82.00; random labels 100/9.78 and 100/10.12",

@@ -65,7 +65,7 @@ def write_claim(name: str, out_dir: Path, sweep_dirs: list[Path], scale: str, se
     exp = experiments.load_experiment(name)
     rep = exp.get("report") or {}
     existing = [d for d in sweep_dirs if d.is_dir()]
-    if not existing:  # nothing ran (e.g. model=film before the film branch is merged): no record
+    if not existing:  # nothing ran (every sweep failed to start): no record
         return Verdict(name, INCONCLUSIVE, notes=[f"{NOT_RUN}: no run directories in {', '.join(map(str, sweep_dirs))}"])
     out_dir.mkdir(parents=True, exist_ok=True)
     report = None
@@ -159,8 +159,7 @@ def write_index(out: Path, scale: str) -> Path:
             rows.append(f"| [{cid}]({cid}/README.md) | {c.paper}: {c.paper_result} | {fig} | {ours} | "
                         f"**{r['outcome']}** | {r['seeds']} | {r['elapsed_s']:.0f} s | `{r['command']}` |")
         else:
-            why = " (needs `model=film` from the film branch; will be run after the merge)" if c.after_merge else ""
-            rows.append(f"| {cid} | {c.paper}: {c.paper_result} | – | – | not run yet{why} | – | – | "
+            rows.append(f"| {cid} | {c.paper}: {c.paper_result} | – | – | not run yet | – | – | "
                         f"`normbench reproduce {cid}` |")
     notes_file = out / "NOTES.md"
     notes = notes_file.read_text(encoding="utf-8").strip() if notes_file.exists() else ""

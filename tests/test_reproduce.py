@@ -1,11 +1,10 @@
 """`normbench reproduce` and the experiment configs.
 
 - every small-scale experiment composes (every job of every sweep) and its first job of each
-  sweep trains a few steps; full-scale ones compose where their config groups exist (some
-  come from the vision and film branches);
+  sweep trains a few steps; full-scale ones compose (every config group they name exists);
 - the sweeps' directories and arguments (seeds, fixed keys out of run names, extra overrides);
 - one real `normbench reproduce` through a subprocess, relaunched to check it skips finished
-  runs; `list claims`, `reproduce --help`, an unknown claim.
+  runs; `list claims`, `reproduce --help`, an unknown claim, a claim whose sweeps cannot start.
 """
 
 from __future__ import annotations
@@ -61,9 +60,7 @@ def test_small_experiment_composes_and_trains(tmp_path, name):
     from normbench.train import train
 
     all_jobs = jobs(name, "small")
-    missing = missing_groups([o for _, job in all_jobs for o in job])
-    if missing:
-        pytest.skip(f"needs config groups from another branch: {', '.join(sorted(set(missing)))}")
+    assert not missing_groups([o for _, job in all_jobs for o in job])
     first_of_sweep = {}
     for i, job in all_jobs:
         cfg = compose(job)  # every job composes
@@ -83,13 +80,11 @@ def test_small_experiment_composes_and_trains(tmp_path, name):
 
 
 @pytest.mark.parametrize("name", sorted(CLAIMS))
-def test_full_experiment_composes_where_its_groups_exist(name):
+def test_full_experiment_composes(name):
     from normbench.api import compose
 
     all_jobs = jobs(name, "full")
-    missing = missing_groups([o for _, job in all_jobs for o in job])
-    if missing:
-        pytest.skip(f"full scale needs config groups from another branch: {', '.join(sorted(set(missing)))}")
+    assert not missing_groups([o for _, job in all_jobs for o in job])
     for _, job in all_jobs:
         compose(job)
 
@@ -168,11 +163,9 @@ def test_reproduce_end_to_end_and_relaunch(tmp_path):
 
 
 def test_a_claim_that_cannot_run_says_so_and_fails(tmp_path):
-    if (CONFIGS / "model" / "film.yaml").exists():
-        pytest.skip("model=film exists: the FiLM claims can run")
-    out = cli("reproduce", "film-norm", "trainer.max_steps=2", cwd=tmp_path)
+    out = cli("reproduce", "bn-sigmoid", "model=transformer", "trainer.max_steps=2", cwd=tmp_path)
     assert out.returncode == 1
-    assert "unknown model 'film'" in out.stderr
-    assert "normbench: error: not run: film-norm" in out.stderr
-    assert not (tmp_path / "results" / "film-norm").exists()
+    assert "unknown model 'transformer'" in out.stderr
+    assert "normbench: error: not run: bn-sigmoid" in out.stderr
+    assert not (tmp_path / "results" / "bn-sigmoid").exists()
     assert "not run yet" in (tmp_path / "results" / "README.md").read_text()
