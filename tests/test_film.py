@@ -207,13 +207,16 @@ def test_run_model_film_records_per_type_accuracy_and_the_prior(tmp_path):
     assert "test acc at compare_attribute" in proc.stdout
 
 
-def test_cfg_job_model_film_defaults_to_the_generated_set_and_dataset_wins(tmp_path):
+def test_cfg_job_model_film_defaults_to_the_generated_set_and_adam_and_the_command_line_wins(tmp_path):
     film = normbench("run", "model=film", "--cfg", "job", cwd=tmp_path)
     assert film.returncode == 0 and "name: clevr_like" in film.stdout and "film: full" in film.stdout
+    assert "optim:\n  name: adam" in film.stdout  # the paper's optimizer
+    assert "optim:\n  name: sgd" in normbench("run", "model=film", "optim=sgd", "--cfg", "job", cwd=tmp_path).stdout
     clevr = normbench("run", "model=film", "dataset=clevr", "dataset.root=/data/CLEVR_v1.0", "--cfg", "job",
                       cwd=tmp_path)
     assert "name: clevr\n" in clevr.stdout and "root: /data/CLEVR_v1.0" in clevr.stdout
-    assert "name: mnist1d" in normbench("run", "--cfg", "job", cwd=tmp_path).stdout  # other models unchanged
+    default = normbench("run", "--cfg", "job", cwd=tmp_path).stdout  # other models unchanged
+    assert "name: mnist1d" in default and "optim:\n  name: sgd" in default
     listing = normbench("list", cwd=tmp_path).stdout
     assert "film" in listing and "clevr_like" in listing and "clevr " in listing
 
