@@ -196,9 +196,9 @@ class FiLMNet(nn.Module):
     def encode_question(self, question: torch.Tensor, length: torch.Tensor) -> torch.Tensor:
         """The GRU's state after each question's last word: ``(N, gru_size)``.
 
-        The GRU runs only up to the batch's longest question (one host read of ``length``).
+        The GRU reads the whole padded question (no host read of ``length`` per batch: the state
+        at a word does not depend on the padding after it).
         """
-        question = question[:, :max(1, int(length.max()))]
         out, _ = self.gru(self.embedding(question))
         last = (length - 1).clamp(min=0).view(-1, 1, 1).expand(-1, 1, out.shape[-1])
         return out.gather(1, last).squeeze(1)
