@@ -18,11 +18,12 @@ from pathlib import Path
 
 import torch
 
+from normbench.data.imagenet import MEAN, STD
 from normbench.errors import ConfigError
 from normbench.records import atomic_write_bytes
 
-_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
-_STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+_MEAN = torch.tensor(MEAN).view(1, 3, 1, 1)
+_STD = torch.tensor(STD).view(1, 3, 1, 1)
 
 
 def _weights_id(weights, download: bool) -> str:
