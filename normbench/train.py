@@ -464,9 +464,7 @@ class Trainer:
             segment_start = time.perf_counter()
             while s.step < self.total_steps:
                 x, y = next(batches)
-                with self._autocast():
-                    out = model(self._prepare(x))
-                loss = task.loss(out.float(), y)
+                loss = task.loss(self.forward(model, x).float(), y)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 if clip:
