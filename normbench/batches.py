@@ -25,7 +25,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import torch
-import torch.nn.functional as F
 
 from normbench.data.augment import DeviceAugment
 
@@ -76,6 +75,10 @@ class TensorSource:
     def load_state_dict(self, state: dict) -> None:
         self.shuffle.set_state(state["shuffle_rng"])
         self.perm = state["perm"]
+
+    def test_inputs(self, n: int) -> torch.Tensor:
+        """The first ``n`` test inputs (the probe's fixed batch)."""
+        return self.data.x_test[:n]
 
     def evaluate(self, task, model, eval_batch_size: int, train_eval_samples: int, forward) -> dict:
         """``{"train": (loss, metric), "test": ..., <extra label>: ...}`` in eval mode."""
@@ -152,29 +155,22 @@ class LoaderSource:
     def load_state_dict(self, state: dict) -> None:
         pass
 
-    @torch.no_grad()
-    def _evaluate(self, dataset, model, batch_size: int, forward) -> tuple[float, float]:
+    def test_inputs(self, n: int) -> torch.Tensor:
+        """The first ``n`` test images on the device (the probe's fixed batch)."""
+        x, _ = next(iter(torch.utils.data.DataLoader(self.data.test, batch_size=n)))
+        return x.to(self.device)
+
+    def _evaluate(self, task, dataset, model, batch_size: int, forward) -> tuple[float, float]:
         loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=self.workers,
                                              pin_memory=self.pin)
-        was_training = model.training
-        model.eval()
-        loss_sum = torch.zeros((), device=self.device)
-        correct = torch.zeros((), device=self.device, dtype=torch.long)
-        for x, y in loader:
-            x, y = self._to_device(x, y)
-            logits = forward(model, x).float()
-            loss_sum += F.cross_entropy(logits, y, reduction="sum")
-            correct += (logits.argmax(1) == y).sum()
-        model.train(was_training)
-        n = len(dataset)
-        return loss_sum.item() / n, correct.item() / n
+        return task.evaluate_batches(model, (self._to_device(x, y) for x, y in loader), forward)
 
     def evaluate(self, task, model, eval_batch_size: int, train_eval_samples: int, forward) -> dict:
         train_eval = self.data.train_eval
         if len(train_eval) > train_eval_samples:
             train_eval = torch.utils.data.Subset(train_eval, range(train_eval_samples))
-        return {"train": self._evaluate(train_eval, model, eval_batch_size, forward),
-                "test": self._evaluate(self.data.test, model, eval_batch_size, forward)}
+        return {"train": self._evaluate(task, train_eval, model, eval_batch_size, forward),
+                "test": self._evaluate(task, self.data.test, model, eval_batch_size, forward)}
 
 
 def make_source(data, batch_size: int, seed: int, device: torch.device, rank: int = 0, world: int = 1):

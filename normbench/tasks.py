@@ -25,7 +25,6 @@ class Classification:
     def loss(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(output, target)
 
-    @torch.no_grad()
     def evaluate(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int,
                  forward=None) -> tuple[float, float]:
         """Mean cross-entropy (nats) and accuracy of ``model`` in eval mode (population statistics).
@@ -33,17 +32,21 @@ class Classification:
         ``forward(model, x)``, when given, replaces ``model(x)`` (the trainer's autocast and
         memory format); logits are scored in float32.
         """
+        return self.evaluate_batches(model, _slices(x, y, batch_size), forward)
+
+    @torch.no_grad()
+    def evaluate_batches(self, model: nn.Module, batches, forward=None) -> tuple[float, float]:
+        """:meth:`evaluate` over ``(x, y)`` batches already on the device (e.g. from a DataLoader)."""
         was_training = model.training
         model.eval()
-        loss_sum = torch.zeros((), device=x.device)
-        correct = torch.zeros((), device=x.device, dtype=torch.long)
-        for start in range(0, len(x), batch_size):
-            logits = (forward(model, x[start:start + batch_size]) if forward else model(x[start:start + batch_size])).float()
-            target = y[start:start + batch_size]
-            loss_sum += F.cross_entropy(logits, target, reduction="sum")
-            correct += (logits.argmax(1) == target).sum()
+        loss_sum, correct, n = 0, 0, 0
+        for x, target in batches:
+            logits = (forward(model, x) if forward else model(x)).float()
+            loss_sum = loss_sum + F.cross_entropy(logits, target, reduction="sum")
+            correct = correct + (logits.argmax(1) == target).sum()
+            n += len(target)
         model.train(was_training)
-        return loss_sum.item() / len(x), correct.item() / len(x)
+        return float(loss_sum) / n, int(correct) / n
 
     def reached(self, value: float | None, target: float | None) -> bool:
         return target is not None and value is not None and value >= target
@@ -67,20 +70,24 @@ class LanguageModelling:
     def loss(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(output.reshape(-1, output.shape[-1]), target.reshape(-1))
 
-    @torch.no_grad()
     def evaluate(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int,
                  forward=None) -> tuple[float, float]:
         """Mean cross-entropy per character (nats) and bits per character, in eval mode."""
+        return self.evaluate_batches(model, _slices(x, y, batch_size), forward)
+
+    @torch.no_grad()
+    def evaluate_batches(self, model: nn.Module, batches, forward=None) -> tuple[float, float]:
+        """:meth:`evaluate` over ``(x, y)`` batches already on the device."""
         was_training = model.training
         model.eval()
-        loss_sum = torch.zeros((), device=x.device, dtype=torch.float64)
-        for start in range(0, len(x), batch_size):
-            logits = (forward(model, x[start:start + batch_size]) if forward else model(x[start:start + batch_size])).float()
-            target = y[start:start + batch_size]
-            loss_sum += F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1),
-                                        reduction="sum").double()
+        loss_sum, n = 0, 0
+        for x, target in batches:
+            logits = (forward(model, x) if forward else model(x)).float()
+            loss_sum = loss_sum + F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1),
+                                                  reduction="sum").double()
+            n += target.numel()
         model.train(was_training)
-        nats = loss_sum.item() / y.numel()
+        nats = float(loss_sum) / n
         return nats, nats / math.log(2)
 
     def reached(self, value: float | None, target: float | None) -> bool:
@@ -89,6 +96,12 @@ class LanguageModelling:
     def gap(self, train: float, test: float) -> float:
         """How much worse the test set is than the training set (test bpc - train bpc)."""
         return test - train
+
+
+def _slices(x, y, batch_size: int):
+    """Consecutive ``(x, y)`` batches of tensors (or :class:`~normbench.data.base.Inputs`) on the device."""
+    for start in range(0, len(x), batch_size):
+        yield x[start:start + batch_size], y[start:start + batch_size]
 
 
 TASKS = {"classification": Classification, "language_modelling": LanguageModelling}

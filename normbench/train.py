@@ -398,7 +398,7 @@ class Trainer:
         was_training = self.model.training
         self.model.eval()
         try:
-            x = self.data.x_test[: self.cfg.trainer.eval_batch_size]
+            x = self.source.test_inputs(self.cfg.trainer.eval_batch_size)
             return {k: float(v) for k, v in probe(x).items()}
         finally:
             self.model.train(was_training)

@@ -155,3 +155,14 @@ def test_sync_batch_norm_on_cpu_is_refused(tmp_path, cifar_root):
     cfg = compose(cifar(cifar_root, "norm.sync=true", "trainer.device=cpu", norm=["norm=batch"]))
     with pytest.raises(ConfigError, match="norm.sync=true .* needs CUDA"):
         Trainer(cfg, tmp_path / "run", Context(rank=0, world=2))
+
+
+def test_mlp_probe_reads_a_test_batch_of_imagenet_folders(tmp_path):
+    # The probe's fixed test batch comes from the batch source: FolderData has no x_test.
+    write_image_folders(tmp_path / "data")
+    summary = run(["dataset=imagenet", f"dataset.root={tmp_path / 'data'}", "dataset.workers=0", "dataset.crop=8",
+                   "dataset.resize=8", "model=mlp", "model.depth=1", "model.width=8", "norm=none", "batch_size=4",
+                   "trainer.max_steps=2", "trainer.progress=none", "trainer.eval_batch_size=8"], tmp_path / "run")
+    assert summary["status"] == "completed"
+    metrics = records.read_metrics(tmp_path / "run")
+    assert all("preact_p50" in m and m["preact_p15"] <= m["preact_p85"] for m in metrics)
