@@ -257,9 +257,10 @@ class Trainer:
             per = f" per device ({self.ctx.world} devices)" if self.ctx.enabled else ""
             raise ConfigError(f"batch_size={cfg.batch_size} exceeds the {n_train} training samples{per} of "
                               f"dataset={self.data.name}")
-        if self.channels_last and len(self.data.input_shape) != 3:
+        shape = self.data.input_shape  # a dict of shapes for several inputs (Inputs)
+        if self.channels_last and (isinstance(shape, dict) or len(shape) != 3):
             raise ConfigError(f"trainer.channels_last=true needs image data (N, C, H, W); dataset={self.data.name} "
-                              f"has inputs of shape {tuple(self.data.input_shape)}")
+                              f"has inputs of shape {shape if isinstance(shape, dict) else tuple(shape)}")
         self.model = build_model(cfg.model, cfg.norm, self.data).to(self.device)
         if cfg.batch_size < 2 and uses_batch_statistics(self.model):
             raise ConfigError(

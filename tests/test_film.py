@@ -226,6 +226,7 @@ def test_cfg_job_model_film_defaults_to_the_generated_set_and_adam_and_the_comma
                                         "use dataset=clevr_like"),
     (["model=cnn", "dataset=clevr_like", *SMALL_SET], "model=cnn cannot read dataset=clevr_like (vqa data)"),
     (["model=film", "model.film=half", *SMALL_SET], "model.film=half is not one of: full, gamma_only, beta_only, off"),
+    (["model=film", "trainer.channels_last=true", *SMALL_SET], "trainer.channels_last=true needs image data"),
     (["model=film", "dataset=clevr"], "dataset=clevr reads CLEVR v1.0 from disk; set dataset.root=DIR"),
     (["model=film", "dataset=clevr", "dataset.root=/nonexistent/CLEVR"], "dataset.root=/nonexistent/CLEVR does not exist"),
 ])
