@@ -8,7 +8,6 @@ recorded as a failed run and the sweep goes on, as do failed and diverged runs.
 
 from __future__ import annotations
 
-import os
 import shutil
 import sys
 from pathlib import Path
@@ -80,6 +79,7 @@ def _round_robin_device(cfg: DictConfig, job_num: int) -> None:
 
 
 def run_job(cfg: DictConfig) -> dict | None:
+    from normbench import distributed
     from normbench.preemption import Interrupted
     from normbench.train import finished_summary, train  # torch loads here, not for `--help`
 
@@ -94,11 +94,8 @@ def run_job(cfg: DictConfig) -> dict | None:
         if in_sweep:
             _round_robin_device(cfg, int(hydra_cfg.job.get("num") or 0))
         summary = train(cfg, run_dir)
-        rank = int(os.environ.get("RANK", "0")) if int(os.environ.get("WORLD_SIZE", "1")) > 1 else 0
-        if rank > 0:  # under torchrun: rank 0 wrote the record and prints the line
-            _remove_fresh_dir(run_dir)
-            if run_dir.exists() and not any(run_dir.iterdir()):
-                run_dir.rmdir()
+        if not distributed.from_env().main:  # under torchrun: rank 0 wrote the record and prints the line
+            _remove_fresh_dir(run_dir)  # an empty one too
             return summary
     except Interrupted as exc:  # no scheduler to requeue us: stop here, resumable
         print(f"normbench: {exc}; run the same command to resume ({run_dir})", file=sys.stderr, flush=True)
