@@ -34,10 +34,10 @@ from torch import nn
 import normbench
 from normbench import distributed, records
 from normbench.batches import make_source
-from normbench.data import TensorData, load_dataset
+from normbench.data import DATASET_KINDS, TensorData, load_dataset
 from normbench.errors import ConfigError
 from normbench.loggers import make_logger
-from normbench.models import build_model
+from normbench.models import build_model, check_model_reads
 from normbench.norms import MeanOnlyBatchNorm, RecurrentBatchNorm, weight_norm_data_init
 from normbench.optim import build_optimizer, build_schedule
 from normbench.preemption import Interrupted, StopRequest
@@ -248,6 +248,8 @@ class Trainer:
             print("normbench: warning: trainer.amp=true on the CPU: bf16 autocast works there but is slow",
                   file=sys.stderr, flush=True)
         torch.manual_seed(cfg.seed)
+        if cfg.dataset.name in DATASET_KINDS:  # before loading: reading or generating a set can take a while
+            check_model_reads(cfg.model.name, cfg.dataset.name, DATASET_KINDS[cfg.dataset.name])
         data = load_dataset(cfg.dataset)
         self.data = data.to(self.device) if isinstance(data, TensorData) else data
         self.task = task_for(self.data)

@@ -79,3 +79,26 @@ def test_bad_label_noise_and_unknown_dataset():
         dataset("mnist1d", label_noise=1.5)
     with pytest.raises(ConfigError, match="unknown dataset 'nope'"):
         load_dataset(OmegaConf.create({"name": "nope"}))
+
+
+def test_dataset_kinds_known_before_loading_agree_with_the_loaders(tmp_path, monkeypatch):
+    from normbench.data import _LOADERS, DATASET_KINDS
+
+    assert set(DATASET_KINDS) == set(_LOADERS)
+    for name in ("mnist1d", "digits"):
+        assert load_dataset(compose([f"dataset={name}"]).dataset).kind == DATASET_KINDS[name]
+    text = compose(["model=lstm", "dataset=text", "dataset.max_train_chars=20000"]).dataset
+    assert load_dataset(text).kind == DATASET_KINDS["text"]
+    small_clevr = ["dataset=clevr_like", "dataset.train_images=6", "dataset.val_images=4",
+                   "dataset.questions_per_image=2", "dataset.image_size=16"]
+    monkeypatch.setenv("NORMBENCH_CACHE", str(tmp_path))
+    assert load_dataset(compose(["model=film", *small_clevr]).dataset).kind == DATASET_KINDS["clevr_like"]
+
+
+def test_a_model_that_cannot_read_the_data_is_refused_before_the_set_is_generated(tmp_path, monkeypatch):
+    from normbench.train import Trainer
+
+    monkeypatch.setenv("NORMBENCH_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(ConfigError, match=r"model=cnn cannot read dataset=clevr_like \(vqa data\)"):
+        Trainer(compose(["model=cnn", "dataset=clevr_like"]), tmp_path / "run")
+    assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").rglob("*.png"))

@@ -19,6 +19,10 @@ DATASET_DESCRIPTIONS = {
                   "offline and cached; default for model=film",
     "clevr": "CLEVR v1.0 from dataset.root (images/, questions/; val serves as test), pixels or ResNet-101 features",
 }
+# The kind of data each dataset gives (TensorData.kind), known before loading it, so that a model
+# that cannot read it is refused before any file is read or any set is generated.
+DATASET_KINDS = {"mnist1d": "signal", "digits": "image", "mnist": "image", "text": "text", "cifar10": "image",
+                 "imagenet": "image", "clevr_like": "vqa", "clevr": "vqa"}
 _LOADERS = {"mnist1d": mnist1d.load, "digits": digits.load, "mnist": mnist.load, "text": text.load,
             "cifar10": cifar10.load, "imagenet": imagenet.load, "clevr_like": clevr_like.load, "clevr": clevr.load}
 
@@ -38,4 +42,4 @@ def load_dataset(cfg) -> TensorData | FolderData:
     return _LOADERS[name](cfg)
 
 
-__all__ = ["DATASET_DESCRIPTIONS", "FolderData", "TensorData", "load_dataset"]
+__all__ = ["DATASET_KINDS", "DATASET_DESCRIPTIONS", "FolderData", "TensorData", "load_dataset"]

@@ -46,6 +46,18 @@ def norm_options(norm_cfg) -> dict:
     return {k: v for k, v in plain(norm_cfg).items() if k not in _RUN_LEVEL_NORM_KEYS}
 
 
+def check_model_reads(name: str, dataset: str, kind: str) -> None:
+    """Raise :class:`ConfigError` unless model ``name`` exists and reads ``kind`` data (of ``dataset``)."""
+    if name not in _CLASSES:
+        raise ConfigError(f"unknown model '{name}'; known models: {', '.join(_CLASSES)}")
+    if kind not in _ACCEPTS[name]:
+        raise ConfigError(
+            f"model={name} cannot read dataset={dataset} ({kind} data); "
+            f"it takes {' or '.join(sorted(_ACCEPTS[name]))} data"
+            + (f"; {_HINTS[name if name in _HINTS else kind]}" if name in _HINTS or kind in _HINTS else "")
+        )
+
+
 def build_model(model_cfg, norm_cfg, data) -> nn.Module:
     """The model ``model_cfg.name`` for ``data`` with the normalization ``norm_cfg.name``.
 
@@ -53,14 +65,7 @@ def build_model(model_cfg, norm_cfg, data) -> nn.Module:
     go into the model, before any training.
     """
     name = model_cfg.name
-    if name not in _CLASSES:
-        raise ConfigError(f"unknown model '{name}'; known models: {', '.join(_CLASSES)}")
-    if data.kind not in _ACCEPTS[name]:
-        raise ConfigError(
-            f"model={name} cannot read dataset={data.name} ({data.kind} data); "
-            f"it takes {' or '.join(sorted(_ACCEPTS[name]))} data"
-            + (f"; {_HINTS[name if name in _HINTS else data.kind]}" if name in _HINTS or data.kind in _HINTS else "")
-        )
+    check_model_reads(name, data.name, data.kind)
     options = {k: v for k, v in plain(model_cfg).items() if k != "name"}
     if getattr(_CLASSES[name], "data_kind_aware", False):
         options["data_kind"] = data.kind
@@ -72,4 +77,4 @@ def build_model(model_cfg, norm_cfg, data) -> nn.Module:
     return model
 
 
-__all__ = ["MODEL_DESCRIPTIONS", "build_model", "norm_options"]
+__all__ = ["MODEL_DESCRIPTIONS", "build_model", "check_model_reads", "norm_options"]
