@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -52,6 +54,11 @@ class Inputs:
         parts += [f"shared {k}={tuple(t.shape)}" for k, t in self.shared.items()]
         return f"Inputs({len(self)} samples: {', '.join(parts)})"
 
+
+
+def cache_dir() -> Path:
+    """Where generated and decoded datasets are cached: ``$NORMBENCH_CACHE`` or ``~/.cache/normbench``."""
+    return Path(os.environ.get("NORMBENCH_CACHE", Path.home() / ".cache" / "normbench"))
 
 @dataclass(frozen=True)
 class TensorData:

@@ -48,7 +48,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from normbench.data.base import Inputs, TensorData
+from normbench.data.base import Inputs, TensorData, cache_dir
 from normbench.errors import ConfigError
 from normbench.records import atomic_write_bytes
 
@@ -113,7 +113,6 @@ def load_images(root: Path, split: str, filenames: list[str], size: int) -> np.n
     """The images as uint8 ``(M, 3, size, size)``, squashed to a square; cached after the first read."""
     from PIL import Image
 
-    from normbench.data.mnist1d import cache_dir
 
     paths = [root / "images" / split / name for name in filenames]
     missing = [str(p) for p in paths if not p.is_file()]

@@ -397,7 +397,7 @@ def cache_key(**params) -> str:
 
 def cached(**params) -> Path:
     """The generated set for ``params`` in the cache directory, generated on first use."""
-    from normbench.data.mnist1d import cache_dir
+    from normbench.data.base import cache_dir
 
     path = cache_dir() / f"clevr_like-{cache_key(**params)}"
     if (path / "questions" / "CLEVR_val_questions.json").exists():

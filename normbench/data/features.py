@@ -78,7 +78,7 @@ def compute_features(images: torch.Tensor, weights, download: bool, batch_size: 
 
 def resnet101_features(images: torch.Tensor, weights, download: bool) -> torch.Tensor:
     """The conv4 features of ``images``, from the cache or computed (once) and cached."""
-    from normbench.data.mnist1d import cache_dir
+    from normbench.data.base import cache_dir
 
     wid = _weights_id(weights, download)
     digest = hashlib.sha1(wid.encode())

@@ -11,17 +11,11 @@ import hashlib
 import importlib.metadata
 import io
 import json
-import os
-from pathlib import Path
 
 import numpy as np
 
-from normbench.data.base import TensorData, finish, standardize
+from normbench.data.base import TensorData, cache_dir, finish, standardize
 from normbench.records import atomic_write_bytes
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("NORMBENCH_CACHE", Path.home() / ".cache" / "normbench"))
 
 
 def generate(num_samples: int = 5000, train_split: float = 0.8, seed: int = 42) -> dict[str, np.ndarray]:
