@@ -80,15 +80,41 @@ class TensorSource:
         """The first ``n`` test inputs (the probe's fixed batch)."""
         return self.data.x_test[:n]
 
+    def population_batches(self, n: int | None) -> Iterator[torch.Tensor]:
+        """Training inputs for exact population statistics: ``n`` fixed samples (all when None),
+        unaugmented, in batches of the training batch size (a last partial batch is dropped)."""
+        idx = fixed_subset(self.num_train, n).to(self.data.x_train.device)
+        B = self.batch_size
+        for start in range(0, len(idx) - B + 1, B):
+            yield self.data.x_train[idx[start:start + B]]
+
     def evaluate(self, task, model, eval_batch_size: int, train_eval_samples: int, forward) -> dict:
-        """``{"train": (loss, metric), "test": ..., <extra label>: ...}`` in eval mode."""
+        """``{"train": (loss, metric), "test": ..., <extra label>: ...}`` in eval mode.
+
+        Training accuracy is scored on a fixed random subset of ``train_eval_samples`` training
+        samples, not the first ones: a dataset stored in some order (by class, or balanced only
+        as a whole) would give a biased slice.
+        """
         d = self.data
-        n = min(train_eval_samples, len(d.x_train))
-        out = {"train": task.evaluate(model, d.x_train[:n], d.y_train[:n], eval_batch_size, forward),
+        idx = fixed_subset(len(d.x_train), train_eval_samples).to(d.x_train.device)
+        out = {"train": task.evaluate(model, d.x_train[idx], d.y_train[idx], eval_batch_size, forward),
                "test": task.evaluate(model, d.x_test, d.y_test, eval_batch_size, forward)}
         for label, (x, y) in d.extra_tests.items():
             out[label] = task.evaluate(model, x, y, eval_batch_size, forward)
         return out
+
+
+def fixed_subset(total: int, n: int | None) -> torch.Tensor:
+    """``min(n, total)`` indices of a fixed permutation of ``range(total)`` (all when ``n`` is None).
+
+    The same for every run and seed (its own generator, so no training randomness is used):
+    runs are scored on the same samples, and a dataset stored in some order gives no biased slice.
+    """
+    perm = torch.randperm(total, generator=torch.Generator().manual_seed(FIXED_SUBSET_SEED))
+    return perm if n is None else perm[:n]
+
+
+FIXED_SUBSET_SEED = 20_240_601
 
 
 class EpochSampler(torch.utils.data.Sampler):
@@ -165,10 +191,19 @@ class LoaderSource:
                                              pin_memory=self.pin)
         return task.evaluate_batches(model, (self._to_device(x, y) for x, y in loader), forward)
 
+    def population_batches(self, n: int | None) -> Iterator[torch.Tensor]:
+        """Training images with the evaluation transform for exact population statistics: ``n``
+        fixed samples (all when None), in batches of the training batch size."""
+        subset = torch.utils.data.Subset(self.data.train_eval, fixed_subset(len(self.data.train_eval), n).tolist())
+        loader = torch.utils.data.DataLoader(subset, batch_size=self.batch_size, num_workers=self.workers,
+                                             pin_memory=self.pin, drop_last=True)
+        for x, y in loader:
+            yield self._to_device(x, y)[0]
+
     def evaluate(self, task, model, eval_batch_size: int, train_eval_samples: int, forward) -> dict:
         train_eval = self.data.train_eval
         if len(train_eval) > train_eval_samples:
-            train_eval = torch.utils.data.Subset(train_eval, range(train_eval_samples))
+            train_eval = torch.utils.data.Subset(train_eval, fixed_subset(len(train_eval), train_eval_samples).tolist())
         return {"train": self._evaluate(task, train_eval, model, eval_batch_size, forward),
                 "test": self._evaluate(task, self.data.test, model, eval_batch_size, forward)}
 

@@ -38,8 +38,10 @@ from normbench.data import DATASET_KINDS, TensorData, load_dataset
 from normbench.errors import ConfigError
 from normbench.loggers import make_logger
 from normbench.models import build_model, check_model_reads
-from normbench.norms import MeanOnlyBatchNorm, RecurrentBatchNorm, weight_norm_data_init
+from normbench.norms import weight_norm_data_init
 from normbench.optim import build_optimizer, build_schedule
+from normbench.population import MODES as POPULATION_MODES
+from normbench.population import batch_statistics_layers, exact_statistics
 from normbench.preemption import Interrupted, StopRequest
 from normbench.progress import make_progress
 from normbench.tasks import Classification, LanguageModelling, task_for
@@ -111,6 +113,11 @@ def validate(cfg: DictConfig) -> None:
     modes = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
     if t.get("compile_mode", "default") not in modes:
         raise ConfigError(f"trainer.compile_mode={t.get('compile_mode')} is not one of {', '.join(modes)}")
+    population = cfg.norm.get("population", "running")
+    if population not in POPULATION_MODES:
+        raise ConfigError(f"norm.population={population} is not one of {', '.join(POPULATION_MODES)} (the statistics "
+                          "batch norm uses at evaluation)")
+    positive_int("norm.population_samples", cfg.norm.get("population_samples"), allow_none=True)
     if t.progress not in ("auto", "bar", "lines", "none"):
         raise ConfigError(f"trainer.progress={t.progress} is not one of auto, bar, lines, none")
     for key in ("lr", "grad_clip_norm"):
@@ -119,11 +126,6 @@ def validate(cfg: DictConfig) -> None:
             continue
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
             raise ConfigError(f"optim.{key}={value} must be a positive number")
-
-
-def uses_batch_statistics(model: nn.Module) -> bool:
-    return any(isinstance(m, (nn.modules.batchnorm._BatchNorm, MeanOnlyBatchNorm, RecurrentBatchNorm))
-               for m in model.modules())
 
 
 def config_dict(cfg: DictConfig) -> dict:
@@ -264,7 +266,9 @@ class Trainer:
             raise ConfigError(f"trainer.channels_last=true needs image data (N, C, H, W); dataset={self.data.name} "
                               f"has inputs of shape {shape if isinstance(shape, dict) else tuple(shape)}")
         self.model = build_model(cfg.model, cfg.norm, self.data).to(self.device)
-        if cfg.batch_size < 2 and uses_batch_statistics(self.model):
+        # Which statistics score the run: None when no layer uses batch statistics.
+        self.eval_statistics = cfg.norm.get("population", "running") if batch_statistics_layers(self.model) else None
+        if cfg.batch_size < 2 and self.eval_statistics:
             raise ConfigError(
                 f"norm={cfg.norm.name} computes statistics over the batch and needs batch_size>=2, got "
                 f"batch_size={cfg.batch_size}; use a larger batch or norm=group, layer or instance"
@@ -273,6 +277,10 @@ class Trainer:
             if self.device.type != "cuda":
                 raise ConfigError("norm.sync=true (SyncBatchNorm) needs CUDA devices; on the CPU use norm.sync=false "
                                   "(per-device batch statistics)")
+            if self.eval_statistics == "exact":
+                raise ConfigError("norm.population=exact with norm.sync=true is not supported (rank 0 computes the "
+                                  "statistics alone, and SyncBatchNorm would wait for the other ranks); use "
+                                  "norm.population=running or norm.sync=false")
             self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
@@ -345,6 +353,7 @@ class Trainer:
 
     def summary(self, status: str, error: str | None = None) -> dict:
         summary = summarize(self.cfg, self.state, status, self.env, self.num_params, self.lr, error, self.task)
+        summary["eval_statistics"] = self.eval_statistics
         summary.update(self.data.reference)  # the dataset's reference values (CLEVR: the question-only prior)
         return summary
 
@@ -365,14 +374,25 @@ class Trainer:
         with self._autocast():
             return model(self._prepare(x))
 
+    def _population_statistics(self):
+        """The context in which evaluation runs: exact population statistics (``norm.population
+        =exact``) recomputed with the current weights, or the running averages as they are."""
+        if self.eval_statistics != "exact":
+            return contextlib.nullcontext()
+        batches = self.source.population_batches(self.cfg.norm.get("population_samples"))
+        return exact_statistics(self.model, batches, self.forward)
+
     def _evaluate(self) -> dict:
         t, m = self.cfg.trainer, self.task.metric
-        results = self.source.evaluate(self.task, self.model, t.eval_batch_size, t.train_eval_samples, self.forward)
+        with self._population_statistics():
+            results = self.source.evaluate(self.task, self.model, t.eval_batch_size, t.train_eval_samples,
+                                           self.forward)
+            probe = self._probe()
         (train_loss, train_metric), (test_loss, test_metric) = results.pop("train"), results.pop("test")
         extra = {}
         for label, (loss, metric) in results.items():
             extra[f"test_loss_{label}"], extra[f"test_{m}_{label}"] = loss, metric
-        extra.update(self._probe())
+        extra.update(probe)
         s = self.state
         return {
             "step": s.step,

@@ -1,0 +1,143 @@
+"""Exact population statistics (norm.population=exact): the formula, every BN kind, and training untouched."""
+
+import pytest
+import torch
+from torch import nn
+
+from normbench.api import run
+from normbench.norms import MeanOnlyBatchNorm, RecurrentBatchNorm
+from normbench.population import batch_statistics_layers, exact_statistics
+
+
+def _hand_stats(values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and unbiased variance per channel of (M, C) values, from the definition."""
+    mean = values.double().mean(0)
+    var = ((values.double() - mean) ** 2).sum(0) / (len(values) - 1)
+    return mean, var
+
+
+def test_batch_norm_2d_gets_the_statistics_of_all_values_at_once():
+    torch.manual_seed(0)
+    bn = nn.BatchNorm2d(3)
+    # Batches with different means: an average of per-batch variances would miss the between-batch part.
+    batches = [torch.randn(4, 3, 5, 5) * (1 + i) + 3 * i for i in range(5)]
+    with exact_statistics(bn, batches):
+        mean, var = _hand_stats(torch.cat(batches).permute(0, 2, 3, 1).reshape(-1, 3))
+        assert torch.allclose(bn.running_mean.double(), mean, atol=1e-5)
+        assert torch.allclose(bn.running_var.double(), var, rtol=1e-5)
+        per_batch = torch.stack([b.var(dim=(0, 2, 3)) for b in batches]).mean(0)
+        assert (bn.running_var - per_batch).min() > 1.0  # the between-batch part is there
+        x = torch.randn(2, 3, 5, 5)
+        expected = (x - bn.running_mean.view(1, 3, 1, 1)) / torch.sqrt(bn.running_var.view(1, 3, 1, 1) + bn.eps)
+        expected = expected * bn.weight.view(1, 3, 1, 1) + bn.bias.view(1, 3, 1, 1)
+        assert torch.allclose(bn.eval()(x), expected, atol=1e-5)
+        bn.train()
+    assert torch.equal(bn.running_mean, torch.zeros(3)) and torch.equal(bn.running_var, torch.ones(3))
+    assert bn.training and int(bn.num_batches_tracked) == 0
+
+
+def test_statistics_are_taken_after_the_earlier_layers_in_train_mode():
+    """A layer's statistics are those of its input as training produces it (earlier BNs normalising
+    with batch statistics), computed with the current weights."""
+    torch.manual_seed(1)
+    model = nn.Sequential(nn.Linear(4, 6), nn.BatchNorm1d(6), nn.ReLU(), nn.Linear(6, 5), nn.BatchNorm1d(5))
+    batches = [torch.randn(8, 4) for _ in range(6)]
+    with torch.no_grad():
+        inner = [model[3](model[2](model[1].train()(model[0](x)))) for x in batches]
+    with exact_statistics(model, batches):
+        mean, var = _hand_stats(torch.cat(inner))
+        assert torch.allclose(model[4].running_mean.double(), mean, atol=1e-5)
+        assert torch.allclose(model[4].running_var.double(), var, rtol=1e-4)
+
+
+def test_mean_only_batch_norm_gets_the_exact_mean():
+    torch.manual_seed(2)
+    layer = MeanOnlyBatchNorm(3)
+    batches = [torch.randn(5, 3, 7) + i for i in range(4)]
+    with exact_statistics(layer, batches):
+        mean, _ = _hand_stats(torch.cat(batches).permute(0, 2, 1).reshape(-1, 3))
+        assert torch.allclose(layer.running_mean.double(), mean, atol=1e-5)
+    assert torch.equal(layer.running_mean, torch.zeros(3))
+
+
+class _Steps(nn.Module):
+    """Calls a recurrent BN the way the LSTM does: all steps at once, and step by step."""
+
+    def __init__(self):
+        super().__init__()
+        self.fused = RecurrentBatchNorm(3, max_steps=6)
+        self.stepwise = RecurrentBatchNorm(3, max_steps=6)
+
+    def forward(self, x):
+        self.fused(x, 0)
+        for t in range(x.shape[1]):
+            self.stepwise(x[:, t], t)
+
+
+def test_recurrent_batch_norm_gets_statistics_per_time_step():
+    torch.manual_seed(3)
+    model = _Steps()
+    # Steps of very different scales; the first steps are almost constant (permuted pixels).
+    scale = torch.tensor([0.01, 0.1, 1.0, 2.0])
+    batches = [torch.randn(5, 4, 3) * scale.view(1, 4, 1) + torch.arange(4.0).view(1, 4, 1) for _ in range(3)]
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with exact_statistics(model, batches):
+        values = torch.cat(batches)
+        for layer in (model.fused, model.stepwise):
+            for t in range(4):
+                mean, var = _hand_stats(values[:, t])
+                assert torch.allclose(layer.running_mean[t].double(), mean, atol=1e-6)
+                assert torch.allclose(layer.running_var[t].double(), var, rtol=1e-4)
+            # Steps never seen keep their running statistics.
+            assert torch.equal(layer.running_mean[4:], torch.zeros(2, 3))
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]), k
+
+
+def test_the_random_number_generator_is_left_as_it_was():
+    model = nn.Sequential(nn.Linear(3, 3), nn.BatchNorm1d(3), nn.Dropout(0.5))
+    batches = [torch.randn(4, 3) for _ in range(2)]
+    torch.manual_seed(4)
+    expected = torch.rand(3)
+    torch.manual_seed(4)
+    with exact_statistics(model, batches):
+        pass
+    assert torch.equal(torch.rand(3), expected)
+
+
+@pytest.mark.parametrize("norm", [
+    ["norm=batch"],
+    ["norm=weight", "norm.mean_only=true"],
+])
+def test_exact_statistics_leave_training_bit_identical(tmp_path, norm):
+    common = ["model=mlp", *norm, "trainer.max_steps=30", "trainer.eval_every=10", "trainer.progress=none"]
+    running = run([*common, "norm.population=running"], tmp_path / "running")
+    exact = run([*common, "norm.population=exact"], tmp_path / "exact")
+    assert (running["eval_statistics"], exact["eval_statistics"]) == ("running", "exact")
+    a = torch.load(tmp_path / "running" / "checkpoint.pt", weights_only=False)
+    b = torch.load(tmp_path / "exact" / "checkpoint.pt", weights_only=False)
+    for key, value in a["model"].items():
+        assert torch.equal(value, b["model"][key]), key
+    assert running["final"]["train_loss"] != exact["final"]["train_loss"]  # evaluation did change
+
+
+def test_exact_statistics_in_the_bn_lstm_and_resume(tmp_path):
+    common = ["model=lstm", "model.hidden_size=16", "norm=batch", "norm.population=exact",
+              "norm.population_samples=500", "dataset.permute=true", "batch_size=50",
+              "trainer.eval_every=10", "trainer.progress=none"]
+    straight = run([*common, "trainer.max_steps=30"], tmp_path / "straight")
+    run([*common, "trainer.max_steps=10"], tmp_path / "resumed")
+    resumed = run([*common, "trainer.max_steps=30"], tmp_path / "resumed")
+    assert resumed["final"] == straight["final"]
+    assert straight["eval_statistics"] == "exact"
+
+
+def test_runs_without_batch_statistics_record_none(tmp_path, tiny_overrides):
+    assert run(["norm=group", *tiny_overrides], tmp_path)["eval_statistics"] is None
+
+
+def test_batch_statistics_layers_finds_every_kind():
+    model = nn.Sequential(nn.BatchNorm2d(2), MeanOnlyBatchNorm(2), RecurrentBatchNorm(2, 3), nn.GroupNorm(1, 2),
+                          nn.BatchNorm1d(2, track_running_stats=False))
+    assert [type(m) for m in batch_statistics_layers(model)] == [nn.BatchNorm2d, MeanOnlyBatchNorm,
+                                                                 RecurrentBatchNorm]
