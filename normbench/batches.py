@@ -80,13 +80,14 @@ class TensorSource:
         """The first ``n`` test inputs (the probe's fixed batch)."""
         return self.data.x_test[:n]
 
-    def population_batches(self, n: int | None) -> Iterator[torch.Tensor]:
+    def population_batches(self, n: int | None, batch_size: int) -> Iterator[torch.Tensor]:
         """Training inputs for exact population statistics: ``n`` fixed samples (all when None),
-        unaugmented, in batches of the training batch size (a last partial batch is dropped)."""
+        unaugmented, in batches of ``batch_size`` (a last batch of one sample is left out: a
+        batch statistic needs two)."""
         idx = fixed_subset(self.num_train, n).to(self.data.x_train.device)
-        B = self.batch_size
-        for start in range(0, len(idx) - B + 1, B):
-            yield self.data.x_train[idx[start:start + B]]
+        for start in range(0, len(idx), batch_size):
+            if len(idx) - start > 1:
+                yield self.data.x_train[idx[start:start + batch_size]]
 
     def evaluate(self, task, model, eval_batch_size: int, train_eval_samples: int, forward) -> dict:
         """``{"train": (loss, metric), "test": ..., <extra label>: ...}`` in eval mode.
@@ -191,11 +192,11 @@ class LoaderSource:
                                              pin_memory=self.pin)
         return task.evaluate_batches(model, (self._to_device(x, y) for x, y in loader), forward)
 
-    def population_batches(self, n: int | None) -> Iterator[torch.Tensor]:
-        """Training images with the evaluation transform for exact population statistics: ``n``
-        fixed samples (all when None), in batches of the training batch size."""
+    def population_batches(self, n: int | None, batch_size: int) -> Iterator[torch.Tensor]:
+        """Training images with the evaluation transform (``train_eval``) for exact population
+        statistics: ``n`` fixed samples (all when None), in batches of ``batch_size``."""
         subset = torch.utils.data.Subset(self.data.train_eval, fixed_subset(len(self.data.train_eval), n).tolist())
-        loader = torch.utils.data.DataLoader(subset, batch_size=self.batch_size, num_workers=self.workers,
+        loader = torch.utils.data.DataLoader(subset, batch_size=batch_size, num_workers=self.workers,
                                              pin_memory=self.pin, drop_last=True)
         for x, y in loader:
             yield self._to_device(x, y)[0]

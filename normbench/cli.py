@@ -233,7 +233,7 @@ def report(
 ) -> None:
     """Turn runs and sweeps into comparison plots, tables (CSV) and a Markdown report.
 
-    Runs that differ only in seed are grouped (mean, std, bootstrap 95% interval); failed and
+    Runs that differ only in seed are grouped (mean, std, 95% t interval; Welch's for differences); failed and
     diverged runs are counted, unreadable ones listed and skipped.
 
     Examples:
@@ -277,7 +277,7 @@ experiment config (normbench/configs/experiment/CLAIM.yaml) holds its sweeps at 
 small (2 CPU cores, minutes; the default) and full (the paper's setup, for a GPU cluster).
 The sweeps run through `normbench run -m` into RUNS/CLAIM/SCALE/sweepI-HASH (HASH: of the
 fixed overrides; a relaunch skips finished runs); then OUT/CLAIM/ gets the report (report.md, plots, CSVs), README.md with the
-verdict (reproduced / not reproduced / inconclusive, with the numbers and the 95% bootstrap
+verdict (reproduced / not reproduced / inconclusive, with the numbers and the 95% Welch t
 interval it rests on) and verdict.json; OUT/README.md lists every claim.
 
 Other KEY=VALUE arguments are Hydra overrides added to every run (a launcher, a budget).

@@ -10,8 +10,13 @@ computes them anew before each evaluation, with the current weights (Wu & Johnso
 population statistics over the training set the same way):
 
 - the model runs in train mode under ``no_grad`` over a fixed set of training samples (a fixed
-  permutation of the training set, cut to ``norm.population_samples``), in batches of the
-  training batch size, so that every layer sees its input as training produces it;
+  permutation of the training set, cut to ``norm.population_samples``) in large batches
+  (``trainer.eval_batch_size``, 1000 by default). In a large batch every layer normalizes with
+  statistics close to the population's, so each later layer sees its input nearly as it will
+  at evaluation. Small batches would give it inputs normalized by noisy batch statistics
+  instead: on the BN-LSTM over permuted 8x8 digits, where the first pixels are almost always
+  zero, statistics gathered in batches of 100 scored 0.37 test accuracy, in batches of 1000
+  0.85, and in one batch of all 1437 samples 0.83 (the same final weights);
 - each batch-statistics layer accumulates, per channel (and per time step for the BN-LSTM), the
   sums of :math:`x` and :math:`x^2` and the count over every batch. Its population mean is
   :math:`\\sum x / n` and its variance :math:`(\\sum x^2 - n \\mu^2) / (n - 1)` (unbiased, as
@@ -125,3 +130,34 @@ def exact_statistics(model: nn.Module, batches: Iterable, forward: Callable | No
                 for name, value in buffers.items():
                     getattr(layer, name).copy_(value)
         model.train(was_training)
+
+
+@torch.no_grad()
+def values_per_statistic(model: nn.Module, x, forward: Callable | None = None) -> int | None:
+    """The fewest values any batch statistic of ``model`` is taken over for the input batch
+    ``x``: the batch size times the positions a channel has at that layer (times nothing for a
+    BN-LSTM, whose statistics are per time step). None if no layer uses batch statistics.
+
+    This is the quantity behind BN's small-batch penalty: ResNet-50's last stage has 7x7
+    positions, so at batch 2 its statistics still see 98 values; a model with fewer positions
+    suffers sooner. Runs one forward pass in eval mode (shapes only; no buffer changes).
+    """
+    layers = batch_statistics_layers(model)
+    if not layers:
+        return None
+    counts = []
+
+    def hook(layer, args):
+        x = args[0]
+        counts.append(x.shape[0] if isinstance(layer, RecurrentBatchNorm) else x.numel() // x.shape[1])
+
+    handles = [layer.register_forward_pre_hook(hook) for layer in layers]
+    was_training = model.training
+    try:
+        model.eval()
+        forward(model, x) if forward else model(x)
+    finally:
+        for handle in handles:
+            handle.remove()
+        model.train(was_training)
+    return min(counts) if counts else None

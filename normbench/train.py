@@ -41,7 +41,7 @@ from normbench.models import build_model, check_model_reads
 from normbench.norms import weight_norm_data_init
 from normbench.optim import build_optimizer, build_schedule
 from normbench.population import MODES as POPULATION_MODES
-from normbench.population import batch_statistics_layers, exact_statistics
+from normbench.population import batch_statistics_layers, exact_statistics, values_per_statistic
 from normbench.preemption import Interrupted, StopRequest
 from normbench.progress import make_progress
 from normbench.tasks import Classification, LanguageModelling, task_for
@@ -66,7 +66,17 @@ class LoopState:
     position: int = 0       # batches taken from the current epoch's permutation
     wall_time_s: float = 0.0
     train_time_s: float = 0.0
+    # Training (train-mode) loss since the last evaluation: the sum of the logged intervals, and
+    # the not yet logged sum and the step it starts after (so a resumed run continues exactly).
+    interval_loss: float = 0.0
+    interval_steps: int = 0
+    pending_loss: float = 0.0
+    logged_at: int = 0
     history: list = field(default_factory=list)
+
+    def checkpoint(self) -> dict:
+        return {k: getattr(self, k) for k in ("step", "epoch", "position", "wall_time_s", "train_time_s",
+                                               "interval_loss", "interval_steps", "pending_loss", "logged_at")}
 
 
 def resolve_device(name: str, ctx: distributed.Context | None = None) -> torch.device:
@@ -190,7 +200,7 @@ def summarize(cfg: DictConfig, state: LoopState, status: str, env: dict, num_par
     task = task or Classification()
     m = task.metric
     last = state.history[-1] if state.history else {}
-    final = {k: last.get(k) for k in ("train_loss", f"train_{m}", "test_loss", f"test_{m}")}
+    final = {k: last.get(k) for k in ("train_loss", f"train_{m}", "test_loss", f"test_{m}", "step_loss")}
     final.update({k: v for k, v in last.items() if k.startswith(("test_loss_", f"test_{m}_"))})
     tests = [r[f"test_{m}"] for r in state.history if r.get(f"test_{m}") is not None]
     best = (max if task.higher_is_better else min)(tests) if tests else None
@@ -284,6 +294,9 @@ class Trainer:
             self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
+        # The mechanism behind BN's small-batch penalty, for the record (one eval-mode pass).
+        self.values_per_statistic = (values_per_statistic(self.model, self.source.first_batch(), self.forward)
+                                     if self.eval_statistics else None)
         self.steps_per_epoch = self.source.steps_per_epoch
         self.total_steps = cfg.trainer.max_steps or cfg.trainer.epochs * self.steps_per_epoch
         self.eval_every = cfg.trainer.eval_every or self.steps_per_epoch
@@ -324,8 +337,9 @@ class Trainer:
         torch.set_rng_state(ckpt["torch_rng"])
         if self.device.type == "cuda" and ckpt.get("cuda_rng") is not None:
             torch.cuda.set_rng_state(ckpt["cuda_rng"], self.device)
-        self.state = LoopState(step=s["step"], epoch=s["epoch"], position=s["position"],
-                               wall_time_s=s["wall_time_s"], train_time_s=s["train_time_s"])
+        self.state = LoopState(**{k: v for k, v in s.items() if k in LoopState.__dataclass_fields__})
+        if "logged_at" not in s:  # a checkpoint from before the train-mode loss was recorded
+            self.state.logged_at = self.state.step
         # The metrics file may hold evaluations made after the checkpoint: drop them.
         self.state.history = [r for r in records.read_metrics(self.run_dir) if r["step"] <= self.state.step]
         if self.ctx.main:
@@ -344,8 +358,7 @@ class Trainer:
             "source": self.source.state_dict(),
             "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
-            "state": {"step": s.step, "epoch": s.epoch, "position": s.position,
-                      "wall_time_s": s.wall_time_s, "train_time_s": s.train_time_s},
+            "state": s.checkpoint(),
         }
         tmp = self.run_dir / f".{records.CHECKPOINT_FILE}.tmp"
         torch.save(ckpt, tmp)
@@ -354,6 +367,8 @@ class Trainer:
     def summary(self, status: str, error: str | None = None) -> dict:
         summary = summarize(self.cfg, self.state, status, self.env, self.num_params, self.lr, error, self.task)
         summary["eval_statistics"] = self.eval_statistics
+        summary["values_per_batch_statistic"] = self.values_per_statistic
+        summary["sequence_length"] = getattr(self.model, "max_steps", None)  # recurrent models
         summary.update(self.data.reference)  # the dataset's reference values (CLEVR: the question-only prior)
         return summary
 
@@ -379,7 +394,8 @@ class Trainer:
         =exact``) recomputed with the current weights, or the running averages as they are."""
         if self.eval_statistics != "exact":
             return contextlib.nullcontext()
-        batches = self.source.population_batches(self.cfg.norm.get("population_samples"))
+        batches = self.source.population_batches(self.cfg.norm.get("population_samples"),
+                                                 self.cfg.trainer.eval_batch_size)
         return exact_statistics(self.model, batches, self.forward)
 
     def _evaluate(self) -> dict:
@@ -394,6 +410,9 @@ class Trainer:
             extra[f"test_loss_{label}"], extra[f"test_{m}_{label}"] = loss, metric
         extra.update(probe)
         s = self.state
+        if s.interval_steps:  # the loss the steps themselves saw (train mode: batch statistics)
+            extra["step_loss"] = s.interval_loss / s.interval_steps
+            s.interval_loss, s.interval_steps = 0.0, 0
         return {
             "step": s.step,
             "epoch": s.step / self.steps_per_epoch,
@@ -480,8 +499,8 @@ class Trainer:
             if self.resumed_from is None:
                 self._record(progress)
             batches = self.source.batches(s.epoch, s.position)
-            loss_sum = torch.zeros((), device=self.device)
-            logged_at = s.step
+            loss_sum = torch.full((), s.pending_loss, device=self.device)
+            logged_at = s.logged_at
             clip = cfg.optim.grad_clip_norm
             model, optimizer, scheduler, task = self.train_model, self.optimizer, self.scheduler, self.task
             segment_start = time.perf_counter()
@@ -506,9 +525,13 @@ class Trainer:
                 evaluating = s.step % self.eval_every == 0 or s.step == self.total_steps
                 if logging or evaluating:
                     # The one sync per interval (and, across processes, the mean over ranks).
-                    mean_loss = distributed.mean(self.ctx, loss_sum).item() / (s.step - logged_at)
+                    raw = distributed.mean(self.ctx, loss_sum).item()
+                    mean_loss = raw / (s.step - logged_at)
+                    s.interval_loss += raw
+                    s.interval_steps += s.step - logged_at
                     loss_sum.zero_()
-                    logged_at = s.step
+                    logged_at = s.logged_at = s.step
+                    s.pending_loss = 0.0
                     now = time.perf_counter()
                     s.train_time_s += now - segment_start
                     s.wall_time_s = now - start_wall
@@ -525,6 +548,7 @@ class Trainer:
                     now = time.perf_counter()
                     s.train_time_s += now - segment_start
                     s.wall_time_s = now - start_wall
+                    s.pending_loss = float(loss_sum)
                     self._save_checkpoint()
                     records.write_summary(self.run_dir, self.summary("running"))
                     raise Interrupted(stop.signum, s.step, stop.previous)

@@ -7,7 +7,7 @@ training code, so a report can be made on a laptop from a cluster's outputs::
     path = make_report(["multirun/2026-11-25/10-00-00"], "reports/gn")
     print_summary(load_runs(["multirun/2026-11-25/10-00-00"]))
 
-Modules: ``load`` (directories -> tidy tables), ``stats`` (statistics over seeds, bootstrap
+Modules: ``load`` (directories -> tidy tables), ``stats`` (statistics over seeds, t
 intervals, the batch-norm threshold), ``plots`` (figures), ``tables`` (display tables),
 ``markdown`` (report.md), ``terminal`` (rich summary), ``api`` (``make_report``),
 ``callback`` (end-of-sweep Hydra callback), ``__main__`` (``python -m normbench.report``).

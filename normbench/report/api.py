@@ -7,6 +7,8 @@ or training code.
 
 from __future__ import annotations
 
+import os
+
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -122,6 +124,16 @@ def make_report(
     return build_report(dirs, out_dir, x=x, metric=metric, plots=plots, title=title).path
 
 
+def _portable(runs: pd.DataFrame, out_dir: Path) -> pd.DataFrame:
+    """``runs`` with run directories relative to the report directory (no machine's absolute
+    paths in a CSV that may be committed or shared)."""
+    if "run_dir" not in runs:
+        return runs
+    rel = runs["run_dir"].map(lambda d: os.path.relpath(Path(d).resolve(), Path(out_dir).resolve())
+                              if isinstance(d, str | Path) else d)
+    return runs.assign(run_dir=rel)
+
+
 def build_report(
     dirs: Sequence[Path | str] | Path | str,
     out_dir: Path | str,
@@ -189,12 +201,13 @@ def build_report(
 
     # Tables ----------------------------------------------------------------------------
     keys = tables.setting_columns(rs)
+    # Time to target is censored (runs that never reach it count): see tables.target_table,
+    # not a mean over the runs that got there.
     numeric = [c for c in rs.runs.columns if c.startswith(("final_", "best_")) or c in (
-        "generalization_gap", "steps_to_target", "time_to_target_s", "wall_time_s",
-        "train_time_s", "samples_per_s")]
+        "generalization_gap", "wall_time_s", "train_time_s", "samples_per_s")]
     summary_stats = aggregate(rs.runs, numeric, [*keys, "label"])
     summary_stats.to_csv(out_dir / "summary.csv", index=False)
-    rs.runs.to_csv(out_dir / "runs.csv", index=False)
+    _portable(rs.runs, out_dir).to_csv(out_dir / "runs.csv", index=False)
     diffs = tables.difference_table(rs, metric)
     raw_diffs = diffs.attrs.get("raw", pd.DataFrame())
     raw_diffs.to_csv(out_dir / "differences.csv", index=False)
@@ -254,8 +267,10 @@ def _sections(rs, report, dirs, out_dir, metric, higher, diffs, thresholds, thre
     overview.text("Varying between settings: " + (", ".join(f"`{k}`" for k in swept) or
                                                    "nothing (repeats of one setting)")
                   + ". Runs that differ only in `seed` are aggregated: mean ± standard "
-                  "deviation [95% percentile-bootstrap interval of the mean, 10,000 "
-                  "resamples, fixed seed]; the interval needs at least two seeds.")
+                  "deviation [95% Student-t interval of the mean]; the interval needs at least two "
+                  "seeds. Differences use Welch's t interval, which keeps its 5% false-significance "
+                  "rate at 3 to 5 seeds where a percentile bootstrap does not (see "
+                  "normbench/report/stats.py).")
     direction = "lower is better" if not higher else "higher is better"
     overview.text(f"Headline metric: **{names.label(metric)}** ({direction}). Accuracies and "
                   "errors are in percent; statistics use completed runs only.")
@@ -276,8 +291,10 @@ def _sections(rs, report, dirs, out_dir, metric, higher, diffs, thresholds, thre
         if not tt.empty:
             target = tt.attrs.get("target")
             what = f"{target * 100:g}% test accuracy" if target else "the target accuracy"
-            conv.table(tt, f"Steps and time to reach {what} (runs that reached it; `reached` "
-                           "counts them among completed runs):")
+            conv.table(tt, f"Steps and time to reach {what}: `reached` counts the finished runs "
+                           "(completed or diverged) that got there; the median counts the others as "
+                           "infinitely slow (\"not reached\" when fewer than half got there), so no "
+                           "slow seed is dropped:")
 
     bsec = Section("2. Batch-size sensitivity")
     if "batch_size" in figs:
@@ -319,8 +336,8 @@ def _sections(rs, report, dirs, out_dir, metric, higher, diffs, thresholds, thre
     dsec = Section(f"Differences between norms: {names.label(metric)}")
     if not diffs.empty:
         dsec.text("Each norm minus the reference norm on the same setting; the interval is the "
-                  "95% bootstrap interval of the difference of means, seeds resampled "
-                  "independently per norm" + ("; accuracies in percentage points."
+                  "95% Welch t interval of the difference of means (the norms' seeds are independent "
+                  "samples); 'MDE' is the smallest difference these seeds detect with 80% power" + ("; accuracies in percentage points."
                                               if names.is_percent(metric) else "."))
         dsec.table(diffs)
 
@@ -341,7 +358,7 @@ def _sections(rs, report, dirs, out_dir, metric, higher, diffs, thresholds, thre
     files = Section("Files")
     files.text("- `runs.csv`: one row per run (config values that vary, summary metrics)\n"
                "- `summary.csv`: statistics over seeds per setting\n"
-               "- `differences.csv`: norm differences with bootstrap intervals\n"
+               "- `differences.csv`: norm differences with Welch t intervals\n"
                "- `skipped.csv`: unreadable directories\n"
                "- `plots/`: every figure as PNG and SVG")
     return [overview, summary, conv, bsec, gen, extra, dsec, bad, skip, notes, files]

@@ -4,8 +4,8 @@ Figures are drawn on :class:`matplotlib.figure.Figure` objects directly, without
 reporter never switches the backend of a notebook that imports it and needs no display (the Agg
 renderer writes the PNG, the SVG renderer the SVG). Every figure is written as PNG (for
 ``report.md``) and SVG (for papers), with a title, axis labels with units and a legend. A norm
-has the same colour in every figure of a report; bands and error bars are 95% bootstrap
-intervals over seeds.
+has the same colour in every figure of a report; bands and error bars are 95% Student-t
+intervals over seeds (none with one seed).
 """
 
 from __future__ import annotations
@@ -173,7 +173,7 @@ def plot_convergence(
     """Test metric and training loss against ``xaxis`` (``step`` or ``wall_time_s``).
 
     One panel column per setting of the other swept keys (batch size, ...), one line per norm:
-    the mean over seeds with its 95% bootstrap band. Runs that failed or diverged are left out
+    the mean over seeds with its pointwise 95% t band. Runs that failed or diverged are left out
     of the curves (the report's tables count them).
     """
     curves = rs.curves
@@ -206,7 +206,7 @@ def plot_convergence(
                 if xaxis != "step":
                     ends = c.groupby("run_id")[xaxis].max()
                     grid = np.linspace(0.0, float(ends.min()), 200)
-                band = curve_band(c, xaxis, metric, grid=grid, n_boot=500)
+                band = curve_band(c, xaxis, metric, grid=grid)
                 if band.empty:
                     continue
                 ax.plot(band["x"], band["mean"] * scale, color=colors[lab], label=lab)
@@ -228,7 +228,7 @@ def plot_convergence(
     what = "training steps" if xaxis == "step" else "wall-clock time"
     metric_names = " and ".join(names.label(m) for m in metrics)
     _title(fig, f"Convergence: {metric_names} against {what}",
-           "mean over seeds; shaded: 95% bootstrap band")
+           "mean over seeds; shaded: 95% t band")
     _legend(fig, colors, order, markers=False)
     name = "convergence_steps" if xaxis == "step" else "convergence_time"
     return save(fig, out_dir, name)
@@ -268,7 +268,7 @@ def plot_sweep(
 ) -> list[Path]:
     """The final ``metric`` against the swept key ``x``, one line per norm (GN paper, Fig. 1).
 
-    Points are means over seeds with 95% bootstrap error bars; batch size and learning rates
+    Points are means over seeds with 95% t-interval error bars; batch size and learning rates
     get a logarithmic axis (base 2 for batch size, ticks at the batch sizes run). Other swept
     keys make one panel each.
     """
@@ -312,7 +312,7 @@ def plot_sweep(
         if facet_keys:
             ax.set_title(_facet_title(facet_keys, fkey))
     _title(fig, title or f"Final {names.label(metric)} against {names.short(x)}",
-           "mean over seeds; error bars: 95% bootstrap interval")
+           "mean over seeds; error bars: 95% t interval")
     _legend(fig, colors, order)
     return save(fig, out_dir, name or f"{metric}_vs_{x.replace('.', '_')}")
 
@@ -336,7 +336,7 @@ def plot_generalization(rs: RunSet, out_dir: Path, colors: dict[str, str]) -> li
 
     Left: every completed run as a point (final train metric, final test metric), per-norm means
     as large markers, and the diagonal where test equals train. Right: the mean gap per norm
-    with its 95% bootstrap interval, grouped by the other swept setting (e.g. batch size).
+    with its 95% t interval, grouped by the other swept setting (e.g. batch size).
     """
     bpc = rs.primary_metric == "bpc"
     tr, te = ("final_train_bpc", "final_test_bpc") if bpc else ("final_train_acc",
@@ -404,7 +404,7 @@ def plot_generalization(rs: RunSet, out_dir: Path, colors: dict[str, str]) -> li
     bx.set_title("Generalization gap")
     _title(fig, "Generalization: train against test " + ("bits per character" if bpc
                                                          else "accuracy"),
-           "mean over seeds; error bars: 95% bootstrap interval")
+           "mean over seeds; error bars: 95% t interval")
     _legend(fig, colors, order)
     return save(fig, out_dir, "generalization")
 
@@ -462,6 +462,6 @@ def plot_label_noise(rs: RunSet, out_dir: Path, colors: dict[str, str]) -> list[
              Line2D([], [], color="black", linestyle="--", label="train")]
     _title(fig, "Label noise: final train and test " + ("bits per character" if bpc
                                                         else "accuracy"),
-           "mean over seeds; error bars: 95% bootstrap interval")
+           "mean over seeds; error bars: 95% t interval")
     _legend(fig, colors, order, extra=extra)
     return save(fig, out_dir, "label_noise")

@@ -15,7 +15,7 @@ import pandas as pd
 
 from normbench.report import names
 from normbench.report.load import RunSet
-from normbench.report.stats import aggregate, compare
+from normbench.report.stats import aggregate, censored_median, compare
 
 #: A metric name that formats as percent: differences of accuracies are percentage points.
 _PERCENT = "_acc"
@@ -128,29 +128,34 @@ def _fmt_key(value) -> str:
 
 
 def target_table(rs: RunSet) -> pd.DataFrame:
-    """Steps and time to reach the target accuracy, per setting (runs that reached it).
+    """Time to the target accuracy per setting, censored: every finished run counts.
 
-    A run that never reached the target has null there; ``reached`` says how many did, so a
-    fast mean over one lucky seed is visible as such.
+    A run that never reached the target (completed below it, or diverged) is not left out: it
+    counts as infinitely slow, so the median is over all runs and reads "not reached" when
+    fewer than half got there. ``reached`` gives the fraction; averaging only the runs that
+    reached the target would reward a norm for losing its slow seeds.
     """
     runs = rs.runs
     if "steps_to_target" not in runs:
         return pd.DataFrame()
     keys = setting_columns(rs)
+    finished = runs[runs["status"].isin(("completed", "diverged"))] if "status" in runs else runs
     cols = [m for m in ("steps_to_target", "time_to_target_s") if m in runs]
-    agg = aggregate(runs, cols, [*keys, "label"])
-    if agg.empty:
-        return pd.DataFrame()
-    agg = _sort(agg, keys)
     target = runs["target_acc"].dropna().unique() if "target_acc" in runs else []
     rows = []
-    for _, r in agg.iterrows():
-        row = {names.short(k): _fmt_key(r[k]) for k in keys}
-        row["norm"] = r["label"]
-        row["reached"] = f"{r['steps_to_target_n']}/{r['completed']}"
+    for key, frame in finished.groupby([*keys, "label"], dropna=False, sort=True):
+        key = key if isinstance(key, tuple) else (key,)
+        row = {names.short(k): _fmt_key(v) for k, v in zip(keys, key[:-1], strict=True)}
+        row["norm"] = key[-1]
+        steps = pd.to_numeric(frame["steps_to_target"], errors="coerce")
+        reached = steps.notna().to_numpy()
+        row["reached"] = f"{int(reached.sum())}/{len(frame)}"
         for m in cols:
-            row[names.label(m)] = fmt_stat(r, m)
+            med = censored_median(pd.to_numeric(frame[m], errors="coerce").to_numpy(), reached)
+            row[f"median {names.label(m)}"] = "not reached" if med == np.inf else fmt(med, m)
         rows.append(row)
+    if not rows:
+        return pd.DataFrame()
     table = pd.DataFrame(rows)
     table.attrs["target"] = float(target[0]) if len(target) == 1 else None
     return table
@@ -159,8 +164,8 @@ def target_table(rs: RunSet) -> pd.DataFrame:
 def difference_table(rs: RunSet, metric: str, reference: str | None = None) -> pd.DataFrame:
     """Each norm minus the reference norm (batch norm if present) on the same setting.
 
-    The interval is the 95% bootstrap interval of the difference of means; a star marks
-    intervals that exclude zero.
+    The interval is the 95% Welch t interval of the difference of means; ``excludes 0``
+    marks those that exclude zero, and ``MDE`` is the smallest difference the seeds detect.
     """
     done = rs.runs[rs.runs["status"] == "completed"]
     labels = sorted(done["label"].dropna().unique(), key=lambda s: (not s.startswith("batch"),
@@ -187,6 +192,7 @@ def difference_table(rs: RunSet, metric: str, reference: str | None = None) -> p
         else:
             row["95% CI"] = "– (one seed)"
         row["excludes 0"] = "yes" if r["significant"] else "no"
+        row["MDE"] = fmt(r["mde"], scale) if np.isfinite(r["mde"]) else "–"
         rows.append(row)
     table = pd.DataFrame(rows)
     table.attrs["raw"] = diff
