@@ -1,232 +1,49 @@
 """The papers' claims: which experiment tests each, and a verdict computed from its runs.
 
 A claim's verdict function reads the runs (a :class:`~normbench.report.load.RunSet`, loaded by
-the reporter) and returns a :class:`Verdict` made of checks. Each check compares two groups of
-runs (e.g. batch norm and group norm at batch 2) on one metric: the difference of the means
-over seeds with its 95% percentile-bootstrap interval (:func:`normbench.report.stats.
-bootstrap_diff_ci`, each side resampled on its own), oriented so that positive means "as the
-paper says". A check is
-
-- **reproduced** when the whole interval is above zero,
-- **not reproduced** when the whole interval is below the smallest effect that would count
-  (``min_effect``, 0 unless the experiment config sets it: then the paper's direction is
-  significantly reversed),
-- **inconclusive** otherwise (including a single seed, which has no interval).
-
-A claim is reproduced when all its checks are, not reproduced when one is not, and
-inconclusive otherwise. Where the paper compares tuned models, every compared variant gets the
-same learning-rate grid and the grid point with the best mean over seeds is used for each.
+the reporter) and returns a :class:`~normbench.checks.Verdict`: the mechanism checks that put
+the small-scale proxy in the paper's regime, then the checks the paper's claim rests on, each
+with its 95% Welch interval. :mod:`normbench.checks` states the rule that turns them into
+"reproduced", "not reproduced" or "inconclusive". Where the paper compares tuned models, every
+compared variant gets the same learning-rate grid and the grid point with the best mean over
+seeds is used for each.
 
 Nothing here imports torch: verdicts are made from run directories alone.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
-from typing import Any
+from dataclasses import dataclass
 
-import numpy as np
 import pandas as pd
 
-from normbench.report.load import RunSet, _read_config, flatten
-from normbench.report.stats import batch_threshold, bootstrap_ci, bootstrap_diff_ci
+from normbench.checks import (
+    INCONCLUSIVE,
+    NOT_REPRODUCED,
+    REPRODUCED,
+    Mechanism,
+    Verdict,
+    _same,
+    at_least,
+    best_of_grid,
+    close_at,
+    compare,
+    config_value,
+    curve_mean,
+    decide,
+    drift,
+    eval_matches_training,
+    plateau,
+    recorded,
+    values,
+    values_per_statistic,
+    where,
+)
+from normbench.report.load import RunSet
+from normbench.report.stats import batch_threshold
 
-REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE = "reproduced", "not reproduced", "inconclusive"
-OUTCOMES = (REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE)
-
-
-@dataclass
-class Check:
-    """One comparison a claim rests on: ``mean(a) - mean(b)`` of ``metric`` and its interval.
-
-    ``diff``, ``ci_lo`` and ``ci_hi`` are in the metric's own units (accuracy and error as
-    fractions); ``better`` says which sign the paper predicts (``"higher"``: a > b).
-    """
-
-    statement: str
-    metric: str
-    a: str
-    b: str
-    mean_a: float
-    mean_b: float
-    n_a: int
-    n_b: int
-    diff: float
-    ci_lo: float
-    ci_hi: float
-    better: str
-    outcome: str
-    note: str = ""
-
-    def text(self) -> str:
-        pct = self.metric.endswith(("acc", "error")) or self.metric.startswith("train acc")
-        f = (lambda v: f"{100 * v:.2f}") if pct else (lambda v: f"{v:.3f}")
-        unit = " points" if pct else ""
-        ci = f"[{f(self.ci_lo)}, {f(self.ci_hi)}]" if np.isfinite(self.ci_lo) else "(no interval: one seed)"
-        if self.n_b == 0 and self.b.startswith("threshold"):  # a one-sample check (at_least)
-            ci = (f"[{f(self.ci_lo + self.mean_b)}, {f(self.ci_hi + self.mean_b)}]" if np.isfinite(self.ci_lo)
-                  else "(no interval: one seed)")
-            return f"{self.a} {f(self.mean_a)} (n={self.n_a}), 95% CI {ci}; threshold {f(self.mean_b)}"
-        return (f"{self.a} {f(self.mean_a)} (n={self.n_a}) vs {self.b} {f(self.mean_b)} (n={self.n_b}): "
-                f"difference {f(self.diff)}{unit}, 95% CI {ci}")
-
-
-@dataclass
-class Verdict:
-    claim: str
-    outcome: str
-    checks: list[Check] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-
-    def to_dict(self) -> dict:
-        return {"claim": self.claim, "outcome": self.outcome, "checks": [asdict(c) for c in self.checks],
-                "notes": self.notes}
-
-    def headline(self) -> str:
-        parts = [f"{c.outcome}: {c.statement}: {c.text()}" for c in self.checks]
-        return "; ".join(parts) if parts else "; ".join(self.notes) or "no runs"
-
-
-def combine(checks: list[Check]) -> str:
-    if not checks:
-        return INCONCLUSIVE
-    outcomes = [c.outcome for c in checks]
-    if all(o == REPRODUCED for o in outcomes):
-        return REPRODUCED
-    if NOT_REPRODUCED in outcomes:
-        return NOT_REPRODUCED
-    return INCONCLUSIVE
-
-
-# -- selecting runs and their values --------------------------------------------------------
-
-
-def config_value(runs: pd.DataFrame, key: str) -> pd.Series:
-    """The config value ``key`` of every run: its column if it was swept, else its config.yaml."""
-    if key in runs.columns:
-        return runs[key]
-    values = []
-    for run_dir in runs.get("run_dir", pd.Series([None] * len(runs))):
-        try:
-            values.append(flatten(_read_config(Path(run_dir))).get(key))
-        except Exception:
-            values.append(None)
-    return pd.Series(values, index=runs.index, dtype=object)
-
-
-def _same(a: Any, b: Any) -> bool:
-    if isinstance(b, float) or isinstance(a, float):
-        try:
-            return math.isclose(float(a), float(b), rel_tol=1e-9)
-        except (TypeError, ValueError):
-            return False
-    if isinstance(b, bool) or isinstance(a, bool):
-        return str(a).lower() == str(b).lower()
-    return a == b or str(a) == str(b)
-
-
-def where(runs: pd.DataFrame, **conditions: Any) -> pd.DataFrame:
-    """The runs whose config matches every condition (keys with dots: pass a dict with **)."""
-    mask = pd.Series(True, index=runs.index)
-    for key, wanted in conditions.items():
-        column = config_value(runs, key)
-        mask &= column.map(lambda v, w=wanted: _same(v, w))
-    return runs[mask]
-
-
-def values(runs: pd.DataFrame, metric: str, diverged_value: float | None = None) -> np.ndarray:
-    """``metric`` of the completed runs; diverged runs count as ``diverged_value`` if given."""
-    done = runs[runs["status"] == "completed"]
-    x = pd.to_numeric(done[metric], errors="coerce").to_numpy(dtype=float) if metric in done else np.array([])
-    if diverged_value is not None:
-        x = np.concatenate([x, np.full(int((runs["status"] == "diverged").sum()), diverged_value)])
-    return x[np.isfinite(x)]
-
-
-def curve_mean(rs: RunSet, runs: pd.DataFrame, column: str = "test_acc") -> pd.DataFrame:
-    """``runs`` with a column ``mean_<column>``: the mean of ``column`` over each run's
-    evaluations after step 0 (the area under its curve: higher = reached good values sooner)."""
-    out = runs.copy()
-    curves = rs.curves[rs.curves["step"] > 0] if "step" in rs.curves else rs.curves
-    means = curves.groupby("run_id")[column].mean() if column in curves else pd.Series(dtype=float)
-    out[f"mean_{column}"] = out["run_id"].map(means)
-    return out
-
-
-def drift(rs: RunSet, runs: pd.DataFrame, prefix: str = "preact_p", quantiles=(15, 50, 85)) -> pd.DataFrame:
-    """``runs`` with a column ``drift``: how far the probed percentiles moved between the first
-    evaluation after step 0 and the last (mean over the percentiles of the absolute change)."""
-    out = runs.copy()
-    result = {}
-    cols = [f"{prefix}{q}" for q in quantiles]
-    for run_id, curve in rs.curves.groupby("run_id"):
-        if not all(c in curve for c in cols):
-            continue
-        curve = curve[curve["step"] > 0].sort_values("step").dropna(subset=cols)
-        if len(curve) < 2:
-            continue
-        first, last = curve[cols].iloc[0].to_numpy(), curve[cols].iloc[-1].to_numpy()
-        result[run_id] = float(np.mean(np.abs(last - first)))
-    out["drift"] = out["run_id"].map(result)
-    return out
-
-
-def compare(statement: str, metric: str, a_name: str, xa, b_name: str, xb, better: str = "higher",
-            min_effect: float = 0.0, note: str = "") -> Check:
-    """A :class:`Check` of ``mean(xa) - mean(xb)``; ``better="lower"`` for errors and bpc."""
-    xa, xb = np.asarray(xa, dtype=float), np.asarray(xb, dtype=float)
-    ma = float(xa.mean()) if len(xa) else float("nan")
-    mb = float(xb.mean()) if len(xb) else float("nan")
-    lo, hi = bootstrap_diff_ci(xa, xb)
-    sign = 1.0 if better == "higher" else -1.0
-    olo, ohi = sorted((sign * lo, sign * hi))
-    if not (len(xa) and len(xb)):
-        outcome, note = INCONCLUSIVE, note or "no completed runs on one side"
-    elif not np.isfinite(lo):
-        outcome = INCONCLUSIVE
-    elif olo > 0:
-        outcome = REPRODUCED
-    elif ohi < min_effect:
-        outcome = NOT_REPRODUCED
-    else:
-        outcome = INCONCLUSIVE
-    return Check(statement, metric, a_name, b_name, ma, mb, len(xa), len(xb), ma - mb, lo, hi, better,
-                 outcome, note)
-
-
-def at_least(statement: str, metric: str, name: str, x, threshold: float) -> Check:
-    """A one-sample check: the mean of ``x`` is at least ``threshold`` (bootstrap interval)."""
-    x = np.asarray(x, dtype=float)
-    m = float(x.mean()) if len(x) else float("nan")
-    lo, hi = bootstrap_ci(x)
-    if not len(x) or not np.isfinite(lo):
-        outcome = INCONCLUSIVE
-    elif lo >= threshold:
-        outcome = REPRODUCED
-    elif hi < threshold:
-        outcome = NOT_REPRODUCED
-    else:
-        outcome = INCONCLUSIVE
-    return Check(statement, metric, name, f"threshold {threshold:g}", m, threshold, len(x), 0, m - threshold,
-                 lo - threshold, hi - threshold, "higher", outcome)
-
-
-def best_of_grid(runs: pd.DataFrame, metric: str, key: str = "optim.lr", higher: bool = True,
-                 diverged_value: float | None = None) -> tuple[np.ndarray, Any]:
-    """The values of the grid point (``key``) with the best mean ``metric``, and that point."""
-    grid = config_value(runs, key)
-    best, best_key, best_mean = np.array([]), None, None
-    for point in sorted(grid.dropna().unique(), key=str):
-        x = values(runs[grid.map(lambda v, p=point: _same(v, p))], metric, diverged_value)
-        if not len(x):
-            continue
-        m = x.mean() if higher else -x.mean()
-        if best_mean is None or m > best_mean:
-            best, best_key, best_mean = x, point, m
-    return best, best_key
+__all__ = ["CLAIMS", "INCONCLUSIVE", "NOT_REPRODUCED", "REPRODUCED", "Claim", "Verdict", "claim"]
 
 
 def _sorted_unique(series: pd.Series) -> list:
@@ -257,6 +74,15 @@ def verdict_bn_sigmoid(rs: RunSet, p: dict) -> Verdict:
                 f"(drift from the first epoch to the end, lr {lo_lr:g}; lower is better)",
                 "drift", "BN", values(bn1, "drift"), "no norm", values(no1, "drift"), better="lower", min_effect=m),
     ]
+    plain = values(no1, "final_test_acc")
+    mechanism = [
+        Mechanism(f"the plain sigmoid network learns at the base rate (final test accuracy above chance "
+                  f"{100 * chance:g}% + 10 points; the paper's plain network trains, only slower)",
+                  f"{100 * plain.mean():.1f}% (n={len(plain)})" if len(plain) else "no completed runs",
+                  bool(len(plain)) and plain.mean() >= chance + 0.1),
+        Mechanism("the high learning rate is at least 5x the base (the paper's BN-x5 and BN-x30)",
+                  f"{hi_lr / lo_lr:g}x", hi_lr / lo_lr >= 5),
+    ]
     notes = []
     for lr in lrs:
         for norm in ("batch", "none"):
@@ -266,7 +92,7 @@ def verdict_bn_sigmoid(rs: RunSet, p: dict) -> Verdict:
             notes.append(f"{norm} at lr {lr:g} (x{lr / lo_lr:g}): final test acc "
                          f"{100 * x.mean():.1f}% over {len(x)} runs" + (f", {div} diverged" if div else "")
                          if len(x) else f"{norm} at lr {lr:g}: {div} diverged, none completed")
-    return Verdict("bn-sigmoid", combine(checks), checks, notes)
+    return decide("bn-sigmoid", checks, notes, mechanism)
 
 
 def verdict_gn_batch_size(rs: RunSet, p: dict) -> Verdict:
@@ -285,13 +111,24 @@ def verdict_gn_batch_size(rs: RunSet, p: dict) -> Verdict:
         compare(f"GN has a lower error than BN at batch {small}", "test error",
                 "GN", values(gn_s, e), "BN", values(bn_s, e), better="lower", min_effect=m),
     ]
+    exact_s = 1 - values(bn_s, "final_test_acc_exact")
+    if len(exact_s):  # Wu & Johnson 2021: how much of the penalty is the running estimate
+        checks.append(compare(f"(measurement) BN at batch {small} scored with exact population statistics "
+                              "instead of the running average, same weights", "test error",
+                              "running", values(bn_s, e), "exact", exact_s, better="higher", decides=False))
+    mechanism = [close_at(f"BN and GN reach the same plateau at batch {large} (test error within 1.5 points; "
+                          "paper: 23.6 vs 24.1)", values(bn_l, e), values(gn_l, e), p.get("plateau_gap", 0.015)),
+                 values_per_statistic(bn_s, f"at batch {small}", 98, "ResNet-50's last stage at batch 2: 2x7x7 = 98")]
     info = compare(f"GN's error change from {large} to {small}", "test error", f"GN at {small}", values(gn_s, e),
                    f"GN at {large}", values(gn_l, e))
-    at_large = compare(f"BN vs GN at batch {large}", "test error", "BN", values(bn_l, e), "GN", values(gn_l, e))
-    notes = [f"GN at {small} vs at {large} (paper: flat, 24.1 vs 24.1): {info.text()}",
-             f"At batch {large}, BN vs GN (paper: 23.6 vs 24.1): {at_large.text()}"]
+    notes = [f"GN at {small} vs at {large} (paper: flat, 24.1 vs 24.1): {info.text()}"]
+    penalty = values(bn_s, e).mean() - values(bn_l, e).mean() if len(values(bn_s, e)) and len(values(bn_l, e)) else 0
+    if len(exact_s) and penalty > 0:
+        share = (values(bn_s, e).mean() - exact_s.mean()) / penalty
+        notes.append(f"Exact population statistics remove {100 * share:.0f}% of BN's penalty at batch {small} "
+                     f"({100 * penalty:.2f} points over batch {large}); the rest is training with noisy batch statistics.")
     notes += [t.sentence("test error") for t in batch_threshold(runs, e, higher_is_better=False)]
-    return Verdict("gn-batch-size", combine(checks), checks, notes)
+    return decide("gn-batch-size", checks, notes, mechanism)
 
 
 def verdict_gn_norms(rs: RunSet, p: dict) -> Verdict:
@@ -300,21 +137,30 @@ def verdict_gn_norms(rs: RunSet, p: dict) -> Verdict:
     checks = [compare(f"GN has a lower error than {name}", "test error", "GN", gn, name,
                       values(where(runs, norm=norm), e), better="lower", min_effect=m)
               for norm, name in (("layer", "LN"), ("instance", "IN"))]
-    bn = compare("BN vs GN", "test error", "BN", values(where(runs, norm="batch"), e), "GN", gn, better="lower")
-    return Verdict("gn-norms", combine(checks), checks,
-                   [f"BN vs GN at this batch size (paper: 23.6 vs 24.1, BN ahead by 0.5): {bn.text()}"])
+    bn_runs = where(runs, norm="batch")
+    bn = compare("BN vs GN", "test error", "BN", values(bn_runs, e), "GN", gn, better="lower")
+    groups = {n: where(runs, norm=n) for n in ("batch", "group", "layer", "instance")}
+    positions = [v / b for v, b in zip(recorded(bn_runs, "values_per_batch_statistic"),
+                                       _sorted_unique(bn_runs["batch_size"]), strict=False)]
+    mechanism = [plateau(rs, runs, groups),
+                 Mechanism("positions per channel at the deepest norm (IN's statistics are taken over them; at "
+                           "least 9, a 3x3 map; ResNet-50: 7x7 = 49)", ", ".join(f"{v:g}" for v in positions)
+                           or "not recorded", bool(positions) and min(positions) >= 9)]
+    return decide("gn-norms", checks, [f"BN vs GN at this batch size (paper: 23.6 vs 24.1, BN ahead by 0.5): "
+                                       f"{bn.text()}"], mechanism)
 
 
 def verdict_gn_groups(rs: RunSet, p: dict) -> Verdict:
     runs, e = rs.runs, "final_test_error"
     groups = config_value(runs, "norm.groups")
     ref = p.get("reference_groups", 8)
-    by = {g: values(runs[groups.map(lambda v, g=g: _same(v, g))], e) for g in _sorted_unique(groups)}
+    sel = {g: runs[groups.map(lambda v, g=g: _same(v, g))] for g in _sorted_unique(groups)}
+    by = {g: values(s, e) for g, s in sel.items()}
     checks = [compare(f"GN with {ref} groups has a lower error than with 1 group (= LN)", "test error",
                       f"G={ref}", by.get(ref, []), "G=1", by.get(1, []), better="lower",
                       min_effect=p.get("min_effect", 0.0))]
     notes = [f"G={g}: test error {100 * x.mean():.2f}% (n={len(x)})" for g, x in by.items() if len(x)]
-    return Verdict("gn-groups", combine(checks), checks, notes)
+    return decide("gn-groups", checks, notes, [plateau(rs, runs, {f"G={g}": s for g, s in sel.items()})])
 
 
 def verdict_ln_batch(rs: RunSet, p: dict) -> Verdict:
@@ -332,13 +178,16 @@ def verdict_ln_batch(rs: RunSet, p: dict) -> Verdict:
                 "LN", values(sel["layer", large], "mean_test_acc"), "BN", values(sel["batch", large], "mean_test_acc"),
                 min_effect=m),
     ]
+    mechanism = [values_per_statistic(sel["batch", small], f"at batch {small}", small,
+                                       f"an MLP has no positions: the batch, {small:g}, as in the paper's batch-4 runs"),
+                 plateau(rs, runs, {f"{n} at {large:g}": sel[n, large] for n in ("none", "batch", "layer")})]
     notes = []
     for b in (large, small):
         for n in ("none", "batch", "layer"):
             x = values(sel[n, b], "final_test_acc")
             if len(x):
                 notes.append(f"{n} at batch {b}: final test acc {100 * x.mean():.1f}% (n={len(x)})")
-    return Verdict("ln-batch", combine(checks), checks, notes)
+    return decide("ln-batch", checks, notes, mechanism)
 
 
 WN_VARIANTS = {
@@ -357,10 +206,15 @@ def verdict_wn(rs: RunSet, p: dict) -> Verdict:
     checks = [compare(f"WN + mean-only BN has a lower test error than {other}", "test error",
                       "WN + mean-only BN", wnmo, other, best[other][0], better="lower", min_effect=m)
               for other in ("plain", "BN")]
+    grid = _sorted_unique(config_value(runs, "optim.lr"))
+    inside = {name: lr is not None and grid and grid[0] < float(lr) < grid[-1] for name, (_, lr) in best.items()}
+    mechanism = [Mechanism("every variant's best learning rate lies strictly inside the shared grid "
+                           f"({', '.join(f'{g:g}' for g in grid)}), so each is compared at its optimum",
+                           ", ".join(f"{name} {lr}" for name, (_, lr) in best.items()), bool(inside) and all(inside.values()))]
     notes = [f"{name}: test error {100 * x.mean():.2f}% (best lr {lr}, n={len(x)})"
              for name, (x, lr) in best.items() if len(x)]
     notes.append("Each variant uses the learning rate of the shared grid with its best mean test error.")
-    return Verdict("wn-cnn", combine(checks), checks, notes)
+    return decide("wn-cnn", checks, notes, mechanism)
 
 
 def verdict_rbn_mnist(rs: RunSet, p: dict) -> Verdict:
@@ -379,10 +233,14 @@ def verdict_rbn_mnist(rs: RunSet, p: dict) -> Verdict:
                 "gamma 0.1", values(runs[bn & g01 & is_perm], a), "gamma 1.0", values(runs[bn & g1 & is_perm], a),
                 min_effect=m),
     ]
+    lengths = recorded(runs, "sequence_length")
+    mechanism = [Mechanism("sequences long enough for long-range dependencies (at least 64 steps; the paper: 784)",
+                           ", ".join(f"{v:g}" for v in lengths) or "not recorded", bool(lengths) and min(lengths) >= 64),
+                 eval_matches_training(runs[bn], "BN-LSTM")]
     seq = compare("BN-LSTM vs LSTM on sequential data", "test acc", "BN-LSTM", values(runs[bn & g01 & ~is_perm], a),
                   "LSTM", values(runs[plain & ~is_perm], a))
-    return Verdict("rbn-mnist", combine(checks), checks,
-                   [f"Sequential (paper: 99.0 vs 98.9, no real difference): {seq.text()}"])
+    return decide("rbn-mnist", checks, [f"Sequential (paper: 99.0 vs 98.9, no real difference): {seq.text()}"],
+                  mechanism)
 
 
 def verdict_rbn_text(rs: RunSet, p: dict) -> Verdict:
@@ -398,7 +256,13 @@ def verdict_rbn_text(rs: RunSet, p: dict) -> Verdict:
         checks.append(compare(f"... and on test segments longer than trained ({col.rsplit('_', 1)[1]})",
                               "test bpc", "BN-LSTM", values(bn, col), "LSTM", values(plain, col),
                               better="lower", min_effect=m))
-    return Verdict("rbn-text", combine(checks), checks)
+    trained = recorded(runs, "sequence_length")
+    test_len = max((int(c.rsplit("len", 1)[1]) for c in longer), default=0)
+    mechanism = [Mechanism("test segments longer than the training length (the T_max rule is used)",
+                           f"trained on {', '.join(f'{v:g}' for v in trained) or '?'}, tested up to {test_len}",
+                           bool(trained) and test_len > max(trained)),
+                 eval_matches_training(bn, "BN-LSTM")]
+    return decide("rbn-text", checks, mechanism=mechanism)
 
 
 def verdict_film_ablation(rs: RunSet, p: dict) -> Verdict:
@@ -416,7 +280,7 @@ def verdict_film_ablation(rs: RunSet, p: dict) -> Verdict:
                  if len(values(sel, c))]
         if parts:
             notes.append(f"{variant}: " + ", ".join(parts))
-    return Verdict("film-ablation", combine(checks), checks, notes)
+    return decide("film-ablation", checks, notes)
 
 
 def verdict_film_norm(rs: RunSet, p: dict) -> Verdict:
@@ -426,7 +290,7 @@ def verdict_film_norm(rs: RunSet, p: dict) -> Verdict:
                       values(where(runs, norm="none"), a), min_effect=m)]
     notes = [compare(f"conditional BN vs conditional {name}", "test acc", "BN", bn, name,
                      values(where(runs, norm=norm), a)).text() for norm, name in (("group", "GN"), ("layer", "LN"))]
-    return Verdict("film-norm", combine(checks), checks, notes)
+    return decide("film-norm", checks, notes)
 
 
 def verdict_generalization(rs: RunSet, p: dict) -> Verdict:
@@ -452,7 +316,13 @@ def verdict_generalization(rs: RunSet, p: dict) -> Verdict:
             if len(tr):
                 notes.append(f"{norm}, label noise {lv:g}: train {100 * tr.mean():.1f}%, test {100 * te.mean():.1f}% "
                              f"(n={len(tr)})")
-    return Verdict("generalization", combine(checks), checks, notes)
+    n_train = (pd.to_numeric(runs["samples_seen"], errors="coerce") / pd.to_numeric(runs["epochs"], errors="coerce"))
+    params = pd.to_numeric(runs.get("num_params", pd.Series(dtype=float)), errors="coerce")
+    ratio = (params / n_train).dropna()
+    mechanism = [Mechanism(f"labels fully randomised at the highest noise level ({rand:g} = 1)", f"{rand:g}", rand >= 1.0),
+                 Mechanism("the networks have more parameters than training samples (what lets them memorise)",
+                           f"{ratio.min():.0f}x" if len(ratio) else "not recorded", bool(len(ratio)) and ratio.min() > 1)]
+    return decide("generalization", checks, notes, mechanism)
 
 
 # -- the registry ---------------------------------------------------------------------------

@@ -23,10 +23,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from normbench import experiments
-from normbench.claims import CLAIMS, INCONCLUSIVE, Verdict, claim
+from normbench.checks import INCONCLUSIVE, NOT_RUN, RULE, Check, Verdict
+from normbench.claims import CLAIMS, claim
 
 VERDICT_FILE = "verdict.json"
-NOT_RUN = "not run"
+#: What made the intervals of a verdict.json; records without it used the percentile bootstrap,
+#: whose intervals were too narrow at 3 seeds (see normbench/report/stats.py).
+STATISTICS = "welch-t"
+DEFAULT_SEEDS = 5
 
 
 def command_line(claims: Sequence[str], scale: str, seeds: int, out: str, extra: Sequence[str]) -> str:
@@ -66,7 +70,8 @@ def write_claim(name: str, out_dir: Path, sweep_dirs: list[Path], scale: str, se
     rep = exp.get("report") or {}
     existing = [d for d in sweep_dirs if d.is_dir()]
     if not existing:  # nothing ran (every sweep failed to start): no record
-        return Verdict(name, INCONCLUSIVE, notes=[f"{NOT_RUN}: no run directories in {', '.join(map(str, sweep_dirs))}"])
+        return Verdict(name, NOT_RUN, notes=[f"no run directories in {', '.join(map(str, sweep_dirs))}"],
+                       not_run=True)
     out_dir.mkdir(parents=True, exist_ok=True)
     report = None
     try:
@@ -93,9 +98,10 @@ def write_claim(name: str, out_dir: Path, sweep_dirs: list[Path], scale: str, se
     record = {
         **verdict.to_dict(),
         "title": c.title, "paper": c.paper, "paper_result": c.paper_result, "scale": scale, "seeds": seeds,
+        "statistics": STATISTICS,
         "runs": {k: int(v) for k, v in counts.items()}, "elapsed_s": round(elapsed_s, 1),
         "run_wall_time_s": round(compute_s, 1), "command": command, "sweep_exit_code": sweep_code,
-        "sweep_dirs": [str(d) for d in sweep_dirs], "date": _dt.datetime.now().isoformat(timespec="seconds"),
+        "sweep_dirs": [_rel(d, out_dir) for d in sweep_dirs], "date": _dt.datetime.now().isoformat(timespec="seconds"),
         "figures": ([_rel(p[0], out_dir) for p in report.figures.values()] if report else [])
         + ([_rel(extra_figure, out_dir)] if extra_figure else []),
     }
@@ -113,11 +119,19 @@ def claim_markdown(r: dict) -> str:
              f"- Wall time: {r['elapsed_s']:.0f} s for this invocation; the runs' own wall times add up to "
              f"{r['run_wall_time_s']:.0f} s",
              "- Full report: [report.md](report.md); tables: runs.csv, summary.csv, differences.csv", ""]
-    if r["checks"]:
-        lines += ["| check | outcome | numbers (mean a vs b, difference, 95% bootstrap CI) |", "| --- | --- | --- |"]
-        for ch in r["checks"]:
-            lines.append(f"| {ch['statement']} | {ch['outcome']} | {_check_text(ch)} |")
+    if r.get("mechanism"):
+        lines += ["Mechanism checks (is the proxy in the paper's regime?):", "",
+                  "| mechanism | measured | |", "| --- | --- | --- |"]
+        lines += [f"| {m['statement']} | {m['value']} | {'pass' if m['passed'] else '**FAIL**'} |"
+                  for m in r["mechanism"]]
         lines.append("")
+    if r["checks"]:
+        lines += ["| check | outcome | numbers (mean a vs b, difference, 95% Welch interval, detectable difference) |",
+                  "| --- | --- | --- |"]
+        for ch in r["checks"]:
+            outcome = ch["outcome"] if ch.get("decides", True) else f"{ch['outcome']} (measurement, not counted)"
+            lines.append(f"| {ch['statement']} | {outcome} | {_check_text(ch)} |")
+        lines += ["", RULE, ""]
     if r["notes"]:
         lines += ["Other numbers:", ""] + [f"- {n}" for n in r["notes"]] + [""]
     for fig in r.get("figures", []):
@@ -126,8 +140,6 @@ def claim_markdown(r: dict) -> str:
 
 
 def _check_text(ch: dict) -> str:
-    from normbench.claims import Check
-
     return Check(**ch).text()
 
 
@@ -151,8 +163,13 @@ def write_index(out: Path, scale: str) -> Path:
         path = out / cid / VERDICT_FILE
         if path.exists():
             r = json.loads(path.read_text(encoding="utf-8"))
-            ours = "<br>".join(f"{ch['outcome']}: {ch['statement']}: {_check_text(ch)}" for ch in r["checks"]) \
+            ours = "<br>".join([f"mechanism {'pass' if m['passed'] else 'FAIL'}: {m['statement']}: {m['value']}"
+                                for m in r.get("mechanism", [])]
+                               + [f"{ch['outcome']}: {ch['statement']}: {_check_text(ch)}" for ch in r["checks"]]) \
                 or "; ".join(r["notes"])
+            if r.get("statistics") != STATISTICS:
+                ours = ("**made with the old statistics** (percentile bootstrap, too narrow at 3 seeds; "
+                        "to be re-run): " + ours)
             total += r.get("elapsed_s", 0.0)
             fig = _main_figure(r.get("figures", []))
             fig = f"[{Path(fig).stem}]({cid}/{fig})" if fig else "–"
@@ -168,8 +185,8 @@ def write_index(out: Path, scale: str) -> Path:
         "Written by `normbench reproduce` (small scale unless a claim says otherwise; `NOTES.md` is added "
         "below when present). Each claim's directory "
         "holds its verdict (README.md, verdict.json) and the reporter's report.md, plots and CSVs. "
-        "A check is *reproduced* when the 95% bootstrap interval of the difference over seeds lies on the "
-        "paper's side of zero, *not reproduced* when it lies on the other side, *inconclusive* otherwise.", "",
+        RULE + " Intervals are Welch t intervals over seeds (honest at 3 to 5 seeds, unlike the "
+        "percentile bootstrap); each check also gives the smallest difference its seeds detect.", "",
         "| claim | paper | our figure | ours (per check) | verdict | seeds | wall time | command |",
         "| --- | --- | --- | --- | --- | --- | --- | --- |", *rows, "",
         f"Sum of the claims' wall times: {total:.0f} s.", "", *([notes, ""] if notes else [])])
@@ -179,7 +196,7 @@ def write_index(out: Path, scale: str) -> Path:
     return path
 
 
-def reproduce(claims: Sequence[str], scale: str = "small", seeds: int = 3, out: str | Path = "results",
+def reproduce(claims: Sequence[str], scale: str = "small", seeds: int = DEFAULT_SEEDS, out: str | Path = "results",
               runs_root: str | Path = experiments.DEFAULT_RUNS_ROOT, extra: Sequence[str] = (),
               report_only: bool = False, quiet: bool = False) -> dict[str, Verdict]:
     """Run (unless ``report_only``), report and decide ``claims`` (all when empty)."""
@@ -204,7 +221,7 @@ def reproduce(claims: Sequence[str], scale: str = "small", seeds: int = 3, out: 
             elapsed, cmd = record.get("elapsed_s", elapsed), record.get("command", cmd)
         verdict = write_claim(name, out / name, dirs, scale, seeds, cmd, elapsed, code)
         verdicts[name] = verdict
-        if verdict.notes and verdict.notes[0].startswith(NOT_RUN):
+        if verdict.not_run:
             print(f"[{name}] NOT RUN: {verdict.notes[0]}", flush=True)
             continue
         print(f"[{name}] {verdict.outcome.upper()}: {verdict.headline()} ({elapsed:.0f} s) -> {out / name}",

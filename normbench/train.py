@@ -128,6 +128,8 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"norm.population={population} is not one of {', '.join(POPULATION_MODES)} (the statistics "
                           "batch norm uses at evaluation)")
     positive_int("norm.population_samples", cfg.norm.get("population_samples"), allow_none=True)
+    if not isinstance(cfg.norm.get("also_exact", False), bool):
+        raise ConfigError(f"norm.also_exact={cfg.norm.get('also_exact')} must be true or false")
     if t.progress not in ("auto", "bar", "lines", "none"):
         raise ConfigError(f"trainer.progress={t.progress} is not one of auto, bar, lines, none")
     for key in ("lr", "grad_clip_norm"):
@@ -389,21 +391,24 @@ class Trainer:
         with self._autocast():
             return model(self._prepare(x))
 
-    def _population_statistics(self):
-        """The context in which evaluation runs: exact population statistics (``norm.population
-        =exact``) recomputed with the current weights, or the running averages as they are."""
-        if self.eval_statistics != "exact":
-            return contextlib.nullcontext()
+    def _exact_statistics(self):
+        """A context in which the model holds exact population statistics (see population.py)."""
         batches = self.source.population_batches(self.cfg.norm.get("population_samples"),
                                                  self.cfg.trainer.eval_batch_size)
         return exact_statistics(self.model, batches, self.forward)
 
     def _evaluate(self) -> dict:
         t, m = self.cfg.trainer, self.task.metric
-        with self._population_statistics():
+        exact = self.eval_statistics == "exact"
+        with self._exact_statistics() if exact else contextlib.nullcontext():
             results = self.source.evaluate(self.task, self.model, t.eval_batch_size, t.train_eval_samples,
                                            self.forward)
             probe = self._probe()
+        if self.eval_statistics == "running" and self.cfg.norm.get("also_exact", False):
+            # The same weights scored both ways: how much of the error is the running estimate.
+            with self._exact_statistics():
+                results["exact"] = self.source.evaluate(self.task, self.model, t.eval_batch_size, 1,
+                                                        self.forward)["test"]
         (train_loss, train_metric), (test_loss, test_metric) = results.pop("train"), results.pop("test")
         extra = {}
         for label, (loss, metric) in results.items():

@@ -141,3 +141,15 @@ def test_batch_statistics_layers_finds_every_kind():
                           nn.BatchNorm1d(2, track_running_stats=False))
     assert [type(m) for m in batch_statistics_layers(model)] == [nn.BatchNorm2d, MeanOnlyBatchNorm,
                                                                  RecurrentBatchNorm]
+
+
+def test_also_exact_scores_the_same_weights_both_ways(tmp_path):
+    common = ["model=mlp", "norm=batch", "trainer.max_steps=20", "trainer.eval_every=10", "trainer.progress=none"]
+    both = run([*common, "norm.also_exact=true"], tmp_path / "both")
+    exact = run([*common, "norm.population=exact"], tmp_path / "exact")
+    running = run(common, tmp_path / "running")
+    assert both["eval_statistics"] == "running"
+    assert both["final"]["test_acc"] == running["final"]["test_acc"]
+    assert both["final"]["test_acc_exact"] == exact["final"]["test_acc"]
+    assert both["final"]["test_loss_exact"] == exact["final"]["test_loss"]
+    assert both["values_per_batch_statistic"] == 32  # an MLP: the batch, no positions

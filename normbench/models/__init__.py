@@ -30,7 +30,7 @@ _ACCEPTS = {"mlp": {"signal", "image"}, "cnn": {"signal", "image"}, "lstm": {"si
             "resnet": {"image"}, "convpool": {"image"}, "film": {"vqa"}}
 _CLASSES = {"mlp": MLP, "cnn": CNN, "lstm": LSTM, "resnet": ResNet, "convpool": ConvPoolCNNC, "film": FiLMNet}
 # Keys of the norm config group that act on the whole run, not on a layer.
-_RUN_LEVEL_NORM_KEYS = ("name", "sync", "population", "population_samples")
+_RUN_LEVEL_NORM_KEYS = ("name", "sync", "population", "population_samples", "also_exact")
 # What to suggest when a model meets data it cannot read.
 _HINTS = {"film": "use dataset=clevr_like (generated offline) or dataset=clevr dataset.root=DIR",
           "vqa": "visual question answering needs model=film"}

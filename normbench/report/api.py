@@ -8,7 +8,6 @@ or training code.
 from __future__ import annotations
 
 import os
-
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path

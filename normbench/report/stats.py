@@ -87,7 +87,7 @@ def diff_ci(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray,
 
 def min_detectable_effect(a, b, level: float = LEVEL, power: float = POWER) -> float:
     """The smallest true difference these seeds detect with ``power`` (two-sided, ``level``):
-    :math:`(t_{1-\alpha/2} + t_{power}) \cdot SE` at Welch's degrees of freedom. NaN below two
+    :math:`(t_{1-\alpha/2} + t_{power}) \\cdot SE` at Welch's degrees of freedom. NaN below two
     seeds a side."""
     x, y = _finite(a), _finite(b)
     if len(x) < 2 or len(y) < 2:

@@ -1,0 +1,364 @@
+"""The machinery of a verdict: checks with honest intervals, mechanism checks, and the rule.
+
+A claim's verdict (:mod:`normbench.claims`) is made of **checks**. Each compares two groups of
+runs (e.g. batch norm and group norm at batch 2) on one metric: the difference of the means
+over seeds with its 95% Welch t interval (:func:`normbench.report.stats.diff_ci`; the two
+groups are independent samples), oriented so that positive means "as the paper says". A check
+is
+
+- **reproduced** when the whole interval is on the paper's side of zero;
+- **not reproduced** when the whole interval is below the smallest effect that would count
+  (``min_effect``: 0 unless the experiment config sets it, and then the paper's direction is
+  significantly reversed);
+- **inconclusive** otherwise, including a single seed, which has no interval.
+
+Welch's interval keeps its nominal 5% false-significance rate at 3 and 5 seeds (the null
+simulation in tests/test_report_stats.py); a percentile bootstrap at 3 seeds did not (16.7%).
+Every check also states the smallest difference its seeds could detect with 80% power (MDE),
+and an inconclusive one how many seeds per side would detect a difference of the size observed.
+
+A proxy must first show that it is in the paper's regime: each claim has **mechanism checks**
+(BN and GN within 1.5 points at batch 32, every variant's best learning rate inside its grid,
+the sequence length, ...), each a measured number and a pass or fail. The rule:
+
+- a claim is **reproduced** when every mechanism check passes and every deciding check is
+  reproduced;
+- **not reproduced** when every mechanism check passes and at least one deciding check is
+  significantly reversed (see above), whatever the others say;
+- **inconclusive** otherwise: a mechanism check failed (the proxy is not in the paper's regime,
+  so its comparison does not count), or some check is inconclusive and none is reversed.
+
+Checks marked ``decides=False`` are measurements shown with their interval that the paper did
+not claim (e.g. how much of BN's small-batch penalty is its running estimate); they never move
+the verdict. Nothing here imports torch: verdicts are made from run directories alone.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from normbench.report.load import RunSet, _read_config, flatten
+from normbench.report.stats import diff_ci, mean_ci, min_detectable_effect, seeds_needed
+
+REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE = "reproduced", "not reproduced", "inconclusive"
+NOT_RUN = "not run"
+RULE = ("A claim is reproduced when every mechanism check passes and every deciding check's 95% Welch "
+        "interval lies on the paper's side of zero; not reproduced when the mechanism checks pass and some "
+        "deciding check's interval lies wholly on the other side; inconclusive otherwise (a failed mechanism "
+        "check means the proxy is not in the paper's regime, so its comparison does not count).")
+
+
+def _is_percent(metric: str) -> bool:
+    return metric.endswith(("acc", "error")) or metric.startswith("train acc")
+
+
+def _fmt(metric: str):
+    return (lambda v: f"{100 * v:.2f}") if _is_percent(metric) else (lambda v: f"{v:.3f}")
+
+
+@dataclass
+class Check:
+    """One comparison a claim rests on: ``mean(a) - mean(b)`` of ``metric`` and its interval.
+
+    ``diff``, ``ci_lo`` and ``ci_hi`` are in the metric's own units (accuracy and error as
+    fractions); ``better`` says which sign the paper predicts (``"higher"``: a > b). ``mde`` is
+    the smallest difference these seeds detect with 80% power; ``seeds_needed`` the seeds per
+    side that would detect the observed difference (None when that is not defined).
+    """
+
+    statement: str
+    metric: str
+    a: str
+    b: str
+    mean_a: float
+    mean_b: float
+    n_a: int
+    n_b: int
+    diff: float
+    ci_lo: float
+    ci_hi: float
+    better: str
+    outcome: str
+    note: str = ""
+    mde: float = float("nan")
+    seeds_needed: int | None = None
+    decides: bool = True
+
+    def text(self) -> str:
+        f = _fmt(self.metric)
+        unit = " points" if _is_percent(self.metric) else ""
+        seeds = "no interval: fewer than 2 seeds on a side"
+        ci = f"[{f(self.ci_lo)}, {f(self.ci_hi)}]" if np.isfinite(self.ci_lo) else f"({seeds})"
+        power = ""
+        if np.isfinite(self.mde):
+            power = f"; detectable: {f(self.mde)}{unit}"
+            if self.outcome == INCONCLUSIVE:
+                power += (f"; ~{self.seeds_needed} seeds a side would settle a difference this size"
+                          if self.seeds_needed else "; no difference to settle")
+        if self.n_b == 0 and self.b.startswith("threshold"):  # a one-sample check (at_least)
+            ci = (f"[{f(self.ci_lo + self.mean_b)}, {f(self.ci_hi + self.mean_b)}]" if np.isfinite(self.ci_lo)
+                  else f"({seeds})")
+            return f"{self.a} {f(self.mean_a)} (n={self.n_a}), 95% t interval {ci}; threshold {f(self.mean_b)}"
+        return (f"{self.a} {f(self.mean_a)} (n={self.n_a}) vs {self.b} {f(self.mean_b)} (n={self.n_b}): "
+                f"difference {f(self.diff)}{unit}, 95% Welch interval {ci}{power}")
+
+
+@dataclass
+class Mechanism:
+    """A measured fact that puts the proxy in the paper's regime (or shows it is not)."""
+
+    statement: str
+    value: str
+    passed: bool
+
+    def text(self) -> str:
+        return f"{'pass' if self.passed else 'FAIL'}: {self.statement}: {self.value}"
+
+
+@dataclass
+class Verdict:
+    claim: str
+    outcome: str
+    checks: list[Check] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    mechanism: list[Mechanism] = field(default_factory=list)
+    not_run: bool = False
+
+    def to_dict(self) -> dict:
+        return {"claim": self.claim, "outcome": self.outcome, "checks": [asdict(c) for c in self.checks],
+                "mechanism": [asdict(m) for m in self.mechanism], "notes": self.notes, "not_run": self.not_run}
+
+    def headline(self) -> str:
+        parts = [f"{c.outcome}: {c.statement}: {c.text()}" for c in self.checks if c.decides]
+        failed = [m.statement for m in self.mechanism if not m.passed]
+        if failed:
+            parts.insert(0, "mechanism check failed: " + "; ".join(failed))
+        return "; ".join(parts) if parts else "; ".join(self.notes) or "no runs"
+
+
+def combine(checks: list[Check], mechanism: list[Mechanism] = ()) -> str:
+    """The claim's outcome from its checks and mechanism checks (see the module's rule)."""
+    deciding = [c.outcome for c in checks if c.decides]
+    if not deciding or not all(m.passed for m in mechanism):
+        return INCONCLUSIVE
+    if all(o == REPRODUCED for o in deciding):
+        return REPRODUCED
+    if NOT_REPRODUCED in deciding:
+        return NOT_REPRODUCED
+    return INCONCLUSIVE
+
+
+def decide(claim: str, checks: list[Check], notes: list[str] | None = None,
+           mechanism: list[Mechanism] | None = None) -> Verdict:
+    mechanism = list(mechanism or [])
+    return Verdict(claim, combine(checks, mechanism), checks, list(notes or []), mechanism)
+
+
+# -- selecting runs and their values --------------------------------------------------------
+
+
+def config_value(runs: pd.DataFrame, key: str) -> pd.Series:
+    """The config value ``key`` of every run: its column if it was swept, else its config.yaml."""
+    if key in runs.columns:
+        return runs[key]
+    values = []
+    for run_dir in runs.get("run_dir", pd.Series([None] * len(runs))):
+        try:
+            values.append(flatten(_read_config(Path(run_dir))).get(key))
+        except Exception:
+            values.append(None)
+    return pd.Series(values, index=runs.index, dtype=object)
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(b, float) or isinstance(a, float):
+        try:
+            return math.isclose(float(a), float(b), rel_tol=1e-9)
+        except (TypeError, ValueError):
+            return False
+    if isinstance(b, bool) or isinstance(a, bool):
+        return str(a).lower() == str(b).lower()
+    return a == b or str(a) == str(b)
+
+
+def where(runs: pd.DataFrame, **conditions: Any) -> pd.DataFrame:
+    """The runs whose config matches every condition (keys with dots: pass a dict with **)."""
+    mask = pd.Series(True, index=runs.index)
+    for key, wanted in conditions.items():
+        column = config_value(runs, key)
+        mask &= column.map(lambda v, w=wanted: _same(v, w))
+    return runs[mask]
+
+
+def values(runs: pd.DataFrame, metric: str, diverged_value: float | None = None) -> np.ndarray:
+    """``metric`` of the completed runs; diverged runs count as ``diverged_value`` if given."""
+    done = runs[runs["status"] == "completed"]
+    x = pd.to_numeric(done[metric], errors="coerce").to_numpy(dtype=float) if metric in done else np.array([])
+    if diverged_value is not None:
+        x = np.concatenate([x, np.full(int((runs["status"] == "diverged").sum()), diverged_value)])
+    return x[np.isfinite(x)]
+
+
+def curve_mean(rs: RunSet, runs: pd.DataFrame, column: str = "test_acc") -> pd.DataFrame:
+    """``runs`` with a column ``mean_<column>``: the mean of ``column`` over each run's
+    evaluations after step 0 (the area under its curve: higher = reached good values sooner)."""
+    out = runs.copy()
+    curves = rs.curves[rs.curves["step"] > 0] if "step" in rs.curves else rs.curves
+    means = curves.groupby("run_id")[column].mean() if column in curves else pd.Series(dtype=float)
+    out[f"mean_{column}"] = out["run_id"].map(means)
+    return out
+
+
+def drift(rs: RunSet, runs: pd.DataFrame, prefix: str = "preact_p", quantiles=(15, 50, 85)) -> pd.DataFrame:
+    """``runs`` with a column ``drift``: how far the probed percentiles moved between the first
+    evaluation after step 0 and the last (mean over the percentiles of the absolute change)."""
+    out = runs.copy()
+    result = {}
+    cols = [f"{prefix}{q}" for q in quantiles]
+    for run_id, curve in rs.curves.groupby("run_id"):
+        if not all(c in curve for c in cols):
+            continue
+        curve = curve[curve["step"] > 0].sort_values("step").dropna(subset=cols)
+        if len(curve) < 2:
+            continue
+        first, last = curve[cols].iloc[0].to_numpy(), curve[cols].iloc[-1].to_numpy()
+        result[run_id] = float(np.mean(np.abs(last - first)))
+    out["drift"] = out["run_id"].map(result)
+    return out
+
+
+def compare(statement: str, metric: str, a_name: str, xa, b_name: str, xb, better: str = "higher",
+            min_effect: float = 0.0, note: str = "", decides: bool = True) -> Check:
+    """A :class:`Check` of ``mean(xa) - mean(xb)``; ``better="lower"`` for errors and bpc."""
+    xa, xb = np.asarray(xa, dtype=float), np.asarray(xb, dtype=float)
+    ma = float(xa.mean()) if len(xa) else float("nan")
+    mb = float(xb.mean()) if len(xb) else float("nan")
+    lo, hi = diff_ci(xa, xb)
+    sign = 1.0 if better == "higher" else -1.0
+    olo, ohi = sorted((sign * lo, sign * hi))
+    if not (len(xa) and len(xb)):
+        outcome, note = INCONCLUSIVE, note or "no completed runs on one side"
+    elif not np.isfinite(lo):
+        outcome = INCONCLUSIVE
+    elif olo > 0:
+        outcome = REPRODUCED
+    elif ohi < min_effect:
+        outcome = NOT_REPRODUCED
+    else:
+        outcome = INCONCLUSIVE
+    needed = seeds_needed(xa, xb, ma - mb) if outcome == INCONCLUSIVE and len(xa) and len(xb) else None
+    return Check(statement, metric, a_name, b_name, ma, mb, len(xa), len(xb), ma - mb, lo, hi, better,
+                 outcome, note, min_detectable_effect(xa, xb), needed, decides)
+
+
+def at_least(statement: str, metric: str, name: str, x, threshold: float) -> Check:
+    """A one-sample check: the mean of ``x`` is at least ``threshold`` (t interval)."""
+    x = np.asarray(x, dtype=float)
+    m = float(x.mean()) if len(x) else float("nan")
+    lo, hi = mean_ci(x)
+    if not len(x) or not np.isfinite(lo):
+        outcome = INCONCLUSIVE
+    elif lo >= threshold:
+        outcome = REPRODUCED
+    elif hi < threshold:
+        outcome = NOT_REPRODUCED
+    else:
+        outcome = INCONCLUSIVE
+    return Check(statement, metric, name, f"threshold {threshold:g}", m, threshold, len(x), 0, m - threshold,
+                 lo - threshold, hi - threshold, "higher", outcome)
+
+
+def best_of_grid(runs: pd.DataFrame, metric: str, key: str = "optim.lr", higher: bool = True,
+                 diverged_value: float | None = None) -> tuple[np.ndarray, Any]:
+    """The values of the grid point (``key``) with the best mean ``metric``, and that point."""
+    grid = config_value(runs, key)
+    best, best_key, best_mean = np.array([]), None, None
+    for point in sorted(grid.dropna().unique(), key=str):
+        x = values(runs[grid.map(lambda v, p=point: _same(v, p))], metric, diverged_value)
+        if not len(x):
+            continue
+        m = x.mean() if higher else -x.mean()
+        if best_mean is None or m > best_mean:
+            best, best_key, best_mean = x, point, m
+    return best, best_key
+
+
+def _sorted_unique(series: pd.Series) -> list:
+    return sorted({v for v in series.dropna()}, key=float)
+
+
+# -- mechanism checks shared by several claims ----------------------------------------------
+
+
+def plateau(rs: RunSet, runs: pd.DataFrame, groups: dict[str, pd.DataFrame], metric: str = "test_acc",
+            tail: float = 0.25, tolerance: float = 0.01) -> Mechanism:
+    """Every group has reached its plateau: its mean ``metric`` changed by at most ``tolerance``
+    over the last ``tail`` of training (first to last evaluation in that stretch)."""
+    moves = {}
+    curves = rs.curves
+    for name, sel in groups.items():
+        changes = []
+        for run_id in sel["run_id"]:
+            c = curves[curves["run_id"] == run_id].sort_values("step")
+            if c.empty or metric not in c:
+                continue
+            last = c["step"].max()
+            stretch = c[c["step"] >= (1 - tail) * last][metric].dropna()
+            if len(stretch) >= 2:
+                changes.append(float(stretch.iloc[-1] - stretch.iloc[0]))
+        if changes:
+            moves[name] = float(np.mean(changes))
+    if not moves:
+        return Mechanism("every variant reached its plateau", "no curves to measure", False)
+    worst = max(moves, key=lambda k: abs(moves[k]))
+    shown = ", ".join(f"{k} {100 * v:+.2f}" for k, v in moves.items())
+    return Mechanism(f"every variant reached its plateau (its {metric.replace('_', ' ')} moved by at most "
+                     f"{100 * tolerance:g} points over the last {100 * tail:g}% of training)",
+                     f"change per variant: {shown} points (largest: {worst})", abs(moves[worst]) <= tolerance)
+
+
+def close_at(statement: str, xa, xb, tolerance: float) -> Mechanism:
+    """Two groups' means are within ``tolerance`` (fractions: a plateau both sides reached)."""
+    xa, xb = np.asarray(xa, dtype=float), np.asarray(xb, dtype=float)
+    if not (len(xa) and len(xb)):
+        return Mechanism(statement, "no completed runs on one side", False)
+    gap = float(xa.mean() - xb.mean())
+    return Mechanism(statement, f"{100 * xa.mean():.2f} vs {100 * xb.mean():.2f} (gap {100 * gap:+.2f} points, "
+                                f"tolerance {100 * tolerance:g})", abs(gap) <= tolerance)
+
+
+def recorded(runs: pd.DataFrame, column: str) -> list:
+    """The distinct values of a summary column among the runs (e.g. values_per_batch_statistic)."""
+    if column not in runs:
+        return []
+    return sorted({v for v in pd.to_numeric(runs[column], errors="coerce").dropna()})
+
+
+def eval_matches_training(runs: pd.DataFrame, name: str, tolerance: float = 0.2) -> Mechanism:
+    """Population statistics score the network that training fits: the eval-mode training loss
+    is within ``tolerance`` nats of the loss the last steps saw in train mode (batch statistics)."""
+    if not {"final_train_loss", "final_step_loss"} <= set(runs.columns):
+        return Mechanism(f"{name}: evaluation scores the network training fits", "no train-mode loss recorded", False)
+    done = runs[runs["status"] == "completed"]
+    gap = (pd.to_numeric(done["final_train_loss"], errors="coerce")
+           - pd.to_numeric(done["final_step_loss"], errors="coerce")).dropna()
+    if gap.empty:
+        return Mechanism(f"{name}: evaluation scores the network training fits", "no completed runs", False)
+    stats = sorted({str(v) for v in done.get("eval_statistics", pd.Series(dtype=object)).dropna()})
+    return Mechanism(f"{name}: evaluation ({', '.join(stats) or '?'} statistics) scores the network training fits "
+                     f"(eval-mode training loss within {tolerance:g} nats of the train-mode loss of the last steps)",
+                     f"mean gap {gap.mean():+.3f} nats (largest {gap.abs().max():.3f}, n={len(gap)})",
+                     bool(gap.abs().max() <= tolerance))
+
+
+def values_per_statistic(runs: pd.DataFrame, where_: str, limit: float, paper: str) -> Mechanism:
+    counts = recorded(runs, "values_per_batch_statistic")
+    shown = ", ".join(f"{v:g}" for v in counts) or "not recorded"
+    return Mechanism(f"values each BN statistic is taken over {where_} (the source of BN's small-batch noise; "
+                     f"at most {limit:g}, {paper})", shown, bool(counts) and max(counts) <= limit)
