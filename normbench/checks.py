@@ -299,7 +299,8 @@ def _sorted_unique(series: pd.Series) -> list:
 def plateau(rs: RunSet, runs: pd.DataFrame, groups: dict[str, pd.DataFrame], metric: str = "test_acc",
             tail: float = 0.25, tolerance: float = 0.01) -> Mechanism:
     """Every group has reached its plateau: its mean ``metric`` changed by at most ``tolerance``
-    over the last ``tail`` of training (first to last evaluation in that stretch)."""
+    over the last ``tail`` of training (from the last evaluation at or before that stretch's
+    start to the final one)."""
     moves = {}
     curves = rs.curves
     for name, sel in groups.items():
@@ -308,10 +309,10 @@ def plateau(rs: RunSet, runs: pd.DataFrame, groups: dict[str, pd.DataFrame], met
             c = curves[curves["run_id"] == run_id].sort_values("step")
             if c.empty or metric not in c:
                 continue
-            last = c["step"].max()
-            stretch = c[c["step"] >= (1 - tail) * last][metric].dropna()
-            if len(stretch) >= 2:
-                changes.append(float(stretch.iloc[-1] - stretch.iloc[0]))
+            c = c.dropna(subset=[metric])
+            before = c[c["step"] <= (1 - tail) * c["step"].max()]
+            if len(c) >= 2 and len(before) and before.index[-1] != c.index[-1]:
+                changes.append(float(c[metric].iloc[-1] - before[metric].iloc[-1]))
         if changes:
             moves[name] = float(np.mean(changes))
     if not moves:

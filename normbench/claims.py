@@ -140,8 +140,9 @@ def verdict_gn_norms(rs: RunSet, p: dict) -> Verdict:
     bn_runs = where(runs, norm="batch")
     bn = compare("BN vs GN", "test error", "BN", values(bn_runs, e), "GN", gn, better="lower")
     groups = {n: where(runs, norm=n) for n in ("batch", "group", "layer", "instance")}
-    positions = [v / b for v, b in zip(recorded(bn_runs, "values_per_batch_statistic"),
-                                       _sorted_unique(bn_runs["batch_size"]), strict=False)]
+    per_run = (pd.to_numeric(bn_runs.get("values_per_batch_statistic", pd.Series(dtype=float)), errors="coerce")
+               / pd.to_numeric(bn_runs["batch_size"], errors="coerce"))
+    positions = sorted(set(per_run.dropna()))
     mechanism = [plateau(rs, runs, groups),
                  Mechanism("positions per channel at the deepest norm (IN's statistics are taken over them; at "
                            "least 9, a 3x3 map; ResNet-50: 7x7 = 49)", ", ".join(f"{v:g}" for v in positions)

@@ -3,7 +3,9 @@
 Each builder writes three seeds per compared setting (``tests/report_runs.write_run``). With
 ``effect=+1`` the compared metric differs clearly in the paper's direction (seed jitter far
 below the effect), with ``-1`` clearly the other way, and with ``0`` the means are equal and
-the seeds scatter widely, so the bootstrap interval straddles zero.
+the seeds scatter widely, so the Welch interval straddles zero. Every builder also writes what
+the claim's mechanism checks read (plateaued curves, values per BN statistic, sequence length,
+the train-mode loss), so that they pass; ``test_failed_mechanism_*`` breaks one.
 """
 
 from __future__ import annotations
@@ -60,18 +62,20 @@ def build_gn_batch_size(root, effect):
         for bs in (32, 8, 2):
             small = bs == 2
             bn_err = 0.10 + (0.10 * effect if small else 0) + j
-            gn_err = 0.12 - j
-            run(root, seed=seed, norm="batch", batch_size=bs, test_acc=1 - bn_err)
+            gn_err = 0.11 - j
+            run(root, seed=seed, norm="batch", batch_size=bs, test_acc=1 - bn_err,
+                summary_extra={"values_per_batch_statistic": 3 * bs})
             run(root, seed=seed, norm="group", batch_size=bs, test_acc=1 - gn_err, groups=8)
 
 
 def build_gn_norms(root, effect):
     for seed in SEEDS:
         j = jitter(seed, effect)
-        run(root, seed=seed, norm="batch", test_acc=0.90 + j)
-        run(root, seed=seed, norm="group", test_acc=0.88 + 0.05 * effect + j, groups=8)
-        run(root, seed=seed, norm="layer", test_acc=0.88 - j)
-        run(root, seed=seed, norm="instance", test_acc=0.88 - j)
+        run(root, seed=seed, norm="batch", test_acc=0.90 + j, tau=40.0,
+            summary_extra={"values_per_batch_statistic": 32 * 10})
+        run(root, seed=seed, norm="group", test_acc=0.88 + 0.05 * effect + j, groups=8, tau=40.0)
+        run(root, seed=seed, norm="layer", test_acc=0.88 - j, tau=40.0)
+        run(root, seed=seed, norm="instance", test_acc=0.88 - j, tau=40.0)
 
 
 def build_gn_groups(root, effect):
@@ -79,7 +83,7 @@ def build_gn_groups(root, effect):
         j = jitter(seed, effect)
         for g in (1, 2, 8, 32):
             acc = 0.88 + (0.05 * effect if g == 8 else 0) + (j if g == 8 else -j)
-            run(root, seed=seed, norm="group", groups=g, test_acc=acc)
+            run(root, seed=seed, norm="group", groups=g, test_acc=acc, tau=40.0)
 
 
 def build_ln_batch(root, effect):
@@ -88,7 +92,7 @@ def build_ln_batch(root, effect):
         for bs in (128, 4):
             for norm, acc in (("none", 0.5), ("batch", 0.6 - j), ("layer", 0.6 + 0.1 * effect + j)):
                 run(root, seed=seed, norm=norm, batch_size=bs, model="mlp", test_acc=acc,
-                    metrics=curve_records(acc))
+                    metrics=curve_records(acc), summary_extra={"values_per_batch_statistic": bs})
 
 
 def build_wn(root, effect):
@@ -97,23 +101,32 @@ def build_wn(root, effect):
     for seed in SEEDS:
         j = jitter(seed, effect)
         for norm, mean_only, acc in variants:
-            for lr in (0.001, 0.003):
+            for lr in (0.001, 0.003, 0.01):
                 extra = {"optim.lr": lr}
                 if mean_only is not None:
                     extra["norm.mean_only"] = mean_only
-                a = acc - (0.02 if lr == 0.001 else 0) + (j if mean_only and norm == "weight" else -j)
+                a = acc - (0.02 if lr != 0.003 else 0) + (j if mean_only and norm == "weight" else -j)
                 run(root, seed=seed, norm=norm, test_acc=a, config_extra=extra)
 
 
-def build_rbn_mnist(root, effect):
+def lstm_record(acc: float, step_loss: float = 0.12) -> dict:
+    """What a (BN-)LSTM run records for the mechanism checks: 64 steps, the train-mode loss."""
+    return {"sequence_length": 64, "eval_statistics": "exact",
+            "final": {"train_loss": 0.1, "train_acc": acc, "test_loss": 0.3, "test_acc": acc, "step_loss": step_loss}}
+
+
+def build_rbn_mnist(root, effect, step_loss=0.12):
     for seed in SEEDS:
         j = jitter(seed, effect)
         for perm in (False, True):
-            run(root, seed=seed, norm="none", model="lstm", test_acc=0.8 - j, config_extra={"dataset.permute": perm})
-            run(root, seed=seed, norm="batch", model="lstm", test_acc=0.8 + (0.1 * effect if perm else 0) + j,
-                config_extra={"dataset.permute": perm, "norm.gamma_init": 0.1})
+            run(root, seed=seed, norm="none", model="lstm", test_acc=0.8 - j, config_extra={"dataset.permute": perm},
+                summary_extra=lstm_record(0.8 - j))
+            acc = 0.8 + (0.1 * effect if perm else 0) + j
+            run(root, seed=seed, norm="batch", model="lstm", test_acc=acc,
+                config_extra={"dataset.permute": perm, "norm.gamma_init": 0.1},
+                summary_extra=lstm_record(acc, step_loss))
         run(root, seed=seed, norm="batch", model="lstm", test_acc=0.8 - j,
-            config_extra={"dataset.permute": True, "norm.gamma_init": 1.0})
+            config_extra={"dataset.permute": True, "norm.gamma_init": 1.0}, summary_extra=lstm_record(0.8 - j))
 
 
 def build_rbn_text(root, effect):
@@ -121,9 +134,9 @@ def build_rbn_text(root, effect):
         j = jitter(seed, effect)
         for norm, bpc in (("none", 2.5 - j), ("batch", 2.5 - 0.3 * effect + j)):
             final = {"train_loss": 1.0, "train_bpc": bpc, "test_loss": 1.0, "test_bpc": bpc,
-                     "test_bpc_len100": bpc + 0.01, "test_bpc_len200": bpc + 0.02}
+                     "test_bpc_len100": bpc + 0.01, "test_bpc_len200": bpc + 0.02, "step_loss": 1.05}
             run(root, seed=seed, norm=norm, model="lstm", dataset="text", bpc=True, test_acc=bpc, train_acc=bpc,
-                summary_extra={"final": final})
+                summary_extra={"final": final, "sequence_length": 50})
 
 
 def build_film_ablation(root, effect):
@@ -183,7 +196,12 @@ def test_verdict(tmp_path, name, effect):
         assert check.n_a >= 3 and (check.n_b >= 3 or check.b.startswith("threshold"))
         if check.outcome != INCONCLUSIVE:
             assert check.ci_lo <= check.diff <= check.ci_hi
-        assert "95% CI" in check.text()
+        assert "95% Welch interval" in check.text() or "95% t interval" in check.text()
+        assert check.decides is False or not check.mde < 0  # NaN for a one-sample check
+    for check in verdict.checks:  # an inconclusive check says how many seeds would settle it
+        if check.outcome == INCONCLUSIVE and check.n_b:
+            assert "seeds a side" in check.text() or "no difference to settle" in check.text()
+    assert all(m.passed for m in verdict.mechanism), [m.text() for m in verdict.mechanism]
 
 
 def test_single_seed_is_inconclusive(tmp_path):
@@ -193,7 +211,29 @@ def test_single_seed_is_inconclusive(tmp_path):
     run(tmp_path, seed=0, norm="group", batch_size=32, test_acc=0.9, groups=8)
     verdict = CLAIMS["gn-batch-size"].verdict(load_runs([tmp_path]), {})
     assert verdict.outcome == INCONCLUSIVE
-    assert all("one seed" in c.text() for c in verdict.checks)
+    assert all("fewer than 2 seeds" in c.text() for c in verdict.checks)
+
+
+def test_failed_mechanism_makes_a_clear_effect_inconclusive(tmp_path):
+    """A BN-LSTM whose evaluation does not score what training fits (running averages that lag):
+    the proxy is out of the paper's regime, and its clear win does not count."""
+    build_rbn_mnist(tmp_path, 1, step_loss=1.5)
+    verdict = CLAIMS["rbn-mnist"].verdict(load_runs([tmp_path]), {})
+    assert all(c.outcome == REPRODUCED for c in verdict.checks)
+    assert [m.passed for m in verdict.mechanism] == [True, False]
+    assert verdict.outcome == INCONCLUSIVE
+    assert verdict.headline().startswith("mechanism check failed")
+
+
+def test_gn_batch_size_needs_both_norms_on_one_plateau_at_batch_32(tmp_path):
+    for seed in SEEDS:
+        for bs in (32, 2):
+            run(tmp_path, seed=seed, norm="batch", batch_size=bs, test_acc=0.94 if bs == 32 else 0.7 + 0.01 * seed,
+                summary_extra={"values_per_batch_statistic": 3 * bs})
+            run(tmp_path, seed=seed, norm="group", batch_size=bs, test_acc=0.85 + 0.01 * seed, groups=8)
+    verdict = CLAIMS["gn-batch-size"].verdict(load_runs([tmp_path]), {})
+    assert verdict.mechanism[0].passed is False and "gap" in verdict.mechanism[0].value
+    assert verdict.outcome == INCONCLUSIVE
 
 
 def test_diverged_runs_count_as_chance(tmp_path):
