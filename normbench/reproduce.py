@@ -185,7 +185,7 @@ def write_index(out: Path, scale: str) -> Path:
         "Written by `normbench reproduce` (small scale unless a claim says otherwise; `NOTES.md` is added "
         "below when present). Each claim's directory "
         "holds its verdict (README.md, verdict.json) and the reporter's report.md, plots and CSVs. "
-        RULE + " Intervals are Welch t intervals over seeds (honest at 3 to 5 seeds, unlike the "
+        + RULE + " Intervals are Welch t intervals over seeds (honest at 3 to 5 seeds, unlike the "
         "percentile bootstrap); each check also gives the smallest difference its seeds detect.", "",
         "| claim | paper | our figure | ours (per check) | verdict | seeds | wall time | command |",
         "| --- | --- | --- | --- | --- | --- | --- | --- |", *rows, "",

@@ -77,6 +77,9 @@ SUMMARY_SCALARS = (
     "train_time_s",
     "samples_per_s",
     "num_params",
+    "eval_statistics",
+    "values_per_batch_statistic",
+    "sequence_length",
 )
 
 
