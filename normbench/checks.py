@@ -89,6 +89,7 @@ class Check:
     mde: float = float("nan")
     seeds_needed: int | None = None
     decides: bool = True
+    interval: str = "95% Welch interval"
 
     def text(self) -> str:
         f = _fmt(self.metric)
@@ -106,7 +107,7 @@ class Check:
                   else f"({seeds})")
             return f"{self.a} {f(self.mean_a)} (n={self.n_a}), 95% t interval {ci}; threshold {f(self.mean_b)}"
         return (f"{self.a} {f(self.mean_a)} (n={self.n_a}) vs {self.b} {f(self.mean_b)} (n={self.n_b}): "
-                f"difference {f(self.diff)}{unit}, 95% Welch interval {ci}{power}")
+                f"difference {f(self.diff)}{unit}, {self.interval} {ci}{power}")
 
 
 @dataclass

@@ -153,3 +153,23 @@ def test_also_exact_scores_the_same_weights_both_ways(tmp_path):
     assert both["final"]["test_acc_exact"] == exact["final"]["test_acc"]
     assert both["final"]["test_loss_exact"] == exact["final"]["test_loss"]
     assert both["values_per_batch_statistic"] == 32  # an MLP: the batch, no positions
+
+
+@pytest.mark.parametrize("model", [
+    # FiLM's conditional BN (BatchNorm2d without affine, modulated by the question) and its stem's BN.
+    ["model=film", "model.maps=8", "dataset.train_images=24", "dataset.val_images=10",
+     "dataset.questions_per_image=4", "dataset.image_size=32", "population_samples=64"],
+    # The ResNets' BN (a CIFAR-style ResNet on 8x8 digits).
+    ["model=resnet", "model.depth=8", "model.width=8", "dataset=digits", "population_samples=300"],
+])
+def test_exact_statistics_in_film_and_resnet(tmp_path, model):
+    overrides = [o if not o.startswith("population_samples") else f"norm.{o}" for o in model]
+    common = [*overrides, "norm=batch", "batch_size=8", "trainer.max_steps=4", "trainer.eval_every=2",
+              "trainer.progress=none"]
+    exact = run([*common, "norm.population=exact"], tmp_path / "exact")
+    running = run(common, tmp_path / "running")
+    assert exact["eval_statistics"] == "exact" and exact["status"] == "completed"
+    assert exact["final"]["test_loss"] != running["final"]["test_loss"]
+    a = torch.load(tmp_path / "running" / "checkpoint.pt", weights_only=False)["model"]
+    b = torch.load(tmp_path / "exact" / "checkpoint.pt", weights_only=False)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)

@@ -109,9 +109,10 @@ def test_corrupt_and_broken_runs_are_reported(tmp_path):
 
 def test_bpc_runs_plot_lower_is_better(tmp_path):
     for i, (norm, bs, seed, bpc) in enumerate([
-            ("batch", 16, 0, 1.40), ("batch", 16, 1, 1.42), ("layer", 16, 0, 1.35),
-            ("layer", 16, 1, 1.36), ("batch", 64, 0, 1.33), ("batch", 64, 1, 1.34),
-            ("layer", 64, 0, 1.36), ("layer", 64, 1, 1.37)]):
+            ("batch", 16, 0, 1.40), ("batch", 16, 1, 1.42), ("batch", 16, 2, 1.41),
+            ("layer", 16, 0, 1.35), ("layer", 16, 1, 1.36), ("layer", 16, 2, 1.355),
+            ("batch", 64, 0, 1.33), ("batch", 64, 1, 1.34), ("batch", 64, 2, 1.335),
+            ("layer", 64, 0, 1.36), ("layer", 64, 1, 1.37), ("layer", 64, 2, 1.365)]):
         write_run(tmp_path / "lm", str(i), norm=norm, batch_size=bs, seed=seed, bpc=True,
                   test_acc=bpc, train_acc=bpc - 0.05, model="lstm")
     report = build_report([tmp_path / "lm"], tmp_path / "out")

@@ -207,3 +207,14 @@ def test_curve_band_on_shared_steps_and_on_a_time_grid():
     # Only times both runs reached (2 to 3 s) are averaged, never extrapolated.
     assert band["x"].min() == pytest.approx(2.0) and band["x"].max() == pytest.approx(3.0)
     assert band["mean"].iloc[0] == pytest.approx((0.5 + 0.3) / 2)
+
+
+def test_report_differences_on_null_data_flag_about_five_percent():
+    """What `normbench report` does with two norms from one distribution, at 3 seeds, 300 settings."""
+    rng = np.random.default_rng(7)
+    rows = [{"label": label, "status": "completed", "batch_size": setting, "seed": seed,
+             "final_test_acc": rng.normal(0.9, 0.01)}
+            for setting in range(300) for label in ("batch", "group") for seed in range(3)]
+    diffs = compare(pd.DataFrame(rows), "final_test_acc", "group", "batch", ["batch_size"])
+    assert len(diffs) == 300
+    assert diffs["significant"].mean() <= 0.06
