@@ -156,7 +156,8 @@ def test_language_model_run_records_bits_per_character(text_file, tmp_path):
     assert summary["status"] == "completed" and summary["primary_metric"] == "bpc"
     assert summary["higher_is_better"] is False
     final = summary["final"]
-    assert set(final) == {"train_loss", "train_bpc", "test_loss", "test_bpc", "test_loss_len25", "test_bpc_len25"}
+    assert set(final) == {"train_loss", "train_bpc", "test_loss", "test_bpc", "test_loss_len25", "test_bpc_len25",
+                          "step_loss"}
     assert math.isclose(final["test_bpc"], final["test_loss"] / math.log(2), rel_tol=1e-9)
     assert summary["best_test_bpc"] == min(r["test_bpc"] for r in map(json.loads, (run_dir / "metrics.jsonl").open()))
     assert math.isclose(summary["generalization_gap"], final["test_bpc"] - final["train_bpc"])
