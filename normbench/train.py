@@ -20,7 +20,9 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import pickle
 import platform
+import re
 import socket
 import sys
 import time
@@ -323,7 +325,7 @@ class Trainer:
         path = self.run_dir / records.CHECKPOINT_FILE
         if not path.exists():
             return None
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        ckpt = _read_checkpoint(path)
         if _without(ckpt["config"], _RESUMABLE_KEYS) != _without(self.config, _RESUMABLE_KEYS):
             raise ConfigError(
                 f"{self.run_dir} holds a run with another config; resume it with the same overrides "
@@ -558,6 +560,25 @@ class Trainer:
                     records.write_summary(self.run_dir, self.summary("running"))
                     raise Interrupted(stop.signum, s.step, stop.previous)
         return self.summary("completed")
+
+
+def _read_checkpoint(path: Path) -> dict:
+    """The checkpoint at ``path``, loaded without running code from it.
+
+    A run directory is untrusted input (a colleague's, a shared cluster file system): a pickle
+    can carry any callable, so only tensors and plain containers are accepted
+    (``weights_only=True``), which is all a checkpoint normbench writes holds.
+    """
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        found = re.search(r"GLOBAL ([\w.]+)", str(exc))
+        what = f" ({found.group(1)})" if found else ""
+        raise ConfigError(f"{path} holds code{what}, not only tensors and plain data, so normbench refuses to "
+                          "load it; move it away to train this run from the start") from None
+    except (RuntimeError, EOFError, OSError, ValueError) as exc:
+        raise ConfigError(f"{path} cannot be read as a checkpoint ({type(exc).__name__}); it is damaged or "
+                          "truncated: move it away to train this run from the start") from None
 
 
 class _NoLogger:

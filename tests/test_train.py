@@ -144,3 +144,34 @@ def test_bad_values_raise_before_anything_is_written(tmp_path, override, message
     with pytest.raises(ConfigError, match=message):
         train(compose([override]), tmp_path / "run")
     assert not (tmp_path / "run").exists()
+
+
+class _RunsCode:
+    """A pickled callable: loading it with plain pickle would run a shell command."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_a_checkpoint_carrying_code_is_refused_and_nothing_runs(tmp_path, tiny_overrides):
+    marker = tmp_path / "ran"
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    torch.save({"config": {}, "model": _RunsCode(marker)}, run_dir / "checkpoint.pt")
+    with pytest.raises(ConfigError, match=r"holds code \(posix.system\).*refuses to load it"):
+        run(tiny_overrides, run_dir)
+    assert not marker.exists()
+
+
+def test_a_truncated_checkpoint_is_one_clear_error(tmp_path, tiny_overrides):
+    run(tiny_overrides, tmp_path / "run")
+    path = tmp_path / "run" / "checkpoint.pt"
+    path.write_bytes(path.read_bytes()[:1000])
+    (tmp_path / "run" / "summary.json").unlink()  # not finished: the run must read its checkpoint
+    with pytest.raises(ConfigError, match="cannot be read as a checkpoint.*damaged or truncated"):
+        run(tiny_overrides, tmp_path / "run")
