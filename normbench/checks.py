@@ -235,12 +235,16 @@ def drift(rs: RunSet, runs: pd.DataFrame, prefix: str = "preact_p", quantiles=(1
 
 
 def compare(statement: str, metric: str, a_name: str, xa, b_name: str, xb, better: str = "higher",
-            min_effect: float = 0.0, note: str = "", decides: bool = True) -> Check:
-    """A :class:`Check` of ``mean(xa) - mean(xb)``; ``better="lower"`` for errors and bpc."""
+            min_effect: float = 0.0, note: str = "", decides: bool = True, paired: bool = False) -> Check:
+    """A :class:`Check` of ``mean(xa) - mean(xb)``; ``better="lower"`` for errors and bpc.
+
+    ``paired``: ``xa[i]`` and ``xb[i]`` are the same run measured two ways, so the interval is
+    the t interval of the per-run differences (the seeds' spread cancels out).
+    """
     xa, xb = np.asarray(xa, dtype=float), np.asarray(xb, dtype=float)
     ma = float(xa.mean()) if len(xa) else float("nan")
     mb = float(xb.mean()) if len(xb) else float("nan")
-    lo, hi = diff_ci(xa, xb)
+    lo, hi = mean_ci(xa - xb) if paired and len(xa) == len(xb) else diff_ci(xa, xb)
     sign = 1.0 if better == "higher" else -1.0
     olo, ohi = sorted((sign * lo, sign * hi))
     if not (len(xa) and len(xb)):
@@ -253,9 +257,10 @@ def compare(statement: str, metric: str, a_name: str, xa, b_name: str, xb, bette
         outcome = NOT_REPRODUCED
     else:
         outcome = INCONCLUSIVE
-    needed = seeds_needed(xa, xb, ma - mb) if outcome == INCONCLUSIVE and len(xa) and len(xb) else None
+    needed = seeds_needed(xa, xb, ma - mb, paired=paired) if outcome == INCONCLUSIVE and len(xa) and len(xb) else None
+    interval = "95% paired t interval" if paired else "95% Welch interval"
     return Check(statement, metric, a_name, b_name, ma, mb, len(xa), len(xb), ma - mb, lo, hi, better,
-                 outcome, note, min_detectable_effect(xa, xb), needed, decides)
+                 outcome, note, min_detectable_effect(xa, xb, paired=paired), needed, decides, interval)
 
 
 def at_least(statement: str, metric: str, name: str, x, threshold: float) -> Check:

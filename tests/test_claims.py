@@ -11,6 +11,7 @@ the train-mode loss), so that they pass; ``test_failed_mechanism_*`` breaks one.
 from __future__ import annotations
 
 import itertools
+import json
 
 import pytest
 
@@ -250,3 +251,18 @@ def test_diverged_runs_count_as_chance(tmp_path):
     high = verdict.checks[1]
     assert high.n_b == 3 and high.mean_b == pytest.approx(0.1)
     assert verdict.outcome == REPRODUCED
+
+
+def test_bn_exact_statistics_measurement_is_paired_and_never_decides(tmp_path):
+    build_gn_batch_size(tmp_path, 1)
+    for summary in tmp_path.glob("*/summary.json"):  # every BN run also scored with exact statistics
+        data = json.loads(summary.read_text())
+        if data["norm"] == "batch":
+            data["final"]["test_acc_exact"] = data["final"]["test_acc"] + 0.01 + 0.001 * data["seed"]
+            summary.write_text(json.dumps(data))
+    verdict = CLAIMS["gn-batch-size"].verdict(load_runs([tmp_path]), {})
+    measured = [c for c in verdict.checks if not c.decides]
+    assert len(measured) == 1 and measured[0].interval == "95% paired t interval"
+    assert measured[0].outcome == REPRODUCED and measured[0].diff == pytest.approx(0.011)
+    assert verdict.outcome == REPRODUCED
+    assert any("Exact population statistics remove" in n for n in verdict.notes)

@@ -85,32 +85,45 @@ def diff_ci(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray,
     return float(d - half), float(d + half)
 
 
-def min_detectable_effect(a, b, level: float = LEVEL, power: float = POWER) -> float:
+def min_detectable_effect(a, b, level: float = LEVEL, power: float = POWER, paired: bool = False) -> float:
     """The smallest true difference these seeds detect with ``power`` (two-sided, ``level``):
-    :math:`(t_{1-\alpha/2} + t_{power}) \\cdot SE` at Welch's degrees of freedom. NaN below two
-    seeds a side."""
-    x, y = _finite(a), _finite(b)
-    if len(x) < 2 or len(y) < 2:
-        return float("nan")
-    se, df = _welch(x, y)
+    (t quantile at ``level`` + t quantile at ``power``) times the standard error, at Welch's
+    degrees of freedom, or of the per-run differences when ``paired`` (the same runs measured
+    two ways). NaN below two seeds."""
+    if paired:
+        d = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
+        d = d[np.isfinite(d)]
+        if len(d) < 2:
+            return float("nan")
+        se, df = float(d.std(ddof=1) / np.sqrt(len(d))), len(d) - 1
+    else:
+        x, y = _finite(a), _finite(b)
+        if len(x) < 2 or len(y) < 2:
+            return float("nan")
+        se, df = _welch(x, y)
     return float((_st.t.ppf(0.5 + level / 2, df) + _st.t.ppf(power, df)) * se)
 
 
 def seeds_needed(a, b, effect: float, level: float = LEVEL, power: float = POWER,
-                 limit: int = 10_000) -> int | None:
+                 limit: int = 10_000, paired: bool = False) -> int | None:
     """Seeds per side at which an effect of size ``effect`` would be detected with ``power``,
-    with the spread seen in ``a`` and ``b`` (their pooled standard deviation). None when the
-    spread is unknown, the effect is zero, or more than ``limit`` seeds would be needed."""
+    with the spread seen in ``a`` and ``b`` (their pooled standard deviation; the spread of the
+    per-run differences when ``paired``). None when the spread is unknown, the effect is zero,
+    or more than ``limit`` seeds would be needed."""
     x, y = _finite(a), _finite(b)
     if len(x) < 2 or len(y) < 2 or not np.isfinite(effect) or effect == 0:
         return None
-    sd = np.sqrt(((len(x) - 1) * x.var(ddof=1) + (len(y) - 1) * y.var(ddof=1)) / (len(x) + len(y) - 2))
-    if sd == 0:
+    if paired:
+        sd, scale = float(np.std(np.asarray(a, float) - np.asarray(b, float), ddof=1)), lambda n: np.sqrt(1 / n)
+    else:
+        sd = np.sqrt(((len(x) - 1) * x.var(ddof=1) + (len(y) - 1) * y.var(ddof=1)) / (len(x) + len(y) - 2))
+        scale = lambda n: np.sqrt(2 / n)  # noqa: E731
+    if not sd > 0:
         return 2
     n = 2
     while n <= limit:
-        df = 2 * n - 2
-        if (_st.t.ppf(0.5 + level / 2, df) + _st.t.ppf(power, df)) * sd * np.sqrt(2 / n) <= abs(effect):
+        df = n - 1 if paired else 2 * n - 2
+        if (_st.t.ppf(0.5 + level / 2, df) + _st.t.ppf(power, df)) * sd * scale(n) <= abs(effect):
             return n
         n = n + 1 if n < 100 else int(n * 1.1)
     return None
