@@ -48,7 +48,7 @@ def final_line(summary: dict, run_dir: Path) -> str:
 
 def _remove_fresh_dir(run_dir: Path) -> None:
     """Remove a run directory that holds nothing but Hydra's own files: no half-written results."""
-    if run_dir.exists() and all(p.name in (".hydra", "normbench.log") for p in run_dir.iterdir()):
+    if run_dir.exists() and all(p.name in (".hydra", "normbench.log", records.LOCK_FILE) for p in run_dir.iterdir()):
         shutil.rmtree(run_dir, ignore_errors=True)
         try:  # Hydra's default run dir is outputs/DATE/TIME: leave no empty DATE behind
             run_dir.parent.rmdir()
@@ -97,6 +97,11 @@ def run_job(cfg: DictConfig) -> dict | None:
         if not distributed.from_env().main:  # under torchrun: rank 0 wrote the record and prints the line
             _remove_fresh_dir(run_dir)  # an empty one too
             return summary
+    except records.RunDirBusy as exc:  # another process writes this run: leave it alone, record nothing
+        if not in_sweep:
+            fail(str(exc))
+        print(f"normbench: busy: {exc}", file=sys.stderr, flush=True)
+        return None
     except Interrupted as exc:  # no scheduler to requeue us: stop here, resumable
         print(f"normbench: {exc}; run the same command to resume ({run_dir})", file=sys.stderr, flush=True)
         raise SystemExit(128 + exc.signum) from None

@@ -28,6 +28,7 @@ CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.jsonl"
 SUMMARY_FILE = "summary.json"
 CHECKPOINT_FILE = "checkpoint.pt"
+LOCK_FILE = ".normbench.lock"
 
 STATUSES = ("running", "completed", "failed", "diverged")
 
@@ -109,6 +110,56 @@ def read_metrics(run_dir: Path) -> list[dict]:
             except json.JSONDecodeError:
                 continue
     return records
+
+
+class RunDirBusy(Exception):
+    """Another process holds the run directory's lock."""
+
+
+class RunLock:
+    """One writer per run directory: an exclusive ``flock`` on ``<run_dir>/.normbench.lock``.
+
+    The operating system releases the lock when its process dies (SIGKILL, a node that reboots
+    and requeues the job), so a stale lock never blocks a resume. The file names the holder
+    (PID and host) for the message a second process gets. The file itself is left in place:
+    deleting it would let a third process lock a new file while the second still holds the old.
+    The exception: a directory the lock itself created and nothing else wrote to (a refused
+    config) is removed again, so a refused run leaves nothing behind.
+    Under torchrun only rank 0 writes the run directory, so only rank 0 takes the lock.
+    """
+
+    def __init__(self, run_dir: Path):
+        self.path = Path(run_dir) / LOCK_FILE
+        self.fd: int | None = None
+        self.created = False
+
+    def __enter__(self) -> RunLock:
+        import fcntl
+        import socket
+
+        self.created = not self.path.parent.exists()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666 & ~_UMASK)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "a process"
+            os.close(fd)
+            raise RunDirBusy(f"{self.path.parent} is in use by another normbench run ({holder}); wait for it to "
+                             "finish, or give this run another directory (hydra.run.dir=...)") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
+        self.fd = fd
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.fd is None:
+            return
+        if self.created and [p.name for p in self.path.parent.iterdir()] == [LOCK_FILE]:
+            self.path.unlink()
+            self.path.parent.rmdir()
+        os.close(self.fd)  # releases the lock
+        self.fd = None
 
 
 def is_run_dir(path: Path) -> bool:

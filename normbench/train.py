@@ -639,13 +639,15 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
     """
     ctx = distributed.from_env()
     if not ctx.enabled:
-        return _train(cfg, Path(run_dir), ctx)
+        with records.RunLock(run_dir):  # one writer per run directory
+            return _train(cfg, Path(run_dir), ctx)
     validate(cfg)
     distributed.init(ctx, resolve_device(cfg.trainer.device, ctx))
-    # Every rank reads and resumes rank 0's run directory; only rank 0 writes it.
+    # Every rank reads and resumes rank 0's run directory; only rank 0 writes it (and locks it).
     run_dir = Path(distributed.broadcast_object(ctx, str(run_dir)))
     try:
-        return _train(cfg, run_dir, ctx)
+        with records.RunLock(run_dir) if ctx.main else contextlib.nullcontext():
+            return _train(cfg, run_dir, ctx)
     finally:
         distributed.shutdown()
 

@@ -77,10 +77,12 @@ def test_bad_input_is_one_line_nonzero_exit_no_traceback_no_record(tmp_path, arg
 
 def test_bad_input_against_a_finished_run_loses_nothing(tmp_path):
     normbench("run", *TINY, f"hydra.run.dir={tmp_path}", check=True)
-    before = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
+    record = lambda: {p.name: p.read_bytes() for p in tmp_path.iterdir()  # noqa: E731
+                      if p.is_file() and p.name != records.LOCK_FILE}  # the lock names its last holder
+    before = record()
     proc = normbench("run", *TINY, "norm=group", "norm.groups=3", f"hydra.run.dir={tmp_path}")
     assert proc.returncode == 2
-    assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()} == before
+    assert record() == before
 
 
 def test_multirun_sweeps_and_isolates_a_failing_job(tmp_path):
@@ -125,3 +127,25 @@ def test_sigkill_then_same_command_resumes_to_the_same_result(tmp_path):
     assert all(torch.equal(model_a[k], model_b[k]) for k in model_a)
     steps = [m["step"] for m in records.read_metrics(killed)]
     assert steps == sorted(set(steps)) and steps[-1] == 1000  # no duplicate evaluations after resume
+
+
+def test_a_second_process_on_a_run_directory_stops_with_one_line_naming_the_holder(tmp_path):
+    run_dir = tmp_path / "run"
+    args = ["run", "trainer.max_steps=100000", "trainer.eval_every=50", "trainer.progress=none",
+            f"hydra.run.dir={run_dir}"]
+    first = subprocess.Popen([sys.executable, "-m", "normbench", *args], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and not (run_dir / "checkpoint.pt").exists():
+            time.sleep(0.05)
+        second = normbench(*args)
+        assert second.returncode == 2
+        assert second.stderr.count("\n") == 1 and "Traceback" not in second.stderr
+        assert f"is in use by another normbench run (pid {first.pid} on " in second.stderr
+        assert first.poll() is None  # the first writer goes on, untouched
+    finally:
+        first.kill()
+        first.communicate()
+    steps = [m["step"] for m in records.read_metrics(run_dir)]
+    assert steps == sorted(set(steps))  # every evaluation once
