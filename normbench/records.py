@@ -8,7 +8,8 @@ A run directory holds
   ``train_acc``/``test_acc`` or, for language models, ``train_bpc``/``test_bpc``);
 - ``summary.json``: the run's outcome (see :func:`summarize`), rewritten atomically at every
   checkpoint and at the end;
-- ``checkpoint.pt``: what the same command resumes from.
+- ``checkpoint.pt``: what the same command resumes from, and ``checkpoint.prev.pt`` the one
+  before it; each has a ``.sha256`` file (its SHA-256 digest and step), checked before a resume.
 
 This module imports neither torch nor training code, so the reporter can read a cluster's
 outputs on a laptop.
@@ -16,6 +17,7 @@ outputs on a laptop.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -28,6 +30,8 @@ CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.jsonl"
 SUMMARY_FILE = "summary.json"
 CHECKPOINT_FILE = "checkpoint.pt"
+PREVIOUS_CHECKPOINT_FILE = "checkpoint.prev.pt"
+DIGEST_SUFFIX = ".sha256"
 LOCK_FILE = ".normbench.lock"
 
 STATUSES = ("running", "completed", "failed", "diverged")
@@ -160,6 +164,62 @@ class RunLock:
             self.path.parent.rmdir()
         os.close(self.fd)  # releases the lock
         self.fd = None
+
+
+def _digest_path(path: Path) -> Path:
+    return path.with_name(path.name + DIGEST_SUFFIX)
+
+
+def write_checkpoint(run_dir: Path, data: bytes, step: int) -> None:
+    """Write a checkpoint's bytes with their digest, keeping the previous checkpoint.
+
+    The order makes every crash point recoverable: the current checkpoint (and its digest)
+    becomes the previous one, the new digest is written, then the new bytes, each write atomic.
+    A checkpoint is trusted only if its bytes hash to a recorded digest (:func:`verified_checkpoint`),
+    so a torn or flipped file is never used, and the previous one is there to resume from.
+    """
+    current, previous = Path(run_dir) / CHECKPOINT_FILE, Path(run_dir) / PREVIOUS_CHECKPOINT_FILE
+    if current.exists():
+        os.replace(current, previous)
+        if _digest_path(current).exists():
+            os.replace(_digest_path(current), _digest_path(previous))
+    digest = {"sha256": hashlib.sha256(data).hexdigest(), "step": step}
+    atomic_write_text(_digest_path(current), json.dumps(digest) + "\n")
+    atomic_write_bytes(current, data)
+
+
+def _file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def verified_checkpoint(run_dir: Path) -> tuple[Path | None, int | None, list[str]]:
+    """The newest checkpoint whose bytes match a recorded digest: ``(path, step, rejected)``.
+
+    ``rejected`` names the checkpoint files present that match no digest (damaged, modified, or
+    written by a normbench that kept no digests); ``path`` is None when none verifies.
+    """
+    run_dir = Path(run_dir)
+    names = (CHECKPOINT_FILE, PREVIOUS_CHECKPOINT_FILE)
+    steps = {}
+    for name in names:
+        try:
+            digest = json.loads(_digest_path(run_dir / name).read_text(encoding="utf-8"))
+            steps[str(digest["sha256"])] = int(digest["step"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    rejected = []
+    for name in names:
+        path = run_dir / name
+        if path.exists():
+            step = steps.get(_file_sha256(path))
+            if step is not None:
+                return path, step, rejected
+            rejected.append(name)
+    return None, None, rejected
 
 
 def is_run_dir(path: Path) -> bool:

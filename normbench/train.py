@@ -18,6 +18,7 @@ writes the run directory.
 from __future__ import annotations
 
 import contextlib
+import io
 import math
 import os
 import pickle
@@ -321,10 +322,22 @@ class Trainer:
     # -- checkpoints ------------------------------------------------------------------------
 
     def _load_checkpoint(self) -> int | None:
-        """Resume from ``checkpoint.pt`` if the run directory has one; return its step."""
-        path = self.run_dir / records.CHECKPOINT_FILE
-        if not path.exists():
+        """Resume from the newest verified checkpoint if the run directory has one; return its step.
+
+        A checkpoint whose bytes do not match their SHA-256 digest is never used: the previous
+        one is, which replays to the same result (training is deterministic), or the run is
+        refused with advice when none verifies.
+        """
+        path, _, rejected = records.verified_checkpoint(self.run_dir)
+        if path is None and rejected:
+            raise ConfigError(f"{self.run_dir}: {' and '.join(rejected)} fail their SHA-256 check (damaged, modified, "
+                              "or written without a digest), so normbench will not resume from them; move them away "
+                              "to train this run from the start")
+        if path is None:
             return None
+        if rejected and self.ctx.main:
+            print(f"normbench: warning: {' and '.join(rejected)} fails its SHA-256 check; resuming from {path.name}",
+                  file=sys.stderr, flush=True)
         ckpt = _read_checkpoint(path)
         if _without(ckpt["config"], _RESUMABLE_KEYS) != _without(self.config, _RESUMABLE_KEYS):
             raise ConfigError(
@@ -364,9 +377,9 @@ class Trainer:
             "cuda_rng": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
             "state": s.checkpoint(),
         }
-        tmp = self.run_dir / f".{records.CHECKPOINT_FILE}.tmp"
-        torch.save(ckpt, tmp)
-        os.replace(tmp, self.run_dir / records.CHECKPOINT_FILE)
+        buffer = io.BytesIO()
+        torch.save(ckpt, buffer)
+        records.write_checkpoint(self.run_dir, buffer.getvalue(), s.step)
 
     def summary(self, status: str, error: str | None = None) -> dict:
         summary = summarize(self.cfg, self.state, status, self.env, self.num_params, self.lr, error, self.task)
@@ -601,8 +614,11 @@ def _previous_summary(run_dir: Path) -> dict:
 def finished_summary(cfg: DictConfig, run_dir: str | Path) -> dict | None:
     """The summary of the run in ``run_dir`` if it already finished with this config, else None.
 
-    Cheap (reads two small files, builds nothing), so a relaunched sweep skips finished runs
-    quickly. Finished means completed within the config's step budget, or diverged.
+    Cheap (reads the small files and hashes the checkpoint, builds nothing), so a relaunched
+    sweep skips finished runs quickly. Finished means completed within the config's step budget,
+    or diverged. A ``completed`` summary counts only if a verified checkpoint and the metrics
+    history stand behind it (same final step, same final test metric): a forged or stale
+    summary is not skipped, and the run is resumed and summarized again from what verifies.
     """
     run_dir = Path(run_dir)
     previous = _previous_summary(run_dir)
@@ -618,9 +634,19 @@ def finished_summary(cfg: DictConfig, run_dir: str | Path) -> dict | None:
         t = cfg.trainer
         done = (previous.get("steps", 0) >= t.max_steps if t.max_steps
                 else previous.get("epochs", 0) >= t.epochs - 1e-9)
-        if not done:
+        if not done or not _record_backs(previous, run_dir):
             return None
     return previous
+
+
+def _record_backs(summary: dict, run_dir: Path) -> bool:
+    """Whether the verified checkpoint and the metrics history stand behind ``summary``."""
+    path, step, _ = records.verified_checkpoint(run_dir)
+    history = records.read_metrics(run_dir)
+    if path is None or step != summary.get("steps") or not history or history[-1].get("step") != step:
+        return False
+    m = summary.get("primary_metric", "acc")
+    return history[-1].get(f"test_{m}") == (summary.get("final") or {}).get(f"test_{m}")
 
 
 def train(cfg: DictConfig, run_dir: str | Path) -> dict:
@@ -659,9 +685,13 @@ def _train(cfg: DictConfig, run_dir: Path, ctx: distributed.Context) -> dict:
     trainer = Trainer(cfg, Path(run_dir), ctx)
     if trainer.resumed_from is not None:
         previous = _previous_summary(trainer.run_dir)
-        finished = previous.get("status") == "completed" and trainer.state.step >= trainer.total_steps
-        if finished or previous.get("status") == "diverged":
+        if previous.get("status") == "diverged":
             return previous
+        if trainer.state.step >= trainer.total_steps:  # finished: summarize again from what verified
+            summary = trainer.summary("completed")
+            if ctx.main:
+                records.write_summary(trainer.run_dir, summary)
+            return summary
     try:
         summary = trainer.fit()
     except Diverged as exc:

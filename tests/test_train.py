@@ -159,19 +159,51 @@ class _RunsCode:
 
 
 def test_a_checkpoint_carrying_code_is_refused_and_nothing_runs(tmp_path, tiny_overrides):
+    import io
+
     marker = tmp_path / "ran"
     run_dir = tmp_path / "run"
     run_dir.mkdir()
-    torch.save({"config": {}, "model": _RunsCode(marker)}, run_dir / "checkpoint.pt")
+    buffer = io.BytesIO()
+    torch.save({"config": {}, "model": _RunsCode(marker)}, buffer)
+    records.write_checkpoint(run_dir, buffer.getvalue(), 10)  # with a matching digest, as a forger would
     with pytest.raises(ConfigError, match=r"holds code \(posix.system\).*refuses to load it"):
         run(tiny_overrides, run_dir)
     assert not marker.exists()
 
 
-def test_a_truncated_checkpoint_is_one_clear_error(tmp_path, tiny_overrides):
-    run(tiny_overrides, tmp_path / "run")
-    path = tmp_path / "run" / "checkpoint.pt"
-    path.write_bytes(path.read_bytes()[:1000])
-    (tmp_path / "run" / "summary.json").unlink()  # not finished: the run must read its checkpoint
-    with pytest.raises(ConfigError, match="cannot be read as a checkpoint.*damaged or truncated"):
+def _flip(path, at=-5000, n=64):
+    data = bytearray(path.read_bytes())
+    data[at:at + n] = bytes(b ^ 0xFF for b in data[at:at + n])
+    path.write_bytes(bytes(data))
+
+
+def test_a_damaged_checkpoint_is_never_used_the_previous_one_gives_the_same_result(tmp_path, tiny_overrides,
+                                                                                   capfd):
+    straight = run(tiny_overrides, tmp_path / "straight")
+    half = [o for o in tiny_overrides if "max_steps" not in o] + ["trainer.max_steps=10"]
+    run(half, tmp_path / "run")  # evaluations at 0 and 10: checkpoint.pt (10), checkpoint.prev.pt (0)
+    _flip(tmp_path / "run" / "checkpoint.pt")
+    resumed = run(tiny_overrides, tmp_path / "run")
+    assert "checkpoint.pt fails its SHA-256 check; resuming from checkpoint.prev.pt" in capfd.readouterr().err
+    assert resumed["final"] == straight["final"] and resumed["steps_to_target"] == straight["steps_to_target"]
+    steps = [m["step"] for m in records.read_metrics(tmp_path / "run")]
+    assert steps == [0, 10, 20]
+
+
+def test_no_verified_checkpoint_is_one_clear_refusal(tmp_path, tiny_overrides):
+    half = [o for o in tiny_overrides if "max_steps" not in o] + ["trainer.max_steps=10"]
+    run(half, tmp_path / "run")
+    for name in ("checkpoint.pt", "checkpoint.prev.pt"):
+        _flip(tmp_path / "run" / name)
+    with pytest.raises(ConfigError, match="checkpoint.pt and checkpoint.prev.pt fail their SHA-256 check.*move them"):
         run(tiny_overrides, tmp_path / "run")
+
+
+def test_a_forged_completed_summary_is_not_trusted(tmp_path, tiny_overrides):
+    straight = run(tiny_overrides, tmp_path / "run")
+    forged = {**straight, "final": {**straight["final"], "test_acc": 0.999}, "best_test_acc": 0.999}
+    records.write_summary(tmp_path / "run", forged)
+    again = run(tiny_overrides, tmp_path / "run")
+    assert again["final"] == straight["final"] and again["best_test_acc"] == straight["best_test_acc"]
+    assert records.read_summary(tmp_path / "run")["final"]["test_acc"] == straight["final"]["test_acc"]
