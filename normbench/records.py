@@ -101,18 +101,28 @@ def append_metrics(run_dir: Path, record: dict) -> None:
         f.flush()
 
 
-def read_metrics(run_dir: Path) -> list[dict]:
-    """Every complete line of ``metrics.jsonl``; a torn last line (killed writer) is skipped."""
+def read_metrics(run_dir: Path, strict: bool = False) -> list[dict]:
+    """The evaluation records of ``metrics.jsonl``.
+
+    A torn last line (a writer killed mid-line: no newline at its end) is skipped. Any other line
+    that is not a JSON object is skipped too, unless ``strict``: then it raises ``ValueError``
+    naming the line, because the history a run resumes from must not lose evaluations silently.
+    """
     path = Path(run_dir) / METRICS_FILE
     if not path.exists():
         return []
+    text = path.read_text(encoding="utf-8", errors="replace")
     records = []
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
+    # The text after the last newline is "" or a torn line: left out.
+    for number, line in enumerate(text.split("\n")[:-1], 1):
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            record = None
+        if isinstance(record, dict):
+            records.append(record)
+        elif strict:
+            raise ValueError(f"{path} line {number} is not an evaluation record (damaged or edited)")
     return records
 
 
@@ -170,7 +180,7 @@ def _digest_path(path: Path) -> Path:
     return path.with_name(path.name + DIGEST_SUFFIX)
 
 
-def write_checkpoint(run_dir: Path, data: bytes, step: int) -> None:
+def write_checkpoint(run_dir: Path, data: bytes, step: int, evaluated_steps: list[int] | None = None) -> None:
     """Write a checkpoint's bytes with their digest, keeping the previous checkpoint.
 
     The order makes every crash point recoverable: the current checkpoint (and its digest)
@@ -183,7 +193,7 @@ def write_checkpoint(run_dir: Path, data: bytes, step: int) -> None:
         os.replace(current, previous)
         if _digest_path(current).exists():
             os.replace(_digest_path(current), _digest_path(previous))
-    digest = {"sha256": hashlib.sha256(data).hexdigest(), "step": step}
+    digest = {"sha256": hashlib.sha256(data).hexdigest(), "step": step, "evaluated_steps": evaluated_steps}
     atomic_write_text(_digest_path(current), json.dumps(digest) + "\n")
     atomic_write_bytes(current, data)
 
@@ -196,28 +206,29 @@ def _file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def verified_checkpoint(run_dir: Path) -> tuple[Path | None, int | None, list[str]]:
-    """The newest checkpoint whose bytes match a recorded digest: ``(path, step, rejected)``.
+def verified_checkpoint(run_dir: Path) -> tuple[Path | None, dict | None, list[str]]:
+    """The newest checkpoint whose bytes match a recorded digest: ``(path, digest, rejected)``;
+    the digest record holds the checkpoint's ``step`` and the ``evaluated_steps`` before it.
 
     ``rejected`` names the checkpoint files present that match no digest (damaged, modified, or
     written by a normbench that kept no digests); ``path`` is None when none verifies.
     """
     run_dir = Path(run_dir)
     names = (CHECKPOINT_FILE, PREVIOUS_CHECKPOINT_FILE)
-    steps = {}
+    digests = {}
     for name in names:
         try:
             digest = json.loads(_digest_path(run_dir / name).read_text(encoding="utf-8"))
-            steps[str(digest["sha256"])] = int(digest["step"])
+            digests[str(digest["sha256"])] = digest
         except (OSError, ValueError, KeyError, TypeError):
             continue
     rejected = []
     for name in names:
         path = run_dir / name
         if path.exists():
-            step = steps.get(_file_sha256(path))
-            if step is not None:
-                return path, step, rejected
+            digest = digests.get(_file_sha256(path))
+            if digest is not None:
+                return path, digest, rejected
             rejected.append(name)
     return None, None, rejected
 

@@ -78,8 +78,10 @@ class LoopState:
     history: list = field(default_factory=list)
 
     def checkpoint(self) -> dict:
-        return {k: getattr(self, k) for k in ("step", "epoch", "position", "wall_time_s", "train_time_s",
-                                               "interval_loss", "interval_steps", "pending_loss", "logged_at")}
+        state = {k: getattr(self, k) for k in ("step", "epoch", "position", "wall_time_s", "train_time_s",
+                                                "interval_loss", "interval_steps", "pending_loss", "logged_at")}
+        state["evaluated_steps"] = [r["step"] for r in self.history]  # what the metrics file must hold
+        return state
 
 
 def resolve_device(name: str, ctx: distributed.Context | None = None) -> torch.device:
@@ -357,11 +359,31 @@ class Trainer:
         self.state = LoopState(**{k: v for k, v in s.items() if k in LoopState.__dataclass_fields__})
         if "logged_at" not in s:  # a checkpoint from before the train-mode loss was recorded
             self.state.logged_at = self.state.step
-        # The metrics file may hold evaluations made after the checkpoint: drop them.
-        self.state.history = [r for r in records.read_metrics(self.run_dir) if r["step"] <= self.state.step]
+        self.state.history = self._verified_history(s.get("evaluated_steps"))
         if self.ctx.main:
             records.write_metrics(self.run_dir, self.state.history)
         return self.state.step
+
+    def _verified_history(self, evaluated_steps: list | None) -> list[dict]:
+        """The metrics history up to the checkpoint, checked against the evaluations it made.
+
+        Evaluations made after the checkpoint are dropped (they will be made again). A lost or
+        damaged evaluation before it cannot be recomputed (the weights of that step are gone), and
+        best_test_acc and steps_to_target would then be computed from what is left: such a run is
+        refused, not resumed into a record that silently differs.
+        """
+        path = self.run_dir / records.METRICS_FILE
+        try:
+            history = records.read_metrics(self.run_dir, strict=True)
+        except ValueError as exc:
+            raise ConfigError(f"{exc}; the evaluations cannot be recomputed, so normbench will not resume this "
+                              "run: move its directory away to train it again") from None
+        history = [r for r in history if isinstance(r.get("step"), int) and r["step"] <= self.state.step]
+        if evaluated_steps is not None and [r["step"] for r in history] != list(evaluated_steps):
+            raise ConfigError(f"{path} holds {len(history)} of the {len(evaluated_steps)} evaluations made up to step "
+                              f"{self.state.step} (missing, truncated or edited); they cannot be recomputed, so "
+                              "normbench will not resume this run: move its directory away to train it again")
+        return history
 
     def _save_checkpoint(self) -> None:
         if not self.ctx.main:
@@ -379,7 +401,7 @@ class Trainer:
         }
         buffer = io.BytesIO()
         torch.save(ckpt, buffer)
-        records.write_checkpoint(self.run_dir, buffer.getvalue(), s.step)
+        records.write_checkpoint(self.run_dir, buffer.getvalue(), s.step, [r["step"] for r in s.history])
 
     def summary(self, status: str, error: str | None = None) -> dict:
         summary = summarize(self.cfg, self.state, status, self.env, self.num_params, self.lr, error, self.task)
@@ -641,9 +663,14 @@ def finished_summary(cfg: DictConfig, run_dir: str | Path) -> dict | None:
 
 def _record_backs(summary: dict, run_dir: Path) -> bool:
     """Whether the verified checkpoint and the metrics history stand behind ``summary``."""
-    path, step, _ = records.verified_checkpoint(run_dir)
-    history = records.read_metrics(run_dir)
-    if path is None or step != summary.get("steps") or not history or history[-1].get("step") != step:
+    path, digest, _ = records.verified_checkpoint(run_dir)
+    try:
+        history = records.read_metrics(run_dir, strict=True)
+    except ValueError:
+        return False
+    if path is None or digest.get("step") != summary.get("steps") or not history:
+        return False
+    if [r.get("step") for r in history] != digest.get("evaluated_steps"):
         return False
     m = summary.get("primary_metric", "acc")
     return history[-1].get(f"test_{m}") == (summary.get("final") or {}).get(f"test_{m}")

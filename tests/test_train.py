@@ -207,3 +207,35 @@ def test_a_forged_completed_summary_is_not_trusted(tmp_path, tiny_overrides):
     again = run(tiny_overrides, tmp_path / "run")
     assert again["final"] == straight["final"] and again["best_test_acc"] == straight["best_test_acc"]
     assert records.read_summary(tmp_path / "run")["final"]["test_acc"] == straight["final"]["test_acc"]
+
+
+@pytest.mark.parametrize("damage,message", [
+    (lambda p: p.write_text(p.read_text().splitlines(keepends=True)[0]), "holds 1 of the 2 evaluations"),
+    (lambda p: p.unlink(), "holds 0 of the 2 evaluations"),
+    (lambda p: p.write_text("garbage\n" + p.read_text()), "line 1 is not an evaluation record"),
+    (lambda p: p.write_text("[1, 2]\n" + p.read_text()), "line 1 is not an evaluation record"),
+])
+def test_a_damaged_metrics_history_is_refused_not_resumed(tmp_path, tiny_overrides, damage, message):
+    half = [o for o in tiny_overrides if "max_steps" not in o] + ["trainer.max_steps=10"]
+    run(half, tmp_path / "run")
+    damage(tmp_path / "run" / "metrics.jsonl")
+    with pytest.raises(ConfigError, match=f"{message}.*will not resume"):
+        run(tiny_overrides, tmp_path / "run")
+
+
+def test_a_torn_last_metrics_line_is_dropped_and_remade(tmp_path, tiny_overrides):
+    straight = run(tiny_overrides, tmp_path / "straight")
+    half = [o for o in tiny_overrides if "max_steps" not in o] + ["trainer.max_steps=10"]
+    run(half, tmp_path / "run")
+    path = tmp_path / "run" / "metrics.jsonl"
+    path.write_text(path.read_text() + '{"step": 20, "tes')  # a writer killed mid-line
+    assert run(tiny_overrides, tmp_path / "run")["final"] == straight["final"]
+
+
+def test_a_finished_run_with_a_damaged_history_is_not_skipped_but_refused(tmp_path, tiny_overrides):
+    run(tiny_overrides, tmp_path / "run")
+    path = tmp_path / "run" / "metrics.jsonl"
+    lines = path.read_text().splitlines(keepends=True)
+    path.write_text(lines[0] + lines[2])  # the step-10 evaluation lost
+    with pytest.raises(ConfigError, match="holds 2 of the 3 evaluations"):
+        run(tiny_overrides, tmp_path / "run")
