@@ -105,6 +105,10 @@ def run_job(cfg: DictConfig) -> dict | None:
     except Interrupted as exc:  # no scheduler to requeue us: stop here, resumable
         print(f"normbench: {exc}; run the same command to resume ({run_dir})", file=sys.stderr, flush=True)
         raise SystemExit(128 + exc.signum) from None
+    except KeyboardInterrupt:  # Ctrl-C before the loop, or twice: the last checkpoint stays
+        print(f"normbench: interrupted; run the same command to resume from the last checkpoint ({run_dir})",
+              file=sys.stderr, flush=True)
+        raise SystemExit(130) from None
     except ConfigError as exc:
         if not in_sweep:
             _remove_fresh_dir(run_dir)

@@ -7,6 +7,11 @@ no device synchronisation), saves a checkpoint of the current step and raises
 :class:`Interrupted`, which :func:`normbench.train.train` hands to the handler that was installed
 before (submitit's: requeue the job, then exit). Without one, ``normbench run`` exits with
 128 + the signal number and the same command resumes.
+
+SIGTERM (``kill``, containers, systemd) and SIGINT (Ctrl-C) are handled the same way, unless
+another handler owns them already (submitit's, inside a Slurm job: there SIGTERM keeps Slurm's
+meaning). A second Ctrl-C while the step finishes stops at once (KeyboardInterrupt); the run
+keeps its last evaluation's checkpoint.
 """
 
 from __future__ import annotations
@@ -30,23 +35,34 @@ def preemption_signal() -> signal.Signals:
 
 
 class StopRequest:
-    """While training, the preemption signal only sets a flag; the loop checks it between steps."""
+    """While training, a stop signal only sets a flag; the loop checks it between steps."""
 
     def __init__(self):
         self.signum: int | None = None
-        self.previous = None
-        self.installed = False
+        self.previous = None  # the preemption signal's handler before ours (submitit's)
+        self.saved: dict[int, object] = {}
 
     def _handler(self, signum, frame):
+        if self.signum is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # a second Ctrl-C: stop now
         self.signum = signum
 
+    def previous_handler(self):
+        """The handler to hand the stop to: the scheduler's, for the preemption signal only."""
+        return self.previous if self.signum == preemption_signal() else None
+
     def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
-            self.previous = signal.signal(preemption_signal(), self._handler)
-            self.installed = True
+        if threading.current_thread() is not threading.main_thread():
+            return self
+        self.previous = signal.getsignal(preemption_signal())
+        self.saved[preemption_signal()] = signal.signal(preemption_signal(), self._handler)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            if sig != preemption_signal() and signal.getsignal(sig) in (signal.SIG_DFL, signal.default_int_handler):
+                self.saved[sig] = signal.signal(sig, self._handler)
         return self
 
     def __exit__(self, *exc):
-        if self.installed:
-            signal.signal(preemption_signal(), self.previous)
+        for sig, handler in self.saved.items():
+            signal.signal(sig, handler)
+        self.saved.clear()
         return False

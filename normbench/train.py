@@ -593,7 +593,7 @@ class Trainer:
                     s.pending_loss = float(loss_sum)
                     self._save_checkpoint()
                     records.write_summary(self.run_dir, self.summary("running"))
-                    raise Interrupted(stop.signum, s.step, stop.previous)
+                    raise Interrupted(stop.signum, s.step, stop.previous_handler())
         return self.summary("completed")
 
 
@@ -648,7 +648,7 @@ def finished_summary(cfg: DictConfig, run_dir: str | Path) -> dict | None:
         return None
     try:
         recorded = OmegaConf.to_container(OmegaConf.load(run_dir / records.CONFIG_FILE), resolve=True)
-    except (OSError, ValueError):
+    except Exception:  # missing, or not YAML (yaml's errors are not ValueErrors): not skipped
         return None
     if _without(recorded, _RESUMABLE_KEYS) != _without(config_dict(cfg), _RESUMABLE_KEYS):
         return None  # Trainer says why
@@ -721,17 +721,25 @@ def _train(cfg: DictConfig, run_dir: Path, ctx: distributed.Context) -> dict:
             return summary
     try:
         summary = trainer.fit()
-    except Diverged as exc:
+    except Diverged as exc:  # the record keeps the last finite evaluation, and says where it diverged
         summary = trainer.summary("diverged", str(exc))
+        summary["diverged_at_step"] = trainer.state.step
     except Interrupted as exc:
         trainer.logger.finish(trainer.summary("running"), interrupted=True)
         if callable(exc.previous_handler):
             exc.previous_handler(exc.signum, None)  # submitit: requeue this job, then exit
         raise
-    except BaseException as exc:  # KeyboardInterrupt too: the record must not say "running"
+    except KeyboardInterrupt:  # Ctrl-C outside the loop's handler: the run stays resumable
+        trainer.logger.finish(trainer.summary("running"), interrupted=True)
+        raise
+    except BaseException as exc:
         failed = trainer.summary("failed", f"{type(exc).__name__}: {exc}")
         if ctx.main:
-            records.write_summary(trainer.run_dir, failed)
+            try:
+                records.write_summary(trainer.run_dir, failed)
+            except OSError as write_error:  # a full disk: say so, since the record cannot
+                print(f"normbench: error: could not record the failure in {trainer.run_dir} ({write_error}); "
+                      f"its summary still says 'running'", file=sys.stderr, flush=True)
         trainer.logger.finish(failed)
         raise
     if ctx.main:

@@ -30,14 +30,14 @@ def normbench(*args, cwd, check=False):
     return proc
 
 
-def signal_when_started(cmd, cwd, run_dir: Path, delay_s=0.4):
-    """Start ``cmd``, wait until ``run_dir`` has its step-0 record, then send SIGUSR2."""
+def signal_when_started(cmd, cwd, run_dir: Path, delay_s=0.4, sig=signal.SIGUSR2):
+    """Start ``cmd``, wait until ``run_dir`` has its step-0 record, then send ``sig``."""
     proc = subprocess.Popen(cmd, cwd=cwd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
     while time.time() < deadline and not (run_dir / records.CHECKPOINT_FILE).exists():
         time.sleep(0.01)
     time.sleep(delay_s)
-    proc.send_signal(signal.SIGUSR2)
+    proc.send_signal(sig)
     out, err = proc.communicate(timeout=120)
     return proc.returncode, out, err
 
@@ -69,6 +69,29 @@ def test_usr2_checkpoints_the_current_step_and_the_same_command_resumes_to_the_s
     assert f"resuming from step {step} of 2000" in out
     a, b = records.read_summary(straight), records.read_summary(run)
     assert b["status"] == "completed" and a["final"] == b["final"] and b["steps"] == 2000
+    wa = torch.load(straight / "checkpoint.pt", weights_only=False)["model"]
+    wb = torch.load(run / "checkpoint.pt", weights_only=False)["model"]
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_sigterm_and_ctrl_c_checkpoint_print_one_line_and_resume_bit_identical(tmp_path, sig):
+    straight = tmp_path / "straight"
+    normbench("run", *LONG, f"hydra.run.dir={straight}", cwd=tmp_path, check=True)
+    run = tmp_path / "signalled"
+    cmd = [sys.executable, "-m", "normbench", "run", *LONG, f"hydra.run.dir={run}"]
+    code, out, err = signal_when_started(cmd, tmp_path, run, sig=sig)
+    assert code == 128 + sig, err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and f"stopped by {signal.Signals(sig).name} at step" in lines[0], err
+    assert "run the same command to resume" in lines[0]
+    assert records.read_summary(run)["status"] == "running"  # resumable, not failed
+    step = records.read_summary(run)["steps"]
+    assert 0 < step < 2000
+    out = normbench("run", *LONG, f"hydra.run.dir={run}", cwd=tmp_path, check=True).stdout
+    assert f"resuming from step {step} of 2000" in out
+    a, b = records.read_summary(straight), records.read_summary(run)
+    assert b["status"] == "completed" and a["final"] == b["final"]
     wa = torch.load(straight / "checkpoint.pt", weights_only=False)["model"]
     wb = torch.load(run / "checkpoint.pt", weights_only=False)["model"]
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
