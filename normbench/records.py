@@ -21,6 +21,7 @@ import hashlib
 import json
 import math
 import os
+import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -183,16 +184,24 @@ def _digest_path(path: Path) -> Path:
 def write_checkpoint(run_dir: Path, data: bytes, step: int, evaluated_steps: list[int] | None = None) -> None:
     """Write a checkpoint's bytes with their digest, keeping the previous checkpoint.
 
-    The order makes every crash point recoverable: the current checkpoint (and its digest)
-    becomes the previous one, the new digest is written, then the new bytes, each write atomic.
-    A checkpoint is trusted only if its bytes hash to a recorded digest (:func:`verified_checkpoint`),
-    so a torn or flipped file is never used, and the previous one is there to resume from.
+    The order makes every crash point recoverable, and ``checkpoint.pt`` always exists once
+    written: the current checkpoint and its digest are copied to the previous ones (a hard link
+    where the file system has them), the new digest is written, then the new bytes, each write
+    atomic. A checkpoint is trusted only if its bytes hash to a recorded digest
+    (:func:`verified_checkpoint`), so a torn or flipped file is never used, and the previous one
+    is there to resume from.
     """
     current, previous = Path(run_dir) / CHECKPOINT_FILE, Path(run_dir) / PREVIOUS_CHECKPOINT_FILE
     if current.exists():
-        os.replace(current, previous)
+        tmp = previous.with_name(f".{previous.name}.tmp")
+        tmp.unlink(missing_ok=True)
+        try:
+            os.link(current, tmp)
+        except OSError:
+            shutil.copyfile(current, tmp)
+        os.replace(tmp, previous)
         if _digest_path(current).exists():
-            os.replace(_digest_path(current), _digest_path(previous))
+            atomic_write_bytes(_digest_path(previous), _digest_path(current).read_bytes())
     digest = {"sha256": hashlib.sha256(data).hexdigest(), "step": step, "evaluated_steps": evaluated_steps}
     atomic_write_text(_digest_path(current), json.dumps(digest) + "\n")
     atomic_write_bytes(current, data)
