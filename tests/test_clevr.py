@@ -1,6 +1,7 @@
 """The CLEVR-like generator and the CLEVR loader: layout, answers against the scenes, balance, vocabularies."""
 
 import json
+import os
 from collections import Counter
 
 import numpy as np
@@ -156,6 +157,10 @@ def test_default_set_is_generated_once_and_cached(tmp_path, monkeypatch):
     second = load_dataset(cfg)
     assert len(calls) == 1
     assert len(list(tmp_path.glob("clevr_like-*"))) == 1
+    umask = os.umask(0)
+    os.umask(umask)
+    mode = next(tmp_path.glob("clevr_like-*")).stat().st_mode & 0o777
+    assert mode == 0o777 & ~umask  # a shared cache: not mkdtemp's 0700
     assert torch.equal(first.x_train["question"], second.x_train["question"])
     load_dataset({**cfg, "generator_seed": 1})
     assert len(calls) == 2 and len(list(tmp_path.glob("clevr_like-*"))) == 2

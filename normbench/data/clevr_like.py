@@ -404,6 +404,9 @@ def cached(**params) -> Path:
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".clevr_like-", dir=path.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it 0700: others sharing the cache must read it
     try:
         generate(tmp, **params)
         try:
