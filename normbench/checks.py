@@ -357,7 +357,7 @@ def eval_matches_training(runs: pd.DataFrame, name: str, tolerance: float = 0.2)
            - pd.to_numeric(done["final_step_loss"], errors="coerce")).dropna()
     if gap.empty:
         return Mechanism(f"{name}: evaluation scores the network training fits", "no completed runs", False)
-    stats = sorted({str(v) for v in done.get("eval_statistics", pd.Series(dtype=object)).dropna()})
+    stats = sorted({str(v) for v in done.get("eval_statistics", pd.Series(dtype=object)).dropna() if v})
     return Mechanism(f"{name}: evaluation ({', '.join(stats) or '?'} statistics) scores the network training fits "
                      f"(eval-mode training loss within {tolerance:g} nats of the train-mode loss of the last steps)",
                      f"mean gap {gap.mean():+.3f} nats (largest {gap.abs().max():.3f}, n={len(gap)})",

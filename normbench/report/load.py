@@ -77,7 +77,6 @@ SUMMARY_SCALARS = (
     "train_time_s",
     "samples_per_s",
     "num_params",
-    "eval_statistics",
     "values_per_batch_statistic",
     "sequence_length",
 )
@@ -256,6 +255,7 @@ def _run_row(run_id: str, run_dir: Path, cfg: dict, summary: dict) -> dict[str, 
         "seed": summary.get("seed", cfg.get("seed")),
         "primary_metric": summary.get("primary_metric"),
         "error": summary.get("error"),
+        "eval_statistics": summary.get("eval_statistics"),  # running, exact, or None
     }
     final = summary.get("final") or {}
     if isinstance(final, dict):
