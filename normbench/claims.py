@@ -323,7 +323,8 @@ def verdict_generalization(rs: RunSet, p: dict) -> Verdict:
     n_train = (pd.to_numeric(runs["samples_seen"], errors="coerce") / pd.to_numeric(runs["epochs"], errors="coerce"))
     params = pd.to_numeric(runs.get("num_params", pd.Series(dtype=float)), errors="coerce")
     ratio = (params / n_train).dropna()
-    mechanism = [Mechanism(f"labels fully randomised at the highest noise level ({rand:g} = 1)", f"{rand:g}", rand >= 1.0),
+    mechanism = [Mechanism("labels fully randomised at the highest noise level (label_noise = 1)", f"{rand:g}",
+                           rand >= 1.0),
                  Mechanism("the networks have more parameters than training samples (what lets them memorise)",
                            f"{ratio.min():.0f}x" if len(ratio) else "not recorded", bool(len(ratio)) and ratio.min() > 1)]
     return decide("generalization", checks, notes, mechanism)
