@@ -714,9 +714,10 @@ def _train(cfg: DictConfig, run_dir: Path, ctx: distributed.Context) -> dict:
         previous = _previous_summary(trainer.run_dir)
         if previous.get("status") == "diverged":
             return previous
-        if trainer.state.step >= trainer.total_steps:  # finished: summarize again from what verified
+        if trainer.state.step >= trainer.total_steps:  # finished: record again from what verified
             summary = trainer.summary("completed")
             if ctx.main:
+                records.atomic_write_text(trainer.run_dir / records.CONFIG_FILE, OmegaConf.to_yaml(trainer.config))
                 records.write_summary(trainer.run_dir, summary)
             return summary
     try:

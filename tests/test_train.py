@@ -93,6 +93,17 @@ def test_divergence_is_a_recorded_result(tmp_path):
     assert "nan" in summary["error"] or "inf" in summary["error"]
     assert summary["steps"] < 200
     assert records.read_summary(tmp_path)["status"] == "diverged"
+    # The record keeps the last finite evaluation and says where the loss blew up.
+    assert summary["diverged_at_step"] == summary["steps"] > summary["final"].get("step", 0)
+    assert summary["final"]["test_acc"] == records.read_metrics(tmp_path)[-1]["test_acc"]
+
+
+def test_an_unreadable_config_of_a_finished_run_is_not_trusted_and_rewritten(tmp_path, tiny_overrides):
+    straight = run(tiny_overrides, tmp_path)
+    (tmp_path / "config.yaml").write_text("norm: [unclosed\n")
+    again = run(tiny_overrides, tmp_path)  # resumed from the verified checkpoint, summarized again
+    assert again["final"] == straight["final"]
+    assert "name: batch" in (tmp_path / "config.yaml").read_text()
 
 
 def test_batches_are_full_so_batch_norm_never_sees_one_sample(tmp_path):
