@@ -81,7 +81,8 @@ def _round_robin_device(cfg: DictConfig, job_num: int) -> None:
 def run_job(cfg: DictConfig) -> dict | None:
     from normbench import distributed
     from normbench.preemption import Interrupted
-    from normbench.train import finished_summary, train  # torch loads here, not for `--help`
+    from normbench.resume import finished_summary  # torch loads here, not for `--help`
+    from normbench.train import train
 
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)

@@ -21,9 +21,7 @@ import contextlib
 import io
 import math
 import os
-import pickle
 import platform
-import re
 import socket
 import sys
 import time
@@ -47,13 +45,15 @@ from normbench.population import MODES as POPULATION_MODES
 from normbench.population import batch_statistics_layers, exact_statistics, values_per_statistic
 from normbench.preemption import Interrupted, StopRequest
 from normbench.progress import make_progress
+from normbench.resume import (
+    RESUMABLE_KEYS,
+    config_dict,
+    finished_summary,
+    previous_summary,
+    read_checkpoint,
+    without,
+)
 from normbench.tasks import Classification, LanguageModelling, task_for
-
-# Config keys that change how a run is shown or where it runs, not what it computes: a run may
-# resume under different values. The budget keys may change too (to extend a finished run).
-_RESUMABLE_KEYS = ("trainer.device", "trainer.progress", "trainer.log_every", "logger",
-                   "trainer.max_steps", "trainer.epochs", "trainer.compile", "trainer.compile_mode",
-                   "dataset.workers")
 
 
 class Diverged(Exception):
@@ -145,24 +145,6 @@ def validate(cfg: DictConfig) -> None:
             raise ConfigError(f"optim.{key}={value} must be a positive number")
 
 
-def config_dict(cfg: DictConfig) -> dict:
-    """The resolved config as plain data, without Hydra's own node."""
-    data = OmegaConf.to_container(cfg, resolve=True)
-    data.pop("hydra", None)
-    return data
-
-
-def _without(data: dict, dotted_keys) -> dict:
-    data = {k: (dict(v) if isinstance(v, dict) else v) for k, v in data.items()}
-    for key in dotted_keys:
-        node, *rest = key.split(".")
-        if rest and isinstance(data.get(node), dict):
-            data[node].pop(rest[0], None)
-        elif not rest:
-            data.pop(node, None)
-    return data
-
-
 def environment(device: torch.device, cfg: DictConfig, ctx: distributed.Context | None = None) -> dict:
     env = {
         "normbench": normbench.__version__,
@@ -187,11 +169,6 @@ def environment(device: torch.device, cfg: DictConfig, ctx: distributed.Context 
     if device.type == "cuda":
         env["cuda"] = torch.version.cuda
     return env
-
-
-def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy of ``model`` in eval mode (population statistics)."""
-    return Classification().evaluate(model, x, y, batch_size)
 
 
 def summarize(cfg: DictConfig, state: LoopState, status: str, env: dict, num_params: int,
@@ -340,8 +317,8 @@ class Trainer:
         if rejected and self.ctx.main:
             print(f"normbench: warning: {' and '.join(rejected)} fails its SHA-256 check; resuming from {path.name}",
                   file=sys.stderr, flush=True)
-        ckpt = _read_checkpoint(path)
-        if _without(ckpt["config"], _RESUMABLE_KEYS) != _without(self.config, _RESUMABLE_KEYS):
+        ckpt = read_checkpoint(path)
+        if without(ckpt["config"], RESUMABLE_KEYS) != without(self.config, RESUMABLE_KEYS):
             raise ConfigError(
                 f"{self.run_dir} holds a run with another config; resume it with the same overrides "
                 f"or choose a new directory (hydra.run.dir=...)"
@@ -597,25 +574,6 @@ class Trainer:
         return self.summary("completed")
 
 
-def _read_checkpoint(path: Path) -> dict:
-    """The checkpoint at ``path``, loaded without running code from it.
-
-    A run directory is untrusted input (a colleague's, a shared cluster file system): a pickle
-    can carry any callable, so only tensors and plain containers are accepted
-    (``weights_only=True``), which is all a checkpoint normbench writes holds.
-    """
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        found = re.search(r"GLOBAL ([\w.]+)", str(exc))
-        what = f" ({found.group(1)})" if found else ""
-        raise ConfigError(f"{path} holds code{what}, not only tensors and plain data, so normbench refuses to "
-                          "load it; move it away to train this run from the start") from None
-    except (RuntimeError, EOFError, OSError, ValueError) as exc:
-        raise ConfigError(f"{path} cannot be read as a checkpoint ({type(exc).__name__}); it is damaged or "
-                          "truncated: move it away to train this run from the start") from None
-
-
 class _NoLogger:
     """Ranks other than 0 log nothing."""
 
@@ -624,56 +582,6 @@ class _NoLogger:
 
     def finish(self, summary: dict, interrupted: bool = False) -> None:
         pass
-
-
-def _previous_summary(run_dir: Path) -> dict:
-    try:
-        return records.read_summary(run_dir)
-    except (OSError, ValueError):
-        return {}
-
-
-def finished_summary(cfg: DictConfig, run_dir: str | Path) -> dict | None:
-    """The summary of the run in ``run_dir`` if it already finished with this config, else None.
-
-    Cheap (reads the small files and hashes the checkpoint, builds nothing), so a relaunched
-    sweep skips finished runs quickly. Finished means completed within the config's step budget,
-    or diverged. A ``completed`` summary counts only if a verified checkpoint and the metrics
-    history stand behind it (same final step, same final test metric): a forged or stale
-    summary is not skipped, and the run is resumed and summarized again from what verifies.
-    """
-    run_dir = Path(run_dir)
-    previous = _previous_summary(run_dir)
-    if previous.get("status") not in ("completed", "diverged"):
-        return None
-    try:
-        recorded = OmegaConf.to_container(OmegaConf.load(run_dir / records.CONFIG_FILE), resolve=True)
-    except Exception:  # missing, or not YAML (yaml's errors are not ValueErrors): not skipped
-        return None
-    if _without(recorded, _RESUMABLE_KEYS) != _without(config_dict(cfg), _RESUMABLE_KEYS):
-        return None  # Trainer says why
-    if previous["status"] == "completed":
-        t = cfg.trainer
-        done = (previous.get("steps", 0) >= t.max_steps if t.max_steps
-                else previous.get("epochs", 0) >= t.epochs - 1e-9)
-        if not done or not _record_backs(previous, run_dir):
-            return None
-    return previous
-
-
-def _record_backs(summary: dict, run_dir: Path) -> bool:
-    """Whether the verified checkpoint and the metrics history stand behind ``summary``."""
-    path, digest, _ = records.verified_checkpoint(run_dir)
-    try:
-        history = records.read_metrics(run_dir, strict=True)
-    except ValueError:
-        return False
-    if path is None or digest.get("step") != summary.get("steps") or not history:
-        return False
-    if [r.get("step") for r in history] != digest.get("evaluated_steps"):
-        return False
-    m = summary.get("primary_metric", "acc")
-    return history[-1].get(f"test_{m}") == (summary.get("final") or {}).get(f"test_{m}")
 
 
 def train(cfg: DictConfig, run_dir: str | Path) -> dict:
@@ -711,7 +619,7 @@ def _train(cfg: DictConfig, run_dir: Path, ctx: distributed.Context) -> dict:
         return previous
     trainer = Trainer(cfg, Path(run_dir), ctx)
     if trainer.resumed_from is not None:
-        previous = _previous_summary(trainer.run_dir)
+        previous = previous_summary(trainer.run_dir)
         if previous.get("status") == "diverged":
             return previous
         if trainer.state.step >= trainer.total_steps:  # finished: record again from what verified
