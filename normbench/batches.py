@@ -105,6 +105,9 @@ class TensorSource:
         return out
 
 
+FIXED_SUBSET_SEED = 20_240_601
+
+
 def fixed_subset(total: int, n: int | None) -> torch.Tensor:
     """``min(n, total)`` indices of a fixed permutation of ``range(total)`` (all when ``n`` is None).
 
@@ -113,9 +116,6 @@ def fixed_subset(total: int, n: int | None) -> torch.Tensor:
     """
     perm = torch.randperm(total, generator=torch.Generator().manual_seed(FIXED_SUBSET_SEED))
     return perm if n is None else perm[:n]
-
-
-FIXED_SUBSET_SEED = 20_240_601
 
 
 class EpochSampler(torch.utils.data.Sampler):

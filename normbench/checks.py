@@ -295,15 +295,11 @@ def best_of_grid(runs: pd.DataFrame, metric: str, key: str = "optim.lr", higher:
     return best, best_key
 
 
-def _sorted_unique(series: pd.Series) -> list:
-    return sorted({v for v in series.dropna()}, key=float)
-
-
 # -- mechanism checks shared by several claims ----------------------------------------------
 
 
-def plateau(rs: RunSet, runs: pd.DataFrame, groups: dict[str, pd.DataFrame], metric: str = "test_acc",
-            tail: float = 0.25, tolerance: float = 0.01) -> Mechanism:
+def plateau(rs: RunSet, groups: dict[str, pd.DataFrame], metric: str = "test_acc", tail: float = 0.25,
+            tolerance: float = 0.01) -> Mechanism:
     """Every group has reached its plateau: its mean ``metric`` changed by at most ``tolerance``
     over the last ``tail`` of training (from the last evaluation at or before that stretch's
     start to the final one)."""

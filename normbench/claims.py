@@ -145,7 +145,7 @@ def verdict_gn_norms(rs: RunSet, p: dict) -> Verdict:
     per_run = (pd.to_numeric(bn_runs.get("values_per_batch_statistic", pd.Series(dtype=float)), errors="coerce")
                / pd.to_numeric(bn_runs["batch_size"], errors="coerce"))
     positions = sorted(set(per_run.dropna()))
-    mechanism = [plateau(rs, runs, groups),
+    mechanism = [plateau(rs, groups),
                  Mechanism("positions per channel at the deepest norm (IN's statistics are taken over them; at "
                            "least 9, a 3x3 map; ResNet-50: 7x7 = 49)", ", ".join(f"{v:g}" for v in positions)
                            or "not recorded", bool(positions) and min(positions) >= 9)]
@@ -163,7 +163,7 @@ def verdict_gn_groups(rs: RunSet, p: dict) -> Verdict:
                       f"G={ref}", by.get(ref, []), "G=1", by.get(1, []), better="lower",
                       min_effect=p.get("min_effect", 0.0))]
     notes = [f"G={g}: test error {100 * x.mean():.2f}% (n={len(x)})" for g, x in by.items() if len(x)]
-    return decide("gn-groups", checks, notes, [plateau(rs, runs, {f"G={g}": s for g, s in sel.items()})])
+    return decide("gn-groups", checks, notes, [plateau(rs, {f"G={g}": s for g, s in sel.items()})])
 
 
 def verdict_ln_batch(rs: RunSet, p: dict) -> Verdict:
@@ -183,7 +183,7 @@ def verdict_ln_batch(rs: RunSet, p: dict) -> Verdict:
     ]
     mechanism = [values_per_statistic(sel["batch", small], f"at batch {small}", small,
                                        f"an MLP has no positions: the batch, {small:g}, as in the paper's batch-4 runs"),
-                 plateau(rs, runs, {f"{n} at {large:g}": sel[n, large] for n in ("none", "batch", "layer")})]
+                 plateau(rs, {f"{n} at {large:g}": sel[n, large] for n in ("none", "batch", "layer")})]
     notes = []
     for b in (large, small):
         for n in ("none", "batch", "layer"):

@@ -83,12 +83,13 @@ class _Sums:
         n = self.count.unsqueeze(-1) if self.recurrent else self.count
         mean = self.sum / n.clamp(min=1)
         var = (self.sumsq - n * mean.square()).clamp(min=0) / (n - 1).clamp(min=1)
-        seen = (self.count > 0) if self.recurrent else torch.ones((), dtype=torch.bool, device=n.device)
-        if self.recurrent:
-            seen = seen.unsqueeze(-1)
-        layer.running_mean.copy_(torch.where(seen, mean, layer.running_mean.double()))
+        if self.recurrent:  # time steps the pass never reached keep their running statistics
+            seen = (n > 0).expand_as(mean)
+            mean = torch.where(seen, mean, layer.running_mean.double())
+            var = torch.where(seen, var, layer.running_var.double())
+        layer.running_mean.copy_(mean)
         if getattr(layer, "running_var", None) is not None:
-            layer.running_var.copy_(torch.where(seen, var, layer.running_var.double()))
+            layer.running_var.copy_(var)
 
 
 @contextlib.contextmanager

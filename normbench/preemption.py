@@ -54,8 +54,7 @@ class StopRequest:
     def __enter__(self):
         if threading.current_thread() is not threading.main_thread():
             return self
-        self.previous = signal.getsignal(preemption_signal())
-        self.saved[preemption_signal()] = signal.signal(preemption_signal(), self._handler)
+        self.previous = self.saved[preemption_signal()] = signal.signal(preemption_signal(), self._handler)
         for sig in (signal.SIGTERM, signal.SIGINT):
             if sig != preemption_signal() and signal.getsignal(sig) in (signal.SIG_DFL, signal.default_int_handler):
                 self.saved[sig] = signal.signal(sig, self._handler)

@@ -334,8 +334,6 @@ class Trainer:
         if self.device.type == "cuda" and ckpt.get("cuda_rng") is not None:
             torch.cuda.set_rng_state(ckpt["cuda_rng"], self.device)
         self.state = LoopState(**{k: v for k, v in s.items() if k in LoopState.__dataclass_fields__})
-        if "logged_at" not in s:  # a checkpoint from before the train-mode loss was recorded
-            self.state.logged_at = self.state.step
         self.state.history = self._verified_history(s.get("evaluated_steps"))
         if self.ctx.main:
             records.write_metrics(self.run_dir, self.state.history)
@@ -378,7 +376,7 @@ class Trainer:
         }
         buffer = io.BytesIO()
         torch.save(ckpt, buffer)
-        records.write_checkpoint(self.run_dir, buffer.getvalue(), s.step, [r["step"] for r in s.history])
+        records.write_checkpoint(self.run_dir, buffer.getvalue(), s.step, ckpt["state"]["evaluated_steps"])
 
     def summary(self, status: str, error: str | None = None) -> dict:
         summary = summarize(self.cfg, self.state, status, self.env, self.num_params, self.lr, error, self.task)
@@ -421,6 +419,7 @@ class Trainer:
         if self.eval_statistics == "running" and self.cfg.norm.get("also_exact", False):
             # The same weights scored both ways: how much of the error is the running estimate.
             with self._exact_statistics():
+                # one training sample: only the test score is kept
                 results["exact"] = self.source.evaluate(self.task, self.model, t.eval_batch_size, 1,
                                                         self.forward)["test"]
         (train_loss, train_metric), (test_loss, test_metric) = results.pop("train"), results.pop("test")
