@@ -8,6 +8,7 @@ recorded as a failed run and the sweep goes on, as do failed and diverged runs.
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -46,14 +47,54 @@ def final_line(summary: dict, run_dir: Path) -> str:
             f"in {summary['train_time_s']:.1f} s, {speed} | {run_dir}")
 
 
-def _remove_fresh_dir(run_dir: Path) -> None:
-    """Remove a run directory that holds nothing but Hydra's own files: no half-written results."""
-    if run_dir.exists() and all(p.name in (".hydra", "normbench.log", records.LOCK_FILE) for p in run_dir.iterdir()):
-        shutil.rmtree(run_dir, ignore_errors=True)
-        try:  # Hydra's default run dir is outputs/DATE/TIME: leave no empty DATE behind
-            run_dir.parent.rmdir()
+# Written by RunDirOwner into a run directory it created, read once by the job: which
+# directories normbench made, so that a refused run removes those and never one of the user's.
+_CREATED = ".normbench-created-{pid}"
+_OWN_FILES = (".hydra", "normbench.log", records.LOCK_FILE)
+
+
+class RunDirOwner(Callback):
+    """Before a single run, create its run directory, noting which directories are new."""
+
+    def on_run_start(self, config: DictConfig, **kwargs) -> None:
+        try:
+            HydraConfig.instance().set_config(config)  # for ${hydra:...} in hydra.run.dir
+            run_dir = Path(str(config.hydra.run.dir)).absolute()
+        except Exception:  # Hydra reports a bad run dir itself; nothing is ours to remove then
+            return
+        new = [p for p in (run_dir, *run_dir.parents) if not p.exists()]
+        if new:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            records.atomic_write_text(run_dir / _CREATED.format(pid=os.getpid()), "\n".join(map(str, new)))
+
+
+def _created_dirs(run_dir: Path) -> list[Path]:
+    """The directories RunDirOwner created for this process's run, deepest first (read once)."""
+    marker = run_dir / _CREATED.format(pid=os.getpid())
+    try:
+        text = marker.read_text(encoding="utf-8")
+    except OSError:
+        return []
+    marker.unlink(missing_ok=True)
+    return [Path(line) for line in text.splitlines() if line]
+
+
+def _remove_fresh_dir(run_dir: Path, created: list[Path]) -> None:
+    """Undo a run that recorded nothing: remove normbench's own files (Hydra's, the log, the
+    lock) when nothing else is there, and then the directories normbench created, never others."""
+    if not run_dir.exists() or any(p.name not in _OWN_FILES for p in run_dir.iterdir()):
+        return
+    for name in _OWN_FILES:
+        path = run_dir / name
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+    for path in created:  # deepest first; one that is not empty (other runs in it) stays
+        try:
+            path.rmdir()
         except OSError:
-            pass  # not empty: other runs live there
+            break
 
 
 def _record_failure(cfg: DictConfig, run_dir: Path, message: str) -> None:
@@ -87,6 +128,7 @@ def run_job(cfg: DictConfig) -> dict | None:
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     in_sweep = hydra_cfg.mode == RunMode.MULTIRUN
+    created = _created_dirs(run_dir)
     try:
         finished = finished_summary(cfg, run_dir)
         if finished is not None:  # a relaunched sweep: nothing to train
@@ -96,7 +138,7 @@ def run_job(cfg: DictConfig) -> dict | None:
             _round_robin_device(cfg, int(hydra_cfg.job.get("num") or 0))
         summary = train(cfg, run_dir)
         if not distributed.from_env().main:  # under torchrun: rank 0 wrote the record and prints the line
-            _remove_fresh_dir(run_dir)  # an empty one too
+            _remove_fresh_dir(run_dir, created)  # an empty one too
             return summary
     except records.RunDirBusy as exc:  # another process writes this run: leave it alone, record nothing
         if not in_sweep:
@@ -112,7 +154,7 @@ def run_job(cfg: DictConfig) -> dict | None:
         raise SystemExit(130) from None
     except ConfigError as exc:
         if not in_sweep:
-            _remove_fresh_dir(run_dir)
+            _remove_fresh_dir(run_dir, created)
             fail(str(exc))
         print(f"normbench: error: {exc}", file=sys.stderr, flush=True)
         _record_failure(cfg, run_dir, str(exc))

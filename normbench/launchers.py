@@ -15,6 +15,8 @@ which resubmits the same job; normbench's trainer has already saved the current 
 from __future__ import annotations
 
 import logging
+import re
+import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,6 +26,7 @@ from hydra.core.utils import JobReturn, JobStatus
 from omegaconf import DictConfig, OmegaConf
 
 from normbench import records
+from normbench.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -97,3 +100,71 @@ def _isolated(launcher: Any, overrides: Sequence[str], result: Any) -> JobReturn
     ret = JobReturn(overrides=list(overrides), status=JobStatus.COMPLETED)
     ret.return_value = None
     return ret
+
+
+def skip_finished(launcher: Any, job_overrides: Sequence[Sequence[str]]) -> dict[int, JobReturn]:
+    """The jobs of a relaunched sweep whose runs already finished, each with its summary, found
+    before anything is submitted: a finished run costs no Slurm job and no worker start-up.
+
+    The check is the one the job itself makes (:func:`normbench.resume.finished_summary`); a
+    run it cannot decide here is launched, and the job decides.
+    """
+    from normbench.app import final_line
+    from normbench.resume import finished_summary
+
+    done = {}
+    for i, overrides in enumerate(job_overrides):
+        try:
+            cfg, run_dir = _run_dir(launcher, overrides)
+            summary = finished_summary(cfg, run_dir)
+        except Exception:
+            continue
+        if summary is not None:
+            print(f"skipped, already {final_line(summary, run_dir)}", flush=True)
+            ret = JobReturn(overrides=list(overrides), status=JobStatus.COMPLETED)
+            ret.return_value = summary
+            done[i] = ret
+    return done
+
+
+def _node_sizes(partition: str | None) -> list[tuple[int, int, int]] | None:
+    """``(CPUs, memory in MB, GPUs)`` of each node of ``partition`` (or the default partition),
+    as ``sinfo`` reports them; None when sinfo cannot tell (not installed, no answer)."""
+    try:
+        out = subprocess.run(["sinfo", "-h", "-N", "-o", "%P|%c|%m|%G", *(["-p", partition] if partition else [])],
+                             capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if out.returncode != 0:
+        return None
+    nodes = []
+    for line in out.stdout.splitlines():
+        fields = line.strip().split("|")
+        if len(fields) != 4 or (partition is None and not fields[0].endswith("*")):
+            continue  # without -p, sinfo lists every partition: the default one is marked *
+        number = [int(m.group()) if (m := re.match(r"\d+", f)) else 0 for f in fields[1:3]]
+        gpus = sum(int(n) for n in re.findall(r"gpu(?::[^:,(]+)?:(\d+)", fields[3]))
+        nodes.append((number[0], number[1], gpus))
+    return nodes
+
+
+def check_resources(params: dict) -> None:
+    """Refuse a Slurm sweep whose jobs ask for more than any node of the partition has: Slurm
+    would keep them pending forever without a word. Nothing is checked where sinfo cannot tell."""
+    partition = params.get("partition")
+    nodes = _node_sizes(partition)
+    if nodes is None:
+        return
+    where = f"partition {partition!r}" if partition else "the default partition"
+    if not nodes:
+        raise ConfigError(f"hydra.launcher.partition={partition} names no partition with nodes (sinfo lists none); "
+                          "see them with `sinfo -s`")
+    asks = [("cpus_per_task", (params.get("cpus_per_task") or 1) * (params.get("tasks_per_node") or 1), 0, "CPUs"),
+            ("mem_gb", (params.get("mem_gb") or 0) * 1024, 1, "MB of memory"),
+            ("gpus_per_node", params.get("gpus_per_node") or 0, 2, "GPUs")]
+    for key, want, column, unit in asks:
+        most = max(node[column] for node in nodes)
+        if want > most:
+            raise ConfigError(f"hydra.launcher.{key}={params.get(key)} asks for more than any node of {where} has "
+                              f"({most} {unit} at most), so the jobs would wait forever; ask for less, or choose "
+                              "another partition with hydra.launcher.partition=NAME")

@@ -177,6 +177,18 @@ class RunLock:
         self.fd = None
 
 
+def remove_stale_temporaries(run_dir: Path) -> list[str]:
+    """Remove the temporary files of writes that a killed process left half done; return their
+    names. Call it only while holding the :class:`RunLock`: then no write is in progress."""
+    ours = (CONFIG_FILE, METRICS_FILE, SUMMARY_FILE, CHECKPOINT_FILE, PREVIOUS_CHECKPOINT_FILE)
+    removed = []
+    for path in Path(run_dir).glob(".*.tmp"):
+        if path.is_file() and path.name[1:].startswith(ours):
+            path.unlink(missing_ok=True)
+            removed.append(path.name)
+    return removed
+
+
 def _digest_path(path: Path) -> Path:
     return path.with_name(path.name + DIGEST_SUFFIX)
 

@@ -613,6 +613,8 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
 
 
 def _train(cfg: DictConfig, run_dir: Path, ctx: distributed.Context) -> dict:
+    if ctx.main:  # the lock is ours: a temporary file here is a killed writer's
+        records.remove_stale_temporaries(run_dir)
     previous = finished_summary(cfg, run_dir)
     if previous is not None:
         return previous

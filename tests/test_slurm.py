@@ -151,3 +151,36 @@ def test_a_job_killed_by_slurm_is_recorded_as_failed_and_the_others_complete(slu
     failed = records.read_summary(victim)
     assert failed["status"] == "failed" and "left the queue without a result" in failed["error"]
     assert "Traceback" not in out
+
+
+def test_jobs_no_node_can_hold_are_refused_in_one_line_before_anything_is_written(slurm, tmp_path):
+    cpus = int(subprocess.run(["sinfo", "-h", "-N", "-o", "%c"], env=slurm, capture_output=True, text=True,
+                              check=True).stdout.split()[0])
+    args = ["run", "-m", "hydra/launcher=slurm", "hydra.launcher.gpus_per_node=0", f"hydra.launcher.cpus_per_task={cpus + 1}",
+            "trainer.max_steps=20", "trainer.progress=none"]
+    proc = subprocess.run([sys.executable, "-m", "normbench", *args], cwd=tmp_path, env=slurm, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr == (f"normbench: error: hydra.launcher.cpus_per_task={cpus + 1} asks for more than any node of "
+                           f"the default partition has ({cpus} CPUs at most), so the jobs would wait forever; ask for "
+                           "less, or choose another partition with hydra.launcher.partition=NAME\n")
+    proc = subprocess.run([sys.executable, "-m", "normbench", *args[:-3], "hydra.launcher.partition=nope",
+                           "trainer.max_steps=20"], cwd=tmp_path, env=slurm, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "hydra.launcher.partition=nope names no partition with nodes" in proc.stderr
+    assert squeue(slurm, "%i") == [] and list(tmp_path.iterdir()) == []
+
+
+def test_a_relaunched_sweep_submits_only_the_runs_that_are_not_finished(slurm, tmp_path):
+    train = ["trainer.max_steps=20", "trainer.eval_every=10", "trainer.progress=none", "hydra.sweep.dir=sweep"]
+    first = subprocess.run([sys.executable, "-m", "normbench", "run", "-m", *SMALL_JOBS, *train, "seed=0"],
+                           cwd=tmp_path, env=slurm, capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0 and "submitted 1 Slurm job " in first.stdout, first.stderr[-2000:]
+    args = [sys.executable, "-m", "normbench", "run", "-m", *SMALL_JOBS, *train, "seed=0,1"]
+    second = subprocess.run(args, cwd=tmp_path, env=slurm, capture_output=True, text=True, timeout=300)
+    lines = second.stdout.splitlines()
+    assert second.returncode == 0, second.stderr[-2000:]
+    assert lines[0].startswith("skipped, already completed: batch norm, cnn on mnist1d, batch 32, seed 0 |")
+    assert "submitted 1 Slurm job " in second.stdout and lines[-1].startswith("sweep: 2 completed, 0 diverged")
+    third = subprocess.run(args, cwd=tmp_path, env=slurm, capture_output=True, text=True, timeout=300)
+    assert third.stdout.count("skipped, already completed") == 2 and "submitted" not in third.stdout
+    assert len(list((tmp_path / "sweep" / ".submitit").glob("*/*_log.out"))) == 2  # two Slurm jobs in all

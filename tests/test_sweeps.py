@@ -2,44 +2,14 @@
 dry runs, failure isolation with the parallel local launcher, the missing-plugin message."""
 
 import json
-import os
 import signal
-import subprocess
 import sys
-import time
-from pathlib import Path
 
 import pytest
 import torch
+from procs import LONG, normbench, signal_when_started
 
 from normbench import records, sweeps
-
-ROOT = Path(__file__).resolve().parents[1]
-ENV = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1",
-       "MKL_NUM_THREADS": "1", "NORMBENCH_NO_REPORT": "1"}
-# Only the first and last evaluations checkpoint, so a checkpoint in between comes from the signal.
-LONG = ["model=mlp", "model.width=256", "trainer.max_steps=2000", "trainer.eval_every=2000",
-        "trainer.train_eval_samples=200", "trainer.progress=none"]
-
-
-def normbench(*args, cwd, check=False):
-    proc = subprocess.run([sys.executable, "-m", "normbench", *args], capture_output=True, text=True, cwd=cwd,
-                          env=ENV, timeout=300)
-    if check:
-        assert proc.returncode == 0, proc.stderr
-    return proc
-
-
-def signal_when_started(cmd, cwd, run_dir: Path, delay_s=0.4, sig=signal.SIGUSR2):
-    """Start ``cmd``, wait until ``run_dir`` has its step-0 record, then send ``sig``."""
-    proc = subprocess.Popen(cmd, cwd=cwd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 120
-    while time.time() < deadline and not (run_dir / records.CHECKPOINT_FILE).exists():
-        time.sleep(0.01)
-    time.sleep(delay_s)
-    proc.send_signal(sig)
-    out, err = proc.communicate(timeout=120)
-    return proc.returncode, out, err
 
 
 def test_sweep_name_is_stable_and_leaves_out_launcher_logger_and_display_keys():
@@ -50,51 +20,6 @@ def test_sweep_name_is_stable_and_leaves_out_launcher_logger_and_display_keys():
     assert sweeps.sweep_name([]) == "default"
     long = sweeps.sweep_name([f"optim.lr={x}" for x in ("0.1,0.2,0.3",)] + ["dataset.root=/data/mnist"] + ["seed=" + ",".join(map(str, range(40)))])
     assert "/" not in long and len(long) <= 60 and long == sweeps.sweep_name(["seed=" + ",".join(map(str, range(40))), "dataset.root=/data/mnist", "optim.lr=0.1,0.2,0.3"])
-
-
-def test_usr2_checkpoints_the_current_step_and_the_same_command_resumes_to_the_same_result(tmp_path):
-    straight = tmp_path / "straight"
-    normbench("run", *LONG, f"hydra.run.dir={straight}", cwd=tmp_path, check=True)
-
-    run = tmp_path / "signalled"
-    cmd = [sys.executable, "-m", "normbench", "run", *LONG, f"hydra.run.dir={run}"]
-    code, out, err = signal_when_started(cmd, tmp_path, run)
-    assert code == 128 + signal.SIGUSR2, err
-    assert "stopped by SIGUSR2 at step" in err and "Traceback" not in err
-    step = torch.load(run / "checkpoint.pt", weights_only=False)["state"]["step"]
-    assert 0 < step < 2000  # the signal's checkpoint, not an evaluation's
-    assert records.read_summary(run)["status"] == "running" and records.read_summary(run)["steps"] == step
-
-    out = normbench("run", *LONG, f"hydra.run.dir={run}", cwd=tmp_path, check=True).stdout
-    assert f"resuming from step {step} of 2000" in out
-    a, b = records.read_summary(straight), records.read_summary(run)
-    assert b["status"] == "completed" and a["final"] == b["final"] and b["steps"] == 2000
-    wa = torch.load(straight / "checkpoint.pt", weights_only=False)["model"]
-    wb = torch.load(run / "checkpoint.pt", weights_only=False)["model"]
-    assert all(torch.equal(wa[k], wb[k]) for k in wa)
-
-
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
-def test_sigterm_and_ctrl_c_checkpoint_print_one_line_and_resume_bit_identical(tmp_path, sig):
-    straight = tmp_path / "straight"
-    normbench("run", *LONG, f"hydra.run.dir={straight}", cwd=tmp_path, check=True)
-    run = tmp_path / "signalled"
-    cmd = [sys.executable, "-m", "normbench", "run", *LONG, f"hydra.run.dir={run}"]
-    code, out, err = signal_when_started(cmd, tmp_path, run, sig=sig)
-    assert code == 128 + sig, err
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1 and f"stopped by {signal.Signals(sig).name} at step" in lines[0], err
-    assert "run the same command to resume" in lines[0]
-    assert records.read_summary(run)["status"] == "running"  # resumable, not failed
-    step = records.read_summary(run)["steps"]
-    assert 0 < step < 2000
-    out = normbench("run", *LONG, f"hydra.run.dir={run}", cwd=tmp_path, check=True).stdout
-    assert f"resuming from step {step} of 2000" in out
-    a, b = records.read_summary(straight), records.read_summary(run)
-    assert b["status"] == "completed" and a["final"] == b["final"]
-    wa = torch.load(straight / "checkpoint.pt", weights_only=False)["model"]
-    wb = torch.load(run / "checkpoint.pt", weights_only=False)["model"]
-    assert all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
 def test_relaunched_sweep_skips_finished_runs_and_resumes_the_interrupted_one(tmp_path):

@@ -1,4 +1,5 @@
-"""The trainer through the Python API: records, resume, divergence, batches, learning rates."""
+"""The trainer through the Python API: records, resume, divergence, batches, learning rates.
+(Damaged, forged and interrupted run directories are in test_faults.py.)"""
 
 import json
 import math
@@ -98,14 +99,6 @@ def test_divergence_is_a_recorded_result(tmp_path):
     assert summary["final"]["test_acc"] == records.read_metrics(tmp_path)[-1]["test_acc"]
 
 
-def test_an_unreadable_config_of_a_finished_run_is_not_trusted_and_rewritten(tmp_path, tiny_overrides):
-    straight = run(tiny_overrides, tmp_path)
-    (tmp_path / "config.yaml").write_text("norm: [unclosed\n")
-    again = run(tiny_overrides, tmp_path)  # resumed from the verified checkpoint, summarized again
-    assert again["final"] == straight["final"]
-    assert "name: batch" in (tmp_path / "config.yaml").read_text()
-
-
 def test_batches_are_full_so_batch_norm_never_sees_one_sample(tmp_path):
     # digits has 1437 training samples: at batch 2 one sample per epoch is left over.
     cfg = compose(["dataset=digits", "model=mlp", "batch_size=2", "trainer.epochs=2", "trainer.progress=none",
@@ -155,98 +148,3 @@ def test_bad_values_raise_before_anything_is_written(tmp_path, override, message
     with pytest.raises(ConfigError, match=message):
         train(compose([override]), tmp_path / "run")
     assert not (tmp_path / "run").exists()
-
-
-class _RunsCode:
-    """A pickled callable: loading it with plain pickle would run a shell command."""
-
-    def __init__(self, marker):
-        self.marker = marker
-
-    def __reduce__(self):
-        import os
-
-        return (os.system, (f"touch {self.marker}",))
-
-
-def test_a_checkpoint_carrying_code_is_refused_and_nothing_runs(tmp_path, tiny_overrides):
-    import io
-
-    marker = tmp_path / "ran"
-    run_dir = tmp_path / "run"
-    run_dir.mkdir()
-    buffer = io.BytesIO()
-    torch.save({"config": {}, "model": _RunsCode(marker)}, buffer)
-    records.write_checkpoint(run_dir, buffer.getvalue(), 10)  # with a matching digest, as a forger would
-    with pytest.raises(ConfigError, match=r"holds code \(posix.system\).*refuses to load it"):
-        run(tiny_overrides, run_dir)
-    assert not marker.exists()
-
-
-def _flip(path, at=-5000, n=64):
-    data = bytearray(path.read_bytes())
-    data[at:at + n] = bytes(b ^ 0xFF for b in data[at:at + n])
-    path.write_bytes(bytes(data))
-
-
-def test_a_damaged_checkpoint_is_never_used_the_previous_one_gives_the_same_result(tmp_path, tiny_overrides,
-                                                                                   capfd):
-    straight = run(tiny_overrides, tmp_path / "straight")
-    half = [o for o in tiny_overrides if "max_steps" not in o] + ["trainer.max_steps=10"]
-    run(half, tmp_path / "run")  # evaluations at 0 and 10: checkpoint.pt (10), checkpoint.prev.pt (0)
-    _flip(tmp_path / "run" / "checkpoint.pt")
-    resumed = run(tiny_overrides, tmp_path / "run")
-    assert "checkpoint.pt fails its SHA-256 check; resuming from checkpoint.prev.pt" in capfd.readouterr().err
-    assert resumed["final"] == straight["final"] and resumed["steps_to_target"] == straight["steps_to_target"]
-    steps = [m["step"] for m in records.read_metrics(tmp_path / "run")]
-    assert steps == [0, 10, 20]
-
-
-def test_no_verified_checkpoint_is_one_clear_refusal(tmp_path, tiny_overrides):
-    half = [o for o in tiny_overrides if "max_steps" not in o] + ["trainer.max_steps=10"]
-    run(half, tmp_path / "run")
-    for name in ("checkpoint.pt", "checkpoint.prev.pt"):
-        _flip(tmp_path / "run" / name)
-    with pytest.raises(ConfigError, match="checkpoint.pt and checkpoint.prev.pt fail their SHA-256 check.*move them"):
-        run(tiny_overrides, tmp_path / "run")
-
-
-def test_a_forged_completed_summary_is_not_trusted(tmp_path, tiny_overrides):
-    straight = run(tiny_overrides, tmp_path / "run")
-    forged = {**straight, "final": {**straight["final"], "test_acc": 0.999}, "best_test_acc": 0.999}
-    records.write_summary(tmp_path / "run", forged)
-    again = run(tiny_overrides, tmp_path / "run")
-    assert again["final"] == straight["final"] and again["best_test_acc"] == straight["best_test_acc"]
-    assert records.read_summary(tmp_path / "run")["final"]["test_acc"] == straight["final"]["test_acc"]
-
-
-@pytest.mark.parametrize("damage,message", [
-    (lambda p: p.write_text(p.read_text().splitlines(keepends=True)[0]), "holds 1 of the 2 evaluations"),
-    (lambda p: p.unlink(), "holds 0 of the 2 evaluations"),
-    (lambda p: p.write_text("garbage\n" + p.read_text()), "line 1 is not an evaluation record"),
-    (lambda p: p.write_text("[1, 2]\n" + p.read_text()), "line 1 is not an evaluation record"),
-])
-def test_a_damaged_metrics_history_is_refused_not_resumed(tmp_path, tiny_overrides, damage, message):
-    half = [o for o in tiny_overrides if "max_steps" not in o] + ["trainer.max_steps=10"]
-    run(half, tmp_path / "run")
-    damage(tmp_path / "run" / "metrics.jsonl")
-    with pytest.raises(ConfigError, match=f"{message}.*will not resume"):
-        run(tiny_overrides, tmp_path / "run")
-
-
-def test_a_torn_last_metrics_line_is_dropped_and_remade(tmp_path, tiny_overrides):
-    straight = run(tiny_overrides, tmp_path / "straight")
-    half = [o for o in tiny_overrides if "max_steps" not in o] + ["trainer.max_steps=10"]
-    run(half, tmp_path / "run")
-    path = tmp_path / "run" / "metrics.jsonl"
-    path.write_text(path.read_text() + '{"step": 20, "tes')  # a writer killed mid-line
-    assert run(tiny_overrides, tmp_path / "run")["final"] == straight["final"]
-
-
-def test_a_finished_run_with_a_damaged_history_is_not_skipped_but_refused(tmp_path, tiny_overrides):
-    run(tiny_overrides, tmp_path / "run")
-    path = tmp_path / "run" / "metrics.jsonl"
-    lines = path.read_text().splitlines(keepends=True)
-    path.write_text(lines[0] + lines[2])  # the step-10 evaluation lost
-    with pytest.raises(ConfigError, match="holds 2 of the 3 evaluations"):
-        run(tiny_overrides, tmp_path / "run")

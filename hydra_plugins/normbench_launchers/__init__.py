@@ -16,7 +16,7 @@ from typing import Any
 from hydra.core.utils import JobReturn, filter_overrides
 from omegaconf import OmegaConf
 
-from normbench.launchers import _isolated
+from normbench.launchers import _isolated, check_resources, skip_finished
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +36,10 @@ except ImportError:  # pragma: no cover
 class SlurmLauncher(_SubmititSlurm):  # type: ignore[misc,valid-type]
     """Hydra's submitit Slurm launcher, with each job's failure recorded instead of raised."""
 
+    def setup(self, **kwargs: Any) -> None:
+        super().setup(**kwargs)
+        check_resources(dict(self.params))  # before the sweeper writes anything
+
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         # As Hydra's plugin does, except that a failed job is recorded rather than raised (the
         # plugin waits on each job in turn and stops the sweep at the first failure).
@@ -43,6 +47,10 @@ class SlurmLauncher(_SubmititSlurm):  # type: ignore[misc,valid-type]
         from hydra.core.singleton import Singleton
         from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
 
+        done = skip_finished(self, job_overrides)
+        todo = [i for i in range(len(job_overrides)) if i not in done]
+        if not todo:
+            return [done[i] for i in range(len(job_overrides))]
         params = dict(self.params)
         init_keys = {"submitit_folder", "max_num_timeout"}
         executor = submitit.AutoExecutor(cluster=self._EXECUTOR, folder=params["submitit_folder"],
@@ -53,16 +61,16 @@ class SlurmLauncher(_SubmititSlurm):  # type: ignore[misc,valid-type]
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         sweep_dir.mkdir(parents=True, exist_ok=True)
         job_params = []
-        for idx, overrides in enumerate(job_overrides, start=initial_job_idx):
-            log.info("\t#%d : %s", idx, " ".join(filter_overrides(overrides)))
-            job_params.append((list(overrides), "hydra.sweep.dir", idx, f"job_id_for_{idx}", Singleton.get_state()))
+        for i in todo:
+            log.info("\t#%d : %s", initial_job_idx + i, " ".join(filter_overrides(job_overrides[i])))
+            job_params.append((list(job_overrides[i]), "hydra.sweep.dir", initial_job_idx + i,
+                               f"job_id_for_{initial_job_idx + i}", Singleton.get_state()))
         jobs = executor.map_array(self, *zip(*job_params, strict=True))
-        if jobs:
-            print(f"normbench: submitted {len(jobs)} Slurm jobs (array {jobs[0].job_id.split('_')[0]}); "
-                  f"waiting for them; logs in {sweep_dir / '.submitit'}", flush=True)
-        outcomes = _wait(jobs, [" ".join(filter_overrides(o)) for o in job_overrides])
-        return [_isolated(self, overrides, outcome) for overrides, outcome in zip(job_overrides, outcomes, strict=True)]
-
+        print(f"normbench: submitted {len(jobs)} Slurm job{'s' if len(jobs) != 1 else ''} (array {jobs[0].job_id.split('_')[0]}); "
+              f"waiting for them; logs in {sweep_dir / '.submitit'}", flush=True)
+        outcomes = _wait(jobs, [" ".join(filter_overrides(job_overrides[i])) for i in todo])
+        done.update({i: _isolated(self, job_overrides[i], outcome) for i, outcome in zip(todo, outcomes, strict=True)})
+        return [done[i] for i in range(len(job_overrides))]
 
 _LIVE_STATES = ("PENDING,RUNNING,SUSPENDED,COMPLETING,CONFIGURING,REQUEUED,REQUEUE_HOLD,REQUEUE_FED,"
                 "RESIZING,SIGNALING,STAGE_OUT")
@@ -142,8 +150,12 @@ class LocalLauncher(_Joblib):  # type: ignore[misc,valid-type]
     """
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
-        try:
-            results: Sequence[Any] = super().launch(job_overrides, initial_job_idx)
-        except Exception as exc:
-            results = [f"the local worker pool stopped: {type(exc).__name__}: {exc}"] * len(job_overrides)
-        return [_isolated(self, overrides, result) for overrides, result in zip(job_overrides, results, strict=True)]
+        done = skip_finished(self, job_overrides)
+        todo = [i for i in range(len(job_overrides)) if i not in done]
+        if todo:
+            try:
+                results: Sequence[Any] = super().launch([job_overrides[i] for i in todo], initial_job_idx)
+            except Exception as exc:
+                results = [f"the local worker pool stopped: {type(exc).__name__}: {exc}"] * len(todo)
+            done.update({i: _isolated(self, job_overrides[i], result) for i, result in zip(todo, results, strict=True)})
+        return [done[i] for i in range(len(job_overrides))]
