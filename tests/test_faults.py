@@ -37,6 +37,14 @@ def straight(tmp_path_factory) -> Path:
     return run_dir
 
 
+@pytest.fixture(scope="module")
+def straight_long(tmp_path_factory) -> Path:
+    """LONG (checkpoints at steps 0 and 2000 only), run once without interruption."""
+    run_dir = tmp_path_factory.mktemp("straight_long")
+    normbench("run", *LONG, f"hydra.run.dir={run_dir}", cwd=run_dir, check=True)
+    return run_dir
+
+
 def _untimed(record: dict) -> dict:
     return {k: v for k, v in record.items() if not k.endswith("_s")}
 
@@ -143,8 +151,7 @@ def test_sigkill_at_any_moment_then_the_same_command_resumes_to_the_same_result(
 # -- signals: checkpoint, one line, resumable ---------------------------------------------------
 
 @pytest.mark.parametrize("sig", [signal.SIGUSR2, signal.SIGTERM, signal.SIGINT], ids=["USR2", "SIGTERM", "SIGINT"])
-def test_usr2_sigterm_and_ctrl_c_checkpoint_print_one_line_and_resume_bit_identical(tmp_path, sig):
-    normbench("run", *LONG, f"hydra.run.dir={tmp_path / 'straight'}", cwd=tmp_path, check=True)
+def test_usr2_sigterm_and_ctrl_c_checkpoint_print_one_line_and_resume_bit_identical(tmp_path, straight_long, sig):
     run_dir = tmp_path / "signalled"
     code, out, err = signal_when_started([sys.executable, "-m", "normbench", "run", *LONG,
                                           f"hydra.run.dir={run_dir}"], tmp_path, run_dir, sig=sig)
@@ -157,7 +164,7 @@ def test_usr2_sigterm_and_ctrl_c_checkpoint_print_one_line_and_resume_bit_identi
     assert records.verified_checkpoint(run_dir)[1]["step"] == step  # the signal's checkpoint
     out = normbench("run", *LONG, f"hydra.run.dir={run_dir}", cwd=tmp_path, check=True).stdout
     assert f"resuming from step {step} of 2000" in out
-    assert_same_run(tmp_path / "straight", run_dir)
+    assert_same_run(straight_long, run_dir)
 
 
 # -- one writer per run directory --------------------------------------------------------------
