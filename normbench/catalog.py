@@ -6,11 +6,11 @@ from __future__ import annotations
 def catalog() -> dict[str, dict[str, str]]:
     from normbench.data import DATASET_DESCRIPTIONS
     from normbench.models import MODEL_DESCRIPTIONS
-    from normbench.norms import NORM_DESCRIPTIONS
+    from normbench.norms import NORMS
     from normbench.optim import OPTIMIZER_DESCRIPTIONS
 
     return {
-        "norms": NORM_DESCRIPTIONS,
+        "norms": {name: norm.description for name, norm in NORMS.items()},
         "models": MODEL_DESCRIPTIONS,
         "datasets": DATASET_DESCRIPTIONS,
         "optimizers": OPTIMIZER_DESCRIPTIONS,

@@ -29,25 +29,11 @@ def effective_lr(cfg, batch_size: int) -> float:
     return cfg.lr
 
 
-def norm_parameters(model: nn.Module) -> list[nn.Parameter]:
-    """The γ and β of every normalization layer (batch, group, layer, instance, mean-only BN)."""
-    from normbench.norms import LayerNorm, MeanOnlyBatchNorm, RecurrentBatchNorm
-
-    kinds = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm, LayerNorm, MeanOnlyBatchNorm,
-             RecurrentBatchNorm)
-    seen, out = set(), []
-    for module in model.modules():
-        if isinstance(module, kinds):
-            for p in module.parameters(recurse=False):
-                if id(p) not in seen:
-                    seen.add(id(p))
-                    out.append(p)
-    return out
-
-
 def parameter_groups(cfg, model: nn.Module):
     """All parameters in one group, or, with ``norm_weight_decay=false``, the norms' γ and β apart
     in a second group without weight decay (the GN paper decays them: the default is true)."""
+    from normbench.norms import norm_parameters
+
     if cfg.get("norm_weight_decay", True):
         return model.parameters()
     norm_ids = {id(p) for p in norm_parameters(model)}

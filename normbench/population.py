@@ -150,7 +150,9 @@ def values_per_statistic(model: nn.Module, x, forward: Callable | None = None) -
 
     def hook(layer, args):
         x = args[0]
-        counts.append(x.shape[0] if isinstance(layer, RecurrentBatchNorm) else x.numel() // x.shape[1])
+        # a ghost batch norm takes its statistics over virtual batches of the batch
+        batch = min(x.shape[0], getattr(layer, "virtual_batch_size", None) or x.shape[0])
+        counts.append(batch if isinstance(layer, RecurrentBatchNorm) else batch * (x.numel() // x.shape[:2].numel()))
 
     handles = [layer.register_forward_pre_hook(hook) for layer in layers]
     was_training = model.training

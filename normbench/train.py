@@ -38,8 +38,8 @@ from normbench.batches import make_source
 from normbench.data import DATASET_KINDS, TensorData, load_dataset
 from normbench.errors import ConfigError
 from normbench.loggers import make_logger
-from normbench.models import build_model, check_model_reads
-from normbench.norms import weight_norm_data_init
+from normbench.models import build_model, check_model_reads, norm_options
+from normbench.norms import get_norm
 from normbench.optim import build_optimizer, build_schedule
 from normbench.population import MODES as POPULATION_MODES
 from normbench.population import batch_statistics_layers, exact_statistics, values_per_statistic
@@ -135,6 +135,9 @@ def validate(cfg: DictConfig) -> None:
     positive_int("norm.population_samples", cfg.norm.get("population_samples"), allow_none=True)
     if not isinstance(cfg.norm.get("also_exact", False), bool):
         raise ConfigError(f"norm.also_exact={cfg.norm.get('also_exact')} must be true or false")
+    norm = get_norm(cfg.norm.name)
+    if norm.check is not None:
+        norm.check(norm_options(cfg.norm), cfg.batch_size)
     if t.progress not in ("auto", "bar", "lines", "none"):
         raise ConfigError(f"trainer.progress={t.progress} is not one of auto, bar, lines, none")
     for key in ("lr", "grad_clip_norm"):
@@ -262,7 +265,8 @@ class Trainer:
         self.model = build_model(cfg.model, cfg.norm, self.data).to(self.device)
         # Which statistics score the run: None when no layer uses batch statistics.
         self.eval_statistics = cfg.norm.get("population", "running") if batch_statistics_layers(self.model) else None
-        if cfg.batch_size < 2 and self.eval_statistics:
+        self.norm = get_norm(cfg.norm.name)
+        if cfg.batch_size < 2 and (self.eval_statistics or cfg.norm.get("batch_dependent", False)):
             raise ConfigError(
                 f"norm={cfg.norm.name} computes statistics over the batch and needs batch_size>=2, got "
                 f"batch_size={cfg.batch_size}; use a larger batch or norm=group, layer or instance"
@@ -504,9 +508,9 @@ class Trainer:
         if self.resumed_from is None:
             if main:
                 records.write_metrics(self.run_dir, [])
-            if cfg.norm.name == "weight" and cfg.norm.get("data_init", True):
+            if self.norm.data_init is not None:  # e.g. weight norm's data-dependent init
                 with self._autocast():
-                    weight_norm_data_init(self.model, self._prepare(self.source.first_batch()))
+                    self.norm.data_init(self.model, self._prepare(self.source.first_batch()), norm_options(cfg.norm))
         elif main:
             print(f"resuming from step {s.step} of {self.total_steps} ({self.run_dir})", flush=True)
         self._wrap_model()

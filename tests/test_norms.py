@@ -6,8 +6,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parametrize
 
+from normbench.api import compose
+from normbench.models import norm_options
 from normbench.norms import (
-    NORM_KINDS,
+    NORMS,
     MeanOnlyBatchNorm,
     apply_weight_norm,
     make_norm,
@@ -30,6 +32,11 @@ def set_affine(layer, C):
         layer.weight.copy_(torch.linspace(0.5, 2.0, C))
         layer.bias.copy_(torch.linspace(-1.0, 1.0, C))
     return layer.weight.detach(), layer.bias.detach()
+
+
+def yaml_options(kind):
+    """The layer options of ``configs/norm/<kind>.yaml``: every registered norm has a YAML it builds from."""
+    return norm_options(compose([f"norm={kind}"]).norm)
 
 
 def per_channel(v, x):
@@ -137,17 +144,17 @@ def test_none_and_plain_weight_are_identity():
 
 
 def test_make_norm_gradients_flow_for_every_kind():
-    for kind in NORM_KINDS:
-        dims = 1 if kind == "instance" else 0
+    for kind in NORMS:
+        dims = 1 if NORMS[kind].needs_positions else 0
         shape = SHAPES[dims]
         x = randn(*shape).requires_grad_()
-        layer = make_norm(kind, shape[1], dims, **({"groups": 4} if kind == "group" else {}))
+        layer = make_norm(kind, shape[1], dims, **yaml_options(kind))
         (layer(x) * randn(*shape, seed=5)).sum().backward()
         assert x.grad is not None and torch.isfinite(x.grad).all(), kind
 
 
 def test_make_norm_errors_are_value_errors_with_the_allowed_values():
-    with pytest.raises(ValueError, match="known norms: none, batch, group, layer, instance, weight"):
+    with pytest.raises(ValueError, match="known norms: none, batch, group, layer, instance, weight, rms, ghost, renorm"):
         make_norm("grup", 8, 0)
     with pytest.raises(ValueError, match=r"norm.groups=3 does not divide the 8 channels.*1, 2, 4, 8"):
         make_norm("group", 8, 1, groups=3)

@@ -236,7 +236,7 @@ def test_meaningless_norms_in_an_lstm_fail_with_one_line(norm):
     with pytest.raises(ConfigError) as info:
         build_model(OmegaConf.create({"name": "lstm", "hidden_size": 8}), norm_cfg, fake_data())
     message = str(info.value)
-    assert "\n" not in message and f"norm={norm}" in message and "use norm=none, batch, layer or weight" in message
+    assert "\n" not in message and f"norm={norm}" in message and "use norm=none, batch, layer, weight or rms" in message
 
 
 @pytest.mark.parametrize("model", ["mlp", "cnn"])

@@ -13,8 +13,9 @@ from normbench.data import TensorData
 from normbench.errors import ConfigError
 from normbench.models import build_model
 from normbench.models.resnet import last_norms
-from normbench.norms import NORM_KINDS, weight_normed_layers
-from normbench.optim import build_optimizer, norm_parameters, schedule_factor
+from normbench.norms import NORMS, weight_normed_layers
+from normbench.norms import norm_parameters
+from normbench.optim import build_optimizer, schedule_factor
 
 
 def image_data(shape=(3, 32, 32), n=8, classes=10) -> TensorData:
@@ -55,8 +56,8 @@ def test_imagenet_resnet50_matches_torchvision():
 
 # The ImageNet ResNet-18 takes seconds per norm on 2 busy cores: three by default, all with -m slow.
 _FAST_IMAGENET = ("batch", "group", "weight")
-RESNET_CASES = [(norm, "cifar") for norm in NORM_KINDS] + [
-    pytest.param(norm, "imagenet", marks=() if norm in _FAST_IMAGENET else pytest.mark.slow) for norm in NORM_KINDS]
+RESNET_CASES = [(norm, "cifar") for norm in NORMS] + [
+    pytest.param(norm, "imagenet", marks=() if norm in _FAST_IMAGENET else pytest.mark.slow) for norm in NORMS]
 
 
 @pytest.mark.parametrize("norm,variant", RESNET_CASES)

@@ -12,7 +12,7 @@ from normbench.models.film import FiLMNet
 from normbench.models.mlp import MLP
 from normbench.models.recurrent import LSTM
 from normbench.models.resnet import ResNet
-from normbench.norms import apply_weight_norm
+from normbench.norms import get_norm
 
 MODEL_DESCRIPTIONS = {
     "mlp": "fully connected: Linear -> norm -> activation blocks (the BN and LN papers' MNIST nets)",
@@ -30,7 +30,7 @@ _ACCEPTS = {"mlp": {"signal", "image"}, "cnn": {"signal", "image"}, "lstm": {"si
             "resnet": {"image"}, "convpool": {"image"}, "film": {"vqa"}}
 _CLASSES = {"mlp": MLP, "cnn": CNN, "lstm": LSTM, "resnet": ResNet, "convpool": ConvPoolCNNC, "film": FiLMNet}
 # Keys of the norm config group that act on the whole run, not on a layer.
-_RUN_LEVEL_NORM_KEYS = ("name", "sync", "population", "population_samples", "also_exact")
+_RUN_LEVEL_NORM_KEYS = ("name", "sync", "population", "population_samples", "also_exact", "batch_dependent")
 # What to suggest when a model meets data it cannot read.
 _HINTS = {"film": "use dataset=clevr_like (generated offline) or dataset=clevr dataset.root=DIR",
           "vqa": "visual question answering needs model=film"}
@@ -71,10 +71,9 @@ def build_model(model_cfg, norm_cfg, data) -> nn.Module:
         options["data_kind"] = data.kind
     if getattr(_CLASSES[name], "data_info_aware", False):
         options["data_info"] = data.info
-    model = _CLASSES[name](data.input_shape, data.num_classes, norm_cfg.name, norm_options(norm_cfg), **options)
-    if norm_cfg.name == "weight":
-        apply_weight_norm(model)
-    return model
+    norm = get_norm(norm_cfg.name)
+    model = _CLASSES[name](data.input_shape, data.num_classes, norm.name, norm_options(norm_cfg), **options)
+    return norm.prepare_model(model) if norm.prepare_model else model
 
 
 __all__ = ["MODEL_DESCRIPTIONS", "build_model", "check_model_reads", "norm_options"]

@@ -6,7 +6,7 @@ from torch import nn
 
 from normbench.errors import ConfigError
 from normbench.models.mlp import make_activation
-from normbench.norms import make_norm
+from normbench.norms import make_norm, needs_bias
 
 _CONVS = {1: nn.Conv1d, 2: nn.Conv2d}
 _POOLS = {1: nn.AdaptiveAvgPool1d, 2: nn.AdaptiveAvgPool2d}
@@ -35,7 +35,7 @@ class CNN(nn.Module):
         for out_channels, stride in zip(channels, strides, strict=True):
             norm_layer = make_norm(norm, out_channels, dims, **norm_options)
             conv = _CONVS[dims](in_channels, out_channels, kernel_size, stride=stride,
-                                padding=kernel_size // 2, bias=isinstance(norm_layer, nn.Identity))
+                                padding=kernel_size // 2, bias=needs_bias(norm_layer))
             blocks += [conv, norm_layer, make_activation(activation)]
             in_channels = out_channels
         self.features = nn.Sequential(*blocks)

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from normbench.errors import ConfigError
-from normbench.norms import make_norm
+from normbench.norms import make_norm, needs_bias
 
 
 class GaussianNoise(nn.Module):
@@ -54,7 +54,7 @@ class ConvPoolCNNC(nn.Module):
         def conv(out, k, pad):
             nonlocal channels
             n = make_norm(norm, out, 2, **norm_options)
-            layers.extend([nn.Conv2d(channels, out, k, padding=pad, bias=isinstance(n, nn.Identity)), n,
+            layers.extend([nn.Conv2d(channels, out, k, padding=pad, bias=needs_bias(n)), n,
                            nn.LeakyReLU(leak)])
             channels = out
 

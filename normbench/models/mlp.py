@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from normbench.errors import ConfigError
-from normbench.norms import make_norm
+from normbench.norms import make_norm, needs_bias
 
 ACTIVATIONS = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "gelu": nn.GELU}
 
@@ -33,7 +33,7 @@ class MLP(nn.Module):
         fan_in = math.prod(input_shape)
         for _ in range(depth):
             norm_layer = make_norm(norm, width, 0, **norm_options)
-            layers += [nn.Linear(fan_in, width, bias=isinstance(norm_layer, nn.Identity)), norm_layer]
+            layers += [nn.Linear(fan_in, width, bias=needs_bias(norm_layer)), norm_layer]
             layers.append(make_activation(activation))
             fan_in = width
         layers.append(nn.Linear(fan_in, num_classes))

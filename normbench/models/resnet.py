@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from normbench.errors import ConfigError
-from normbench.norms import make_norm
+from normbench.norms import make_norm, needs_bias
 
 CIFAR_DEPTHS = (20, 32, 44, 56, 110)
 IMAGENET_DEPTHS = {18: "resnet18", 34: "resnet34", 50: "resnet50", 101: "resnet101", 152: "resnet152"}
@@ -42,9 +42,9 @@ class BasicBlock(nn.Module):
         super().__init__()
         n1 = make_norm(norm, out_channels, 2, **norm_options)
         n2 = make_norm(norm, out_channels, 2, **norm_options)
-        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride, 1, bias=isinstance(n1, nn.Identity))
+        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride, 1, bias=needs_bias(n1))
         self.norm1 = n1
-        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, 1, 1, bias=isinstance(n2, nn.Identity))
+        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, 1, 1, bias=needs_bias(n2))
         self.norm2 = n2
         self.stride = stride
         self.extra_channels = out_channels - in_channels
@@ -71,7 +71,7 @@ class CifarResNet(nn.Module):
                               f"{', '.join(map(str, CIFAR_DEPTHS))}, or model.variant=imagenet for 18, 34, 50, 101")
         n = (depth - 2) // 6
         stem_norm = make_norm(norm, width, 2, **norm_options)
-        self.conv1 = nn.Conv2d(in_channels, width, 3, 1, 1, bias=isinstance(stem_norm, nn.Identity))
+        self.conv1 = nn.Conv2d(in_channels, width, 3, 1, 1, bias=needs_bias(stem_norm))
         self.norm1 = stem_norm
         blocks, channels = [], width
         for stage, out in enumerate((width, 2 * width, 4 * width)):

@@ -1,0 +1,143 @@
+"""The built-in norms' registry entries: one :class:`~normbench.norms.Norm` each."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from normbench.errors import ConfigError
+from normbench.norms import Norm, register_norm
+from normbench.norms.layers import BatchRenorm, GhostBatchNorm, LayerNorm, MeanOnlyBatchNorm, RMSNorm
+from normbench.norms.recurrent import RecurrentBatchNorm, StepNorm
+from normbench.norms.weight import apply_weight_norm, weight_norm_data_init
+
+_BATCH_NORMS = {0: nn.BatchNorm1d, 1: nn.BatchNorm1d, 2: nn.BatchNorm2d, 3: nn.BatchNorm3d}
+_BN_LAYERS = (nn.modules.batchnorm._NormBase, MeanOnlyBatchNorm, RecurrentBatchNorm)
+
+
+def _init_gamma(layer: nn.Module, gamma_init, kind: str) -> nn.Module:
+    """Set a norm layer's initial gain :math:`\\gamma` (``None``: leave the layer's default)."""
+    if gamma_init is None:
+        return layer
+    if isinstance(gamma_init, bool) or not isinstance(gamma_init, (int, float)) or not gamma_init > 0:
+        raise ConfigError(f"norm.gamma_init={gamma_init} must be a positive number (Cooijmans et al. use 0.1)")
+    if getattr(layer, "weight", None) is None:
+        raise ConfigError(f"norm.gamma_init={gamma_init} needs a gamma, and norm={kind} with affine=false has "
+                          "none; drop norm.gamma_init or set norm.affine=true")
+    with torch.no_grad():
+        layer.weight.fill_(float(gamma_init))
+    return layer
+
+
+def _mean_only(num_features: int, momentum: float = 0.1, gamma_init=None) -> MeanOnlyBatchNorm:
+    if gamma_init is not None:
+        raise ConfigError(f"norm.gamma_init={gamma_init} needs a gamma, and mean-only batch norm has none; drop "
+                          "norm.gamma_init or set norm.mean_only=false")
+    return MeanOnlyBatchNorm(num_features, momentum=momentum)
+
+
+def _no_mean_only(kind: str, options: dict) -> dict:
+    if options.pop("mean_only", False):
+        raise ConfigError(f"norm={kind} norm.mean_only=true is not defined for recurrent cells; "
+                          "use norm.mean_only=false (or a feed-forward model)")
+    return options
+
+
+def _batch(num_features, dims, momentum=0.1, eps=1e-5, affine=True, mean_only=False, gamma_init=None):
+    if mean_only:
+        return _mean_only(num_features, momentum, gamma_init)
+    layer = _BATCH_NORMS[dims](num_features, eps=eps, momentum=momentum, affine=affine)
+    return _init_gamma(layer, gamma_init, "batch")
+
+
+def _recurrent_batch(num_features, max_steps, center, **options):
+    options = _no_mean_only("batch", options)
+    gamma_init = options.pop("gamma_init", None)
+    layer = RecurrentBatchNorm(num_features, max_steps, center=center, **options)
+    return _init_gamma(layer, 0.1 if gamma_init is None else gamma_init, "batch")
+
+
+def _group(num_features, dims, groups=32, eps=1e-5, affine=True):
+    if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1 or num_features % groups:
+        hint = ", ".join(str(d) for d in range(1, num_features + 1) if num_features % d == 0 and d <= 64)
+        raise ConfigError(f"norm.groups={groups} does not divide the {num_features} channels of a layer; "
+                          f"choose a divisor of {num_features} (e.g. {hint})")
+    return nn.GroupNorm(groups, num_features, eps=eps, affine=affine)
+
+
+def _per_step(layer_type):
+    """The recurrent form of a norm without time dependence: its layer at every step."""
+    return lambda num_features, max_steps, center, **options: StepNorm(layer_type(num_features, **options))
+
+
+def _positive_int(key: str, value) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"norm.{key}={value} must be a positive integer")
+
+
+def _check_ghost(options: dict, batch_size: int) -> None:
+    v = options.get("virtual_batch_size", 32)
+    _positive_int("virtual_batch_size", v)
+    if batch_size > v and batch_size % v:
+        raise ConfigError(f"norm.virtual_batch_size={v} does not divide batch_size={batch_size}; choose a divisor "
+                          f"of {batch_size}, or a batch size that is a multiple of {v}")
+
+
+def _check_renorm(options: dict, batch_size: int) -> None:
+    for key, least in (("r_max", 1.0), ("d_max", 0.0)):
+        value = options.get(key, least)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < least:
+            raise ConfigError(f"norm.{key}={value} must be a number >= {least:g} (Ioffe relaxes to r_max=3, d_max=5)")
+    for key in ("relax_from", "r_max_at", "d_max_at"):
+        value = options.get(key, 0)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ConfigError(f"norm.{key}={value} must be a whole number of training steps >= 0")
+
+
+def _weight_data_init(model: nn.Module, inputs, options: dict) -> None:
+    if options.get("data_init", True):
+        weight_norm_data_init(model, inputs)
+
+
+def _recurrent_weight(num_features, max_steps, center, **options):
+    _no_mean_only("weight", options)
+    return StepNorm(nn.Identity())  # weight norm acts on the cell's matrices
+
+
+def _weight(num_features, dims, mean_only=False, momentum=0.1, data_init=True):
+    # data_init acts on the whole model (Norm.data_init), not on a layer
+    return _mean_only(num_features, momentum) if mean_only else nn.Identity()
+
+
+_AFFINE = frozenset({"eps", "affine"})
+for _entry in (
+    Norm("none", "no normalization", lambda num_features, dims: nn.Identity(),
+         recurrent=lambda num_features, max_steps, center: StepNorm(nn.Identity())),
+    Norm("batch", "batch norm (Ioffe & Szegedy 2015): batch statistics in training, population statistics in eval",
+         _batch, frozenset({"momentum", "eps", "affine", "mean_only", "gamma_init"}), _BN_LAYERS,
+         recurrent=_recurrent_batch),
+    Norm("group", "group norm (Wu & He 2018): statistics per sample over groups of channels", _group,
+         frozenset({"groups", "eps", "affine"}), (nn.GroupNorm,)),
+    Norm("layer", "layer norm (Ba et al. 2016): statistics per sample over all features",
+         lambda num_features, dims, **o: LayerNorm(num_features, **o), _AFFINE, (LayerNorm, nn.LayerNorm),
+         recurrent=_per_step(LayerNorm)),
+    Norm("instance", "instance norm (Ulyanov et al. 2016): statistics per sample and channel over positions",
+         # GroupNorm with one channel per group is instance norm with per-channel affine, fused.
+         lambda num_features, dims, **o: nn.GroupNorm(num_features, num_features, **o), _AFFINE, (nn.GroupNorm,),
+         needs_positions=True),
+    Norm("weight", "weight norm (Salimans & Kingma 2016): w = g v/||v||, data-dependent init, optional mean-only BN",
+         _weight, frozenset({"mean_only", "momentum", "data_init"}), (MeanOnlyBatchNorm,),
+         prepare_model=apply_weight_norm, data_init=_weight_data_init,
+         recurrent=_recurrent_weight),
+    Norm("rms", "RMSNorm (Zhang & Sennrich 2019): per sample, divide by the root mean square; no centring",
+         lambda num_features, dims, **o: RMSNorm(num_features, **o), _AFFINE, (RMSNorm,),
+         recurrent=_per_step(RMSNorm)),
+    Norm("ghost", "ghost batch norm (Hoffer et al. 2017): batch norm over virtual sub-batches of the batch",
+         lambda num_features, dims, **o: GhostBatchNorm(num_features, **o),
+         frozenset({"virtual_batch_size", "eps", "momentum", "affine"}), (GhostBatchNorm,), check=_check_ghost),
+    Norm("renorm", "batch renorm (Ioffe 2017): batch norm corrected toward the population statistics (r, d)",
+         lambda num_features, dims, **o: BatchRenorm(num_features, **o),
+         frozenset({"r_max", "d_max", "relax_from", "r_max_at", "d_max_at", "eps", "momentum", "affine"}),
+         (BatchRenorm,), check=_check_renorm),
+):
+    register_norm(_entry)
