@@ -204,3 +204,110 @@ def test_weight_norm_data_init_without_bias_only_scales():
     with torch.no_grad():
         t = layer(x)
     torch.testing.assert_close(t.std(0, unbiased=False), torch.ones(4), atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("dims", [0, 1, 2])
+def test_rms_norm_divides_by_the_root_mean_square_over_all_features(dims):
+    x = randn(*SHAPES[dims])
+    C = x.shape[1]
+    layer = make_norm("rms", C, dims, **yaml_options("rms"))
+    with torch.no_grad():
+        layer.weight.copy_(torch.linspace(0.5, 2.0, C))
+    reduce = list(range(1, x.dim()))
+    expected = x / torch.sqrt(x.square().mean(reduce, keepdim=True) + EPS) * per_channel(layer.weight.detach(), x)
+    torch.testing.assert_close(layer(x), expected)
+    # PyTorch's own op, channels first: the gain broadcast over the positions
+    gain = per_channel(layer.weight.detach(), x)[0].expand(x.shape[1:])
+    torch.testing.assert_close(layer(x), F.rms_norm(x, x.shape[1:], gain, EPS))
+    layer.eval()
+    torch.testing.assert_close(layer(x), expected)  # no batch statistics: eval is train
+    assert not layer.centers and not hasattr(layer, "bias")
+
+
+def test_rms_norm_of_features_matches_torch_rmsnorm():
+    x = randn(16, 8)
+    ours, theirs = make_norm("rms", 8, 0, eps=EPS), nn.RMSNorm(8, eps=EPS)
+    torch.testing.assert_close(ours(x), theirs(x))
+
+
+@pytest.mark.parametrize("dims", [0, 1, 2])
+def test_ghost_batch_norm_normalizes_each_virtual_batch_with_its_own_statistics(dims):
+    x = randn(*SHAPES[dims])  # 16 samples: 4 ghost batches of 4
+    C = x.shape[1]
+    layer = make_norm("ghost", C, dims, virtual_batch_size=4, momentum=0.5)
+    weight, bias = set_affine(layer, C)
+    pieces = [F.batch_norm(chunk, None, None, weight, bias, True, 0.0, EPS) for chunk in x.split(4)]
+    torch.testing.assert_close(layer(x), torch.cat(pieces))
+    reduce = [d for d in range(x.dim()) if d != 1]
+    means = torch.stack([c.mean(reduce) for c in x.split(4)]).mean(0)
+    variances = torch.stack([c.var(reduce, unbiased=True) for c in x.split(4)]).mean(0)
+    torch.testing.assert_close(layer.running_mean, 0.5 * means)
+    torch.testing.assert_close(layer.running_var, 0.5 + 0.5 * variances)
+    layer.eval()  # population statistics, as batch norm
+    y = randn(*SHAPES[dims], seed=3)
+    expected = F.batch_norm(y, layer.running_mean, layer.running_var, weight, bias, False, 0.0, EPS)
+    torch.testing.assert_close(layer(y), expected)
+
+
+def test_ghost_batch_norm_of_one_virtual_batch_is_batch_norm():
+    x = randn(*SHAPES[2])
+    ghost, bn = make_norm("ghost", 8, 2, virtual_batch_size=16), nn.BatchNorm2d(8)
+    torch.testing.assert_close(ghost(x), bn(x))
+    torch.testing.assert_close(ghost.running_var, bn.running_var)
+    with pytest.raises(ValueError, match="batch of 12 is not a multiple of virtual_batch_size=8"):
+        make_norm("ghost", 8, 2, virtual_batch_size=8)(x[:12])
+
+
+def _renorm_reference(x, mean, var, weight, bias, r_max, d_max):
+    """Ioffe (2017), Algorithm 1: r and d from the running statistics, no gradient through them."""
+    reduce = [d for d in range(x.dim()) if d != 1]
+    mu_b, sigma_b = x.mean(reduce), torch.sqrt(x.var(reduce, unbiased=False) + EPS)
+    sigma = torch.sqrt(var + EPS)
+    r = (sigma_b / sigma).clamp(1 / r_max, r_max).detach()
+    d = ((mu_b - mean) / sigma).clamp(-d_max, d_max).detach()
+    x_hat = (x - per_channel(mu_b, x)) / per_channel(sigma_b, x) * per_channel(r, x) + per_channel(d, x)
+    return x_hat * per_channel(weight, x) + per_channel(bias, x)
+
+
+@pytest.mark.parametrize("dims", [0, 1, 2])
+def test_batch_renorm_against_its_formula_with_gradients(dims):
+    C = SHAPES[dims][1]
+    layer = make_norm("renorm", C, dims, r_max=1.5, d_max=0.5, relax_from=0, r_max_at=0, d_max_at=0, momentum=0.1)
+    weight, bias = set_affine(layer, C)
+    with torch.no_grad():  # population statistics far from the batch's, so r and d clip
+        layer.running_mean.copy_(torch.linspace(-3.0, 3.0, C))
+        layer.running_var.copy_(torch.linspace(0.5, 30.0, C))
+    mean, var = layer.running_mean.clone(), layer.running_var.clone()
+    x = randn(*SHAPES[dims]).requires_grad_()
+    x_ref = x.detach().clone().requires_grad_()
+    w_ref, b_ref = weight.clone().requires_grad_(), bias.clone().requires_grad_()
+    up = randn(*SHAPES[dims], seed=7)
+    y = layer(x)
+    expected = _renorm_reference(x_ref, mean, var, w_ref, b_ref, 1.5, 0.5)
+    torch.testing.assert_close(y, expected)
+    (y * up).sum().backward()
+    (expected * up).sum().backward()
+    torch.testing.assert_close(x.grad, x_ref.grad)
+    torch.testing.assert_close(layer.weight.grad, w_ref.grad)
+    torch.testing.assert_close(layer.bias.grad, b_ref.grad)
+    reduce = [d for d in range(x.dim()) if d != 1]
+    torch.testing.assert_close(layer.running_mean, 0.9 * mean + 0.1 * x.detach().mean(reduce))
+    torch.testing.assert_close(layer.running_var, 0.9 * var + 0.1 * x.detach().var(reduce, unbiased=True))
+    layer.eval()  # inference is batch norm's, with the population statistics
+    z = randn(*SHAPES[dims], seed=3)
+    torch.testing.assert_close(layer(z), F.batch_norm(z, layer.running_mean, layer.running_var, weight, bias,
+                                                      False, 0.0, EPS))
+
+
+def test_batch_renorm_starts_as_batch_norm_and_relaxes_on_its_schedule():
+    x = randn(*SHAPES[2])
+    layer = make_norm("renorm", 8, 2, r_max=3.0, d_max=5.0, relax_from=10, r_max_at=50, d_max_at=30)
+    with torch.no_grad():
+        layer.running_mean.fill_(4.0)
+    bn = nn.BatchNorm2d(8)
+    torch.testing.assert_close(layer(x), bn(x))  # r = 1, d = 0 before relax_from
+    for step, r_max, d_max in ((0, 1.0, 0.0), (10, 1.0, 0.0), (20, 1.5, 2.5), (30, 2.0, 5.0), (50, 3.0, 5.0),
+                               (99, 3.0, 5.0)):
+        layer.num_batches_tracked.fill_(step)
+        bounds = layer.bounds()
+        torch.testing.assert_close(torch.stack(bounds), torch.tensor([r_max, d_max]))

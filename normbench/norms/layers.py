@@ -236,8 +236,9 @@ class BatchRenorm(nn.modules.batchnorm._BatchNorm):
         """The current :math:`r_{max}, d_{max}` as tensors (no host sync: the count is on the device)."""
         done = self.num_batches_tracked.float() - self.relax_from
 
-        def ramp(end_step: int) -> torch.Tensor:
-            return (done / max(end_step - self.relax_from, 1)).clamp(0.0, 1.0)
+        def ramp(end_step: int) -> torch.Tensor:  # 0 until relax_from, 1 from end_step on
+            span = end_step - self.relax_from
+            return (done >= 0).float() if span <= 0 else (done / span).clamp(0.0, 1.0)
 
         return 1.0 + (self.r_max - 1.0) * ramp(self.r_max_at), self.d_max * ramp(self.d_max_at)
 
