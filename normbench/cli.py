@@ -90,12 +90,13 @@ def _check_group_choices(args: list[str]) -> None:
         parsed = OverridesParser.create().parse_overrides(overrides)
     except (SystemExit, Exception):
         return  # Hydra reports malformed arguments itself
+    roots = [CONFIG_DIR, *_search_path(parsed)]
     for override in parsed:
         group = override.key_or_group
-        group_dir = CONFIG_DIR / group
-        if override.is_delete() or group.startswith("hydra") or not group_dir.is_dir():
+        group_dirs = [root / group for root in roots if (root / group).is_dir()]
+        if override.is_delete() or group.startswith("hydra") or not group_dirs:
             continue
-        options = sorted(p.stem for p in group_dir.glob("*.yaml"))
+        options = sorted({p.stem for group_dir in group_dirs for p in group_dir.glob("*.yaml")})
         try:
             values = list(override.sweep_string_iterator()) if override.is_sweep_override() else [override.value()]
         except Exception:
@@ -103,6 +104,24 @@ def _check_group_choices(args: list[str]) -> None:
         for value in values:
             if str(value) not in options:
                 raise _UsageError(f"unknown {group} '{value}'; choose one of: {', '.join(options)}")
+
+
+def _search_path(parsed) -> list[Path]:
+    """The config directories added with ``hydra.searchpath=[file://DIR,pkg://module]``."""
+    import importlib.resources
+
+    roots = []
+    for override in parsed:
+        if override.key_or_group != "hydra.searchpath" or not isinstance(override.value(), list):
+            continue
+        for entry in override.value():
+            scheme, _, where = str(entry).partition("://")
+            try:
+                roots.append(Path(where) if scheme == "file" else
+                             Path(str(importlib.resources.files(where.replace("/", ".")))))
+            except (ImportError, TypeError, ValueError):
+                continue  # Hydra reports a search path it cannot use
+    return roots
 
 
 class _UsageError(Exception):

@@ -19,7 +19,7 @@ from normbench.report import names, tables
 from normbench.report import plots as figures
 from normbench.report.load import RunSet, load_runs
 from normbench.report.markdown import Section, render
-from normbench.report.stats import BATCH_INDEPENDENT, aggregate, batch_threshold
+from normbench.report.stats import aggregate, batch_threshold
 
 #: Plot names a user can ask for (``--plot``); ``convergence`` means both convergence plots.
 PLOTS = ("convergence_steps", "convergence_time", "batch_size", "generalization",
@@ -314,8 +314,9 @@ def _sections(rs, report, dirs, out_dir, metric, higher, diffs, thresholds, thre
                                if lo == lo else "– (one seed)"),
                     "BN behind": "yes" if t.behind[i] else "no"})
                 rows.append(row)
+        independent = sorted(set(runs.loc[runs["batch_dependent"].eq(False), "norm"].dropna()))
         bsec.table(pd.DataFrame(rows), f"Batch norm minus the best batch-independent norm "
-                                       f"({', '.join(BATCH_INDEPENDENT)}) at each batch size, "
+                                       f"({', '.join(independent)}) at each batch size, "
                                        f"{names.label(thresh_metric)}; positive = BN worse:")
     elif "batch_size" in figs:
         bsec.text("No batch-norm/batch-independent pair to compare at a common batch size.")

@@ -239,6 +239,22 @@ def _metric_family(summary: dict, metrics: list[dict]) -> str:
     return "acc"
 
 
+# Records written before the norm's YAML said whether it depends on the batch: the built-in
+# norms of that time. Newer records carry ``norm.batch_dependent`` in their config.yaml.
+_BATCH_DEPENDENT_BEFORE_RECORDED = {"batch": True, "group": False, "layer": False, "instance": False, "none": False}
+
+
+def batch_dependent(cfg: dict) -> bool | None:
+    """Whether the run's norm makes one sample's output depend on its batch (None: unknown)."""
+    recorded = cfg.get("norm.batch_dependent")
+    if isinstance(recorded, bool):
+        return recorded
+    name = cfg.get("norm.name")
+    if name == "weight":  # mean-only batch norm after weight norm takes the batch mean
+        return bool(cfg.get("norm.mean_only", False))
+    return _BATCH_DEPENDENT_BEFORE_RECORDED.get(name)
+
+
 def _run_row(run_id: str, run_dir: Path, cfg: dict, summary: dict) -> dict[str, Any]:
     """The identity columns and summary metrics of one run."""
     optim_lr = cfg.get("optim.lr")
@@ -256,6 +272,7 @@ def _run_row(run_id: str, run_dir: Path, cfg: dict, summary: dict) -> dict[str, 
         "primary_metric": summary.get("primary_metric"),
         "error": summary.get("error"),
         "eval_statistics": summary.get("eval_statistics"),  # running, exact, or None
+        "batch_dependent": batch_dependent(cfg),
     }
     final = summary.get("final") or {}
     if isinstance(final, dict):

@@ -38,8 +38,6 @@ POWER = 0.8
 INTERVAL_NAME = "95% t interval"
 DIFF_INTERVAL_NAME = "95% Welch t interval"
 
-#: Norms whose output for one example does not depend on the other examples of the batch.
-BATCH_INDEPENDENT = ("group", "layer", "instance", "weight", "none")
 
 
 def _finite(values: Sequence[float] | np.ndarray) -> np.ndarray:
@@ -279,6 +277,11 @@ class BatchThreshold:
         return text
 
 
+def _independent(batch_dependent) -> bool:
+    """A run's ``batch_dependent`` is known to be false (not missing, not true)."""
+    return batch_dependent is not None and not pd.isna(batch_dependent) and not bool(batch_dependent)
+
+
 def batch_threshold(
     runs: pd.DataFrame,
     metric: str,
@@ -288,8 +291,9 @@ def batch_threshold(
 ) -> list[BatchThreshold]:
     """Find the batch size below which batch norm falls behind the best batch-independent norm.
 
-    At each batch size the best batch-independent norm (group, layer, instance, weight, none)
-    is the one with the best mean. BN is *behind* there if its difference to that norm has a
+    At each batch size the best batch-independent norm (a run whose config says
+    ``norm.batch_dependent: false``: group, layer, instance, RMSNorm, weight norm, none) is the
+    one with the best mean. BN is *behind* there if its difference to that norm has a
     95% Welch interval on the worse side of zero. The threshold is the smallest batch size
     at and above which BN is never behind, so a noisy small-batch win does not move it.
     ``by`` are further setting keys (dataset, model, ...) that split the comparison.
@@ -308,8 +312,7 @@ def batch_threshold(
                       for lab, g in at.groupby("label")}
             bn_labels = [lab for lab in values if at.loc[at["label"] == lab, "norm"].iloc[0] == bn]
             others = [lab for lab in values
-                      if at.loc[at["label"] == lab, "norm"].iloc[0] in BATCH_INDEPENDENT
-                      and len(values[lab])]
+                      if _independent(at.loc[at["label"] == lab, "batch_dependent"].iloc[0]) and len(values[lab])]
             if len(bn_labels) != 1 or not others or not len(values[bn_labels[0]]):
                 continue
             xb = values[bn_labels[0]]
