@@ -101,13 +101,13 @@ def sweeps(name: str, scale: str = "small", seeds: int = 3, runs_root: str | Pat
         raise ConfigError(f"--scale {scale!r} is not one of: {', '.join(SCALES)}")
     if seeds < 1:
         raise ConfigError(f"--seeds {seeds} must be a positive integer")
-    from normbench.sweeps import dirname_exclude_keys
+    from normbench.sweeps import nuisance_keys
 
     spec = load_experiment(name)["scales"][scale]
     extra = list(extra)
     extra_keys = {_key(o) for o in extra if "=" in o and not o.startswith("hydra")}
     fixed = [str(o) for o in spec.get("overrides") or [] if _key(str(o)) not in extra_keys]
-    exclude = list(dict.fromkeys([*dirname_exclude_keys(), *(_key(o) for o in fixed)]))
+    exclude = list(dict.fromkeys([*nuisance_keys(), *(_key(o) for o in fixed)]))
     out = []
     for i, sweep in enumerate(spec["sweeps"]):
         swept = [f"{key}={','.join(format_value(v) for v in values)}" for key, values in sweep.items()

@@ -19,12 +19,12 @@ from omegaconf import DictConfig, OmegaConf
 
 from normbench import records
 from normbench.errors import ConfigError
+from normbench.sweeps import nuisance_keys
 
-# Config keys that change how a run is shown or where it runs, not what it computes: a run may
-# resume under different values. The budget keys may change too (to extend a finished run).
-RESUMABLE_KEYS = ("trainer.device", "trainer.progress", "trainer.log_every", "logger",
-                   "trainer.max_steps", "trainer.epochs", "trainer.compile", "trainer.compile_mode",
-                   "dataset.workers")
+# A run may resume under other values of the keys that do not change what it computes, and
+# with another step budget (to extend a finished run).
+BUDGET_KEYS = ("trainer.max_steps", "trainer.epochs")
+RESUMABLE_KEYS = (*nuisance_keys(), *BUDGET_KEYS)
 
 
 def config_dict(cfg: DictConfig) -> dict:

@@ -14,6 +14,7 @@ Nothing here imports torch.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from pathlib import Path
@@ -31,10 +32,16 @@ def _config_dir() -> Path:
     return Path(__file__).parent / "configs"
 
 
-def dirname_exclude_keys() -> list[str]:
-    """Keys left out of run subdirectory names (``hydra.job.config.override_dirname.exclude_keys``)."""
+@functools.cache
+def _nuisance_keys() -> tuple[str, ...]:
     cfg = OmegaConf.load(_config_dir() / "config.yaml")
-    return list(cfg.hydra.job.config.override_dirname.exclude_keys)
+    return tuple(cfg.hydra.job.config.override_dirname.exclude_keys)
+
+
+def nuisance_keys() -> list[str]:
+    """The keys that do not change what a run computes: ``config.yaml``'s one list
+    (``hydra.job.config.override_dirname.exclude_keys``), also left out of run directory names."""
+    return list(_nuisance_keys())
 
 
 def _parse(overrides: list[str]):
@@ -50,7 +57,7 @@ def _name_relevant(override, exclude: list[str]) -> bool:
 
 def sweep_name(overrides: list[str]) -> str:
     """The sweep directory's name for these command-line overrides (see the module's doc)."""
-    exclude = dirname_exclude_keys()
+    exclude = nuisance_keys()
     lines = sorted(o.input_line for o in _parse(overrides) if _name_relevant(o, exclude))
     if not lines:
         return "default"
@@ -106,7 +113,7 @@ def describe(run_dir: Path) -> str:
 def dry_run(overrides: list[str]) -> list[str]:
     """The lines of ``normbench run -m ... --dry-run``: the jobs a sweep would launch."""
     sweep_dir = Path(user_sweep_dir(overrides) or default_sweep_dir(overrides))
-    exclude = dirname_exclude_keys()
+    exclude = nuisance_keys()
     jobs = expand(overrides)
     rows = []
     counts: dict[str, int] = {}

@@ -80,7 +80,7 @@ def test_usr2_on_a_running_slurm_job_checkpoints_requeues_and_resumes(slurm, tmp
     train = ["model=mlp", "model.width=256", "trainer.max_steps=2000", "trainer.eval_every=2000",
              "trainer.train_eval_samples=200", "trainer.progress=none"]
     args = ["-m", *SMALL_JOBS, *train]
-    run_dir = tmp_path / "multirun" / sweeps.sweep_name(args[1:]) / sweeps.job_subdir(train, sweeps.dirname_exclude_keys())
+    run_dir = tmp_path / "multirun" / sweeps.sweep_name(args[1:]) / sweeps.job_subdir(train, sweeps.nuisance_keys())
     sweep = subprocess.Popen([sys.executable, "-m", "normbench", "run", *args], cwd=tmp_path, env=slurm,
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
@@ -132,7 +132,7 @@ def test_a_job_killed_by_slurm_is_recorded_as_failed_and_the_others_complete(slu
              "trainer.train_eval_samples=200", "trainer.progress=none"]
     args = ["-m", *SMALL_JOBS, "norm=batch,group", *train]
     sweep_dir = tmp_path / "multirun" / sweeps.sweep_name(args[1:])
-    victim = sweep_dir / sweeps.job_subdir(["norm=batch", *train], sweeps.dirname_exclude_keys())
+    victim = sweep_dir / sweeps.job_subdir(["norm=batch", *train], sweeps.nuisance_keys())
     sweep = subprocess.Popen([sys.executable, "-m", "normbench", "run", *args], cwd=tmp_path, env=slurm,
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:

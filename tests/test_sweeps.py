@@ -25,7 +25,7 @@ def test_sweep_name_is_stable_and_leaves_out_launcher_logger_and_display_keys():
 def test_relaunched_sweep_skips_finished_runs_and_resumes_the_interrupted_one(tmp_path):
     args = ["-m", "norm=batch,group", *LONG]
     sweep_dir = tmp_path / "multirun" / sweeps.sweep_name(args[1:])
-    group_dir = sweep_dir / sweeps.job_subdir(["norm=group", *LONG], sweeps.dirname_exclude_keys())
+    group_dir = sweep_dir / sweeps.job_subdir(["norm=group", *LONG], sweeps.nuisance_keys())
     # The sweep is stopped (SIGUSR2) while its second run trains.
     code, _, err = signal_when_started([sys.executable, "-m", "normbench", "run", *args], tmp_path, group_dir)
     assert code == 128 + signal.SIGUSR2, err
@@ -37,7 +37,7 @@ def test_relaunched_sweep_skips_finished_runs_and_resumes_the_interrupted_one(tm
     assert "norm=batch" in dry[1] and "completed: skipped" in dry[1]
     assert "norm=group" in dry[2] and f"running: resume from step {step}" in dry[2]
 
-    batch_dir = sweep_dir / sweeps.job_subdir(["norm=batch", *LONG], sweeps.dirname_exclude_keys())
+    batch_dir = sweep_dir / sweeps.job_subdir(["norm=batch", *LONG], sweeps.nuisance_keys())
     before = (batch_dir / "checkpoint.pt").stat().st_mtime_ns
     proc = normbench("run", *args, cwd=tmp_path, check=True)
     assert "skipped, already completed: batch norm" in proc.stdout

@@ -13,8 +13,7 @@ from normbench.data import TensorData
 from normbench.errors import ConfigError
 from normbench.models import build_model
 from normbench.models.resnet import last_norms
-from normbench.norms import NORMS, weight_normed_layers
-from normbench.norms import norm_parameters
+from normbench.norms import NORMS, norm_parameters, weight_normed_layers
 from normbench.optim import build_optimizer, schedule_factor
 
 

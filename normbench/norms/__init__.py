@@ -29,7 +29,13 @@ from typing import Any
 from torch import nn
 
 from normbench.errors import ConfigError
-from normbench.norms.layers import BatchRenorm, GhostBatchNorm, LayerNorm, MeanOnlyBatchNorm, RMSNorm
+from normbench.norms.layers import (
+    BatchRenorm,
+    GhostBatchNorm,
+    LayerNorm,
+    MeanOnlyBatchNorm,
+    RMSNorm,
+)
 from normbench.norms.recurrent import RecurrentBatchNorm, StepNorm
 from normbench.norms.weight import (
     SKIP_DATA_INIT,

@@ -7,7 +7,13 @@ from torch import nn
 
 from normbench.errors import ConfigError
 from normbench.norms import Norm, register_norm
-from normbench.norms.layers import BatchRenorm, GhostBatchNorm, LayerNorm, MeanOnlyBatchNorm, RMSNorm
+from normbench.norms.layers import (
+    BatchRenorm,
+    GhostBatchNorm,
+    LayerNorm,
+    MeanOnlyBatchNorm,
+    RMSNorm,
+)
 from normbench.norms.recurrent import RecurrentBatchNorm, StepNorm
 from normbench.norms.weight import apply_weight_norm, weight_norm_data_init
 

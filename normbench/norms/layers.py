@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+
 class MeanOnlyBatchNorm(nn.Module):
     r"""Mean-only batch normalization (Salimans & Kingma, 2016, section 2.2).
 

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+
 class RecurrentBatchNorm(nn.Module):
     r"""Batch normalization with statistics per time step (Cooijmans et al., 2016).
 

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import weight_norm
 
-import torch
 
 def is_weight_layer(module: nn.Module) -> bool:
     """Conv and linear layers: the layers weight norm reparameterizes."""

@@ -36,27 +36,18 @@ from normbench.records import (
     read_metrics,
     read_summary,
 )
+from normbench.sweeps import nuisance_keys
 
 #: Columns every run row has, in this order, before the swept keys and the metrics.
 ID_COLUMNS = ("run_id", "status", "dataset", "model", "norm", "batch_size", "lr", "seed")
 
-#: Config keys that describe where or how a run was executed, not what was measured; they may
-#: differ between runs of one comparison (a CPU laptop and a GPU node) without making the runs
-#: different settings.
-NUISANCE_KEYS = (
-    "trainer.device",
-    "trainer.target_acc",  # only where steps_to_target is measured, not how training goes
-    "trainer.eval_every",
-    "trainer.resume",
-    "trainer.checkpoint_every",
-    "trainer.num_workers",
-    "trainer.compile",
-    "trainer.deterministic",
-    "dataset.root",
-    "dataset.download",
-    "dataset.num_workers",
-)
-NUISANCE_PREFIXES = ("logger.", "hydra.", "env.", "output_dir", "run_dir", "experiment")
+#: Config keys that may differ between runs of one comparison (a CPU laptop and a GPU node)
+#: without making them different settings: the keys that do not change what a run computes
+#: (:func:`normbench.sweeps.nuisance_keys`), and those that only change how it is measured
+#: (where steps_to_target counts, how often it evaluates, deterministic kernels).
+NUISANCE_KEYS = (*nuisance_keys(), "trainer.target_acc", "trainer.target_bpc", "trainer.eval_every",
+                 "trainer.deterministic", "dataset.download")
+NUISANCE_PREFIXES = ("logger.", "hydra.")
 
 #: Config groups whose ``<group>.name`` is the run's identity; their other keys only count as
 #: varying between runs that share the name (``norm.groups`` exists for group norm only).
