@@ -93,6 +93,11 @@ def _check_group_choices(args: list[str]) -> None:
     roots = [CONFIG_DIR, *_search_path(parsed)]
     for override in parsed:
         group = override.key_or_group
+        if group.lstrip("+") == "experiment" and not any((root / "experiment").is_dir() for root in roots):
+            name = override.value()
+            raise _UsageError(f"{override.input_line}: a claim's experiment is not a Hydra config group; run it with "
+                              f"`normbench reproduce {name}` (`normbench reproduce {name} --dry-run` prints the "
+                              "`normbench run -m` commands it runs)")
         group_dirs = [root / group for root in roots if (root / group).is_dir()]
         if override.is_delete() or group.startswith("hydra") or not group_dirs:
             continue
@@ -292,7 +297,7 @@ def list_(
 REPRODUCE_HELP = """Run the papers' comparisons, report them and decide each claim.
 
 CLAIM... are claim ids (`normbench list claims`); all claims when none is given. Each claim's
-experiment config (normbench/configs/experiment/CLAIM.yaml) holds its sweeps at two scales:
+spec (normbench/claims/specs/CLAIM.yaml) holds its sweeps at two scales:
 small (2 CPU cores, minutes; the default) and full (the paper's setup, for a GPU cluster).
 The sweeps run through `normbench run -m` into RUNS/CLAIM/SCALE/sweepI-HASH (HASH: of the
 fixed overrides; a relaunch skips finished runs); then OUT/CLAIM/ gets the report (report.md, plots, CSVs), README.md with the

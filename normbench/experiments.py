@@ -1,6 +1,6 @@
 """The papers' comparisons as experiment configs, and the Hydra sweeps they turn into.
 
-An experiment config (``normbench/configs/experiment/<claim>.yaml``) holds, for each scale
+A claim's spec (``normbench/claims/specs/<claim>.yaml``) holds, for each scale
 (``small``: 2 CPU cores, minutes; ``full``: the paper's setup, a GPU cluster), the fixed
 overrides and one or more sweeps (swept keys and their values)::
 
@@ -37,7 +37,8 @@ from omegaconf import OmegaConf
 
 from normbench.errors import ConfigError
 
-EXPERIMENT_DIR = Path(__file__).parent / "configs" / "experiment"
+# The claims' specs: outside Hydra's config search path, so ``+experiment=`` cannot pick one up.
+EXPERIMENT_DIR = Path(__file__).parent / "claims" / "specs"
 SCALES = ("small", "full")
 DEFAULT_RUNS_ROOT = "multirun/reproduce"
 

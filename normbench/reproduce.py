@@ -83,16 +83,16 @@ def write_claim(name: str, out_dir: Path, sweep_dirs: list[Path], scale: str, se
         from normbench.report.load import load_runs
 
         rs = load_runs(existing)
-        verdict = c.verdict(rs, dict(exp.get("verdict") or {}))
+        verdict = c.verdict(rs, dict(c.params))
         verdict.notes.append(f"report.md not written: {type(exc).__name__}: {exc}")
     else:
-        verdict = c.verdict(report.runs, dict(exp.get("verdict") or {}))
+        verdict = c.verdict(report.runs, dict(c.params))
     runs = report.runs.runs if report else None
-    extra_figure = None
-    if report is not None and name == "bn-sigmoid":
-        from normbench.report.figures_extra import plot_percentiles
+    extra_figures = []
+    if report is not None and c.figures:
+        from normbench.report.figures_extra import EXTRA_FIGURES
 
-        extra_figure = plot_percentiles(report.runs, out_dir / "plots")
+        extra_figures = [p for p in (EXTRA_FIGURES[f](report.runs, out_dir / "plots") for f in c.figures) if p]
     counts = runs["status"].value_counts().to_dict() if runs is not None else {}
     compute_s = float(runs["wall_time_s"].fillna(0).sum()) if runs is not None and "wall_time_s" in runs else 0.0
     record = {
@@ -103,7 +103,7 @@ def write_claim(name: str, out_dir: Path, sweep_dirs: list[Path], scale: str, se
         "run_wall_time_s": round(compute_s, 1), "command": command, "sweep_exit_code": sweep_code,
         "sweep_dirs": [_rel(d, out_dir) for d in sweep_dirs], "date": _dt.datetime.now().isoformat(timespec="seconds"),
         "figures": ([_rel(p[0], out_dir) for p in report.figures.values()] if report else [])
-        + ([_rel(extra_figure, out_dir)] if extra_figure else []),
+        + [_rel(p, out_dir) for p in extra_figures],
     }
     (out_dir / VERDICT_FILE).write_text(json.dumps(record, indent=2, default=str) + "\n", encoding="utf-8")
     (out_dir / "README.md").write_text(claim_markdown(record), encoding="utf-8")

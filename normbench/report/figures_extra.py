@@ -49,3 +49,7 @@ def plot_percentiles(rs: RunSet, out_dir: Path) -> Path | None:
 
 
 __all__ = ["plot_percentiles"]
+
+
+#: The extra figures a claim's spec may ask for by name (``figures: [percentiles]``).
+EXTRA_FIGURES = {"percentiles": plot_percentiles}

@@ -1,12 +1,12 @@
-"""The papers' claims: which experiment tests each, and a verdict computed from its runs.
+"""The verdict functions: one per claim, keyed by the claim's id (its spec is ``specs/<id>.yaml``).
 
-A claim's verdict function reads the runs (a :class:`~normbench.report.load.RunSet`, loaded by
-the reporter) and returns a :class:`~normbench.checks.Verdict`: the mechanism checks that put
-the small-scale proxy in the paper's regime, then the checks the paper's claim rests on, each
-with its 95% Welch interval. :mod:`normbench.checks` states the rule that turns them into
-"reproduced", "not reproduced" or "inconclusive". Where the paper compares tuned models, every
-compared variant gets the same learning-rate grid and the grid point with the best mean over
-seeds is used for each.
+A verdict function reads the runs (a :class:`~normbench.report.load.RunSet`, loaded by the
+reporter) and the spec's ``verdict`` parameters and returns a :class:`~normbench.checks.Verdict`:
+the mechanism checks that put the small-scale proxy in the paper's regime, then the checks the
+paper's claim rests on, each with its 95% Welch interval. :mod:`normbench.checks` states the rule
+that turns them into "reproduced", "not reproduced" or "inconclusive". Where the paper compares
+tuned models, every compared variant gets the same learning-rate grid and the grid point with the
+best mean over seeds is used for each.
 
 Nothing here imports torch: verdicts are made from run directories alone.
 """
@@ -14,14 +14,11 @@ Nothing here imports torch: verdicts are made from run directories alone.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import pandas as pd
 
 from normbench.checks import (
     INCONCLUSIVE,
-    NOT_REPRODUCED,
-    REPRODUCED,
     Mechanism,
     Verdict,
     _same,
@@ -43,7 +40,16 @@ from normbench.checks import (
 from normbench.report.load import RunSet
 from normbench.report.stats import batch_threshold
 
-__all__ = ["CLAIMS", "INCONCLUSIVE", "NOT_REPRODUCED", "REPRODUCED", "Claim", "Verdict", "claim"]
+#: claim id -> its verdict function
+VERDICTS: dict[str, Callable[[RunSet, dict], Verdict]] = {}
+
+
+def verdict(claim_id: str):
+    """Register the decorated function as the verdict of ``claim_id``."""
+    def register(function: Callable[[RunSet, dict], Verdict]) -> Callable[[RunSet, dict], Verdict]:
+        VERDICTS[claim_id] = function
+        return function
+    return register
 
 
 def _sorted_unique(series: pd.Series) -> list:
@@ -53,6 +59,7 @@ def _sorted_unique(series: pd.Series) -> list:
 # -- the verdicts ---------------------------------------------------------------------------
 
 
+@verdict("bn-sigmoid")
 def verdict_bn_sigmoid(rs: RunSet, p: dict) -> Verdict:
     runs = drift(rs, curve_mean(rs, rs.runs))
     lrs = _sorted_unique(config_value(runs, "optim.lr"))
@@ -95,6 +102,7 @@ def verdict_bn_sigmoid(rs: RunSet, p: dict) -> Verdict:
     return decide("bn-sigmoid", checks, notes, mechanism)
 
 
+@verdict("gn-batch-size")
 def verdict_gn_batch_size(rs: RunSet, p: dict) -> Verdict:
     runs = rs.runs
     sizes = _sorted_unique(runs["batch_size"])
@@ -133,6 +141,7 @@ def verdict_gn_batch_size(rs: RunSet, p: dict) -> Verdict:
     return decide("gn-batch-size", checks, notes, mechanism)
 
 
+@verdict("gn-norms")
 def verdict_gn_norms(rs: RunSet, p: dict) -> Verdict:
     runs, e, m = rs.runs, "final_test_error", p.get("min_effect", 0.0)
     gn = values(where(runs, norm="group"), e)
@@ -153,6 +162,7 @@ def verdict_gn_norms(rs: RunSet, p: dict) -> Verdict:
                                        f"{bn.text()}"], mechanism)
 
 
+@verdict("gn-groups")
 def verdict_gn_groups(rs: RunSet, p: dict) -> Verdict:
     runs, e = rs.runs, "final_test_error"
     groups = config_value(runs, "norm.groups")
@@ -166,6 +176,7 @@ def verdict_gn_groups(rs: RunSet, p: dict) -> Verdict:
     return decide("gn-groups", checks, notes, [plateau(rs, {f"G={g}": s for g, s in sel.items()})])
 
 
+@verdict("ln-batch")
 def verdict_ln_batch(rs: RunSet, p: dict) -> Verdict:
     runs = curve_mean(rs, rs.runs)
     sizes = _sorted_unique(runs["batch_size"])
@@ -202,6 +213,7 @@ WN_VARIANTS = {
 }
 
 
+@verdict("wn-cnn")
 def verdict_wn(rs: RunSet, p: dict) -> Verdict:
     runs, e, m = rs.runs, "final_test_error", p.get("min_effect", 0.0)
     best = {name: best_of_grid(where(runs, **cond), e, higher=False) for name, cond in WN_VARIANTS.items()}
@@ -220,6 +232,7 @@ def verdict_wn(rs: RunSet, p: dict) -> Verdict:
     return decide("wn-cnn", checks, notes, mechanism)
 
 
+@verdict("rbn-mnist")
 def verdict_rbn_mnist(rs: RunSet, p: dict) -> Verdict:
     runs, a, m = rs.runs, "final_test_acc", p.get("min_effect", 0.0)
     perm = config_value(runs, "dataset.permute")
@@ -247,6 +260,7 @@ def verdict_rbn_mnist(rs: RunSet, p: dict) -> Verdict:
                   mechanism)
 
 
+@verdict("rbn-text")
 def verdict_rbn_text(rs: RunSet, p: dict) -> Verdict:
     runs, m = rs.runs, p.get("min_effect", 0.0)
     longer = sorted((c for c in runs.columns if c.startswith("final_test_bpc_len")),
@@ -269,6 +283,7 @@ def verdict_rbn_text(rs: RunSet, p: dict) -> Verdict:
     return decide("rbn-text", checks, mechanism=mechanism)
 
 
+@verdict("film-ablation")
 def verdict_film_ablation(rs: RunSet, p: dict) -> Verdict:
     runs, a, m = rs.runs, "final_test_acc", p.get("min_effect", 0.0)
     film = config_value(runs, "model.film")
@@ -287,6 +302,7 @@ def verdict_film_ablation(rs: RunSet, p: dict) -> Verdict:
     return decide("film-ablation", checks, notes)
 
 
+@verdict("film-norm")
 def verdict_film_norm(rs: RunSet, p: dict) -> Verdict:
     runs, a, m = rs.runs, "final_test_acc", p.get("min_effect", 0.0)
     bn = values(where(runs, norm="batch"), a)
@@ -297,6 +313,7 @@ def verdict_film_norm(rs: RunSet, p: dict) -> Verdict:
     return decide("film-norm", checks, notes)
 
 
+@verdict("generalization")
 def verdict_generalization(rs: RunSet, p: dict) -> Verdict:
     runs, m = rs.runs, p.get("min_effect", 0.0)
     noise = config_value(runs, "dataset.label_noise")
@@ -330,6 +347,7 @@ def verdict_generalization(rs: RunSet, p: dict) -> Verdict:
     return decide("generalization", checks, notes, mechanism)
 
 
+@verdict("brn-small-batch")
 def verdict_brn_small_batch(rs: RunSet, p: dict) -> Verdict:
     runs = rs.runs
     sizes = _sorted_unique(runs["batch_size"])
@@ -361,65 +379,3 @@ def verdict_brn_small_batch(rs: RunSet, p: dict) -> Verdict:
     notes = [f"BN at {small} vs at {large}: " + compare("", "test error", f"BN at {small}", err["batch", small],
                                                          f"BN at {large}", err["batch", large]).text()]
     return decide("brn-small-batch", checks, notes, mechanism)
-
-
-# -- the registry ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Claim:
-    id: str
-    title: str                # one line, for `normbench list claims`
-    paper: str
-    paper_result: str         # the paper's figure or numbers
-    verdict: Callable[[RunSet, dict], Verdict]
-
-
-CLAIMS: dict[str, Claim] = {c.id: c for c in (
-    Claim("bn-sigmoid", "BN speeds up a sigmoid MLP, permits 5-30x learning rates, keeps pre-activations stable",
-          "Ioffe & Szegedy 2015, Fig. 1 and Sec. 4.2",
-          "MNIST 3x100 sigmoid MLP: BN reaches higher test accuracy faster; the 15/50/85th percentiles of a "
-          "last-layer sigmoid input drift without BN, stay stable with BN. Inception: BN-x5 needs 14x fewer "
-          "steps, BN-x30 74.8%; plain Inception at 5x diverges", verdict_bn_sigmoid),
-    Claim("gn-batch-size", "BN's error grows as the batch shrinks from 32 to 2; GN stays flat",
-          "Wu & He 2018, Fig. 1 / Table 3",
-          "ResNet-50 ImageNet val error, batch 32/16/8/4/2: BN 23.6/23.7/24.8/27.3/34.7, GN 24.1/24.2/24.0/24.2/24.1",
-          verdict_gn_batch_size),
-    Claim("brn-small-batch", "At a small batch Batch Renorm beats BN, and GN beats both",
-          "Wu & He 2018, Sec. 4.1 (Ioffe 2017)", "ResNet-50 ImageNet val error at 4 images per GPU: BN 27.3, BRN 26.3, "
-          "GN 24.2", verdict_brn_small_batch),
-    Claim("gn-norms", "At batch 32, GN beats LN and IN and is close to BN",
-          "Wu & He 2018, Table 1", "val error: BN 23.6, LN 25.3, IN 28.4, GN 24.1", verdict_gn_norms),
-    Claim("gn-groups", "GN with several groups beats one group (LN)",
-          "Wu & He 2018, Table 2", "G = 64/32/16/8/4/2/1: 24.6/24.1/24.6/24.4/24.6/24.7/25.3", verdict_gn_groups),
-    Claim("ln-batch", "LN is robust to the batch size (batch 128 and 4) and faster than BN",
-          "Ba et al. 2016, Fig. 4", "permutation-invariant MNIST 784-1000-1000-10, Adam: curves only",
-          verdict_ln_batch),
-    Claim("wn-cnn", "Weight norm + mean-only BN gives the lowest test error",
-          "Salimans & Kingma 2016, Table 1 / Fig. 1",
-          "CIFAR-10 test error: plain 8.43, WN 8.46, BN 8.05, WN + mean-only BN 7.31", verdict_wn),
-    Claim("rbn-mnist", "BN-LSTM beats the LSTM on permuted data; gamma_init 0.1 beats 1.0",
-          "Cooijmans et al. 2016, Table 1 / Fig. 1",
-          "sequential MNIST 98.9 vs 99.0, permuted MNIST 90.2 vs 95.4 (LSTM vs BN-LSTM); gamma 1 hurts on pMNIST",
-          verdict_rbn_mnist),
-    Claim("rbn-text", "BN-LSTM has lower bits per character, also on longer test sequences than trained",
-          "Cooijmans et al. 2016, Table 2 / Fig. 3",
-          "Penn Treebank characters 1.38 vs 1.32, text8 1.43 vs 1.36 bpc (LSTM vs BN-LSTM)", verdict_rbn_text),
-    Claim("film-ablation", "FiLM's feature-wise gamma and beta are what make CLEVR reasoning work",
-          "Perez et al. 2018, Table 1 / ablations",
-          "val accuracy: FiLM 97.7, beta := 0 96.9, gamma := 1 95.9, without FiLM 21.4", verdict_film_ablation),
-    Claim("film-norm", "Conditional BN beats FiLM without normalization (and vs conditional GN/LN)",
-          "Perez et al. 2017/2018", "conditional BN 97.6; FiLM without BN 93.7", verdict_film_norm),
-    Claim("generalization", "Networks fit random labels; BN improves test accuracy only modestly",
-          "Zhang et al. 2017, Table 1 / Fig. 1",
-          "CIFAR-10 Inception train/test: BN 100/85.75, no BN 100/82.00; random labels 100/9.78 and 100/10.12",
-          verdict_generalization),
-)}
-
-
-def claim(name: str) -> Claim:
-    if name not in CLAIMS:
-        from normbench.errors import ConfigError
-
-        raise ConfigError(f"unknown claim '{name}'; choose from: {', '.join(CLAIMS)} (see `normbench list claims`)")
-    return CLAIMS[name]
