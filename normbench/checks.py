@@ -43,6 +43,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from normbench.metrics import is_percent
 from normbench.report.load import RunSet, _read_config, flatten
 from normbench.report.stats import diff_ci, mean_ci, min_detectable_effect, seeds_needed
 
@@ -54,12 +55,8 @@ RULE = ("A claim is reproduced when every mechanism check passes and every decid
         "check means the proxy is not in the paper's regime, so its comparison does not count).")
 
 
-def _is_percent(metric: str) -> bool:
-    return metric.endswith(("acc", "error")) or metric.startswith("train acc")
-
-
 def _fmt(metric: str):
-    return (lambda v: f"{100 * v:.2f}") if _is_percent(metric) else (lambda v: f"{v:.3f}")
+    return (lambda v: f"{100 * v:.2f}") if is_percent(metric) else (lambda v: f"{v:.3f}")
 
 
 @dataclass
@@ -93,7 +90,7 @@ class Check:
 
     def text(self) -> str:
         f = _fmt(self.metric)
-        unit = " points" if _is_percent(self.metric) else ""
+        unit = " points" if is_percent(self.metric) else ""
         seeds = "no interval: fewer than 2 seeds on a side"
         ci = f"[{f(self.ci_lo)}, {f(self.ci_hi)}]" if np.isfinite(self.ci_lo) else f"({seeds})"
         power = ""

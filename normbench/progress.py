@@ -15,9 +15,11 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from normbench.metrics import primary_of
+
 
 def format_eval(record: dict) -> str:
-    m = "bpc" if "test_bpc" in record else "acc"
+    m = primary_of(record)
     parts = [f"step {record['step']}", f"epoch {record['epoch']:.2f}",
              f"train loss {record['train_loss']:.4f} {m} {record[f'train_{m}']:.4f}",
              f"test loss {record['test_loss']:.4f} {m} {record[f'test_{m}']:.4f}"]
@@ -80,7 +82,7 @@ class _Bar(_Silent):
         self._progress.update(self._task, completed=step, info=info)
 
     def evaluation(self, record: dict) -> None:
-        m = "bpc" if "test_bpc" in record else "acc"
+        m = primary_of(record)
         self._acc = f" test {m} {record[f'test_{m}']:.4f}"
         self._progress.update(self._task, completed=record["step"])
 

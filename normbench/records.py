@@ -27,6 +27,8 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from normbench import metrics
+
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.jsonl"
 SUMMARY_FILE = "summary.json"
@@ -79,6 +81,57 @@ def _json_safe(value: Any) -> Any:
 
 def write_summary(run_dir: Path, summary: dict) -> None:
     atomic_write_text(Path(run_dir) / SUMMARY_FILE, json.dumps(_json_safe(summary), indent=2) + "\n")
+
+
+def summarize(cfg, state, status: str, env: dict, num_params: int, lr: float, error: str | None = None,
+              metric: str = "acc") -> dict:
+    """The summary.json dict: the run's identity, then what its evaluation history and loop state
+    (``state``: ``history``, ``step``, ``wall_time_s``, ``train_time_s``) say.
+
+    The metric keys follow the task: ``train_acc``/``test_acc``/``best_test_acc``/``target_acc``
+    for classification, ``train_bpc``/``test_bpc``/``best_test_bpc``/``target_bpc`` (lower is
+    better) for language modelling; ``final`` also holds the extra test sets' values
+    (``test_bpc_len200``, ...).
+    """
+    spec, m = metrics.metric(metric), metric
+    last = state.history[-1] if state.history else {}
+    final = {k: last.get(k) for k in ("train_loss", f"train_{m}", "test_loss", f"test_{m}", "step_loss")}
+    final.update({k: v for k, v in last.items() if k.startswith(("test_loss_", f"test_{m}_"))})
+    tests = [r[f"test_{m}"] for r in state.history if r.get(f"test_{m}") is not None]
+    best = spec.best(tests)
+    target = cfg.trainer.get(spec.target_key)
+    reached = next((r for r in state.history if spec.reached(r.get(f"test_{m}"), target)), None)
+    gap = None
+    if final[f"train_{m}"] is not None and final[f"test_{m}"] is not None:
+        gap = spec.gap(final[f"train_{m}"], final[f"test_{m}"])
+    samples = state.step * cfg.batch_size
+    return {
+        "status": status,
+        "dataset": cfg.dataset.name,
+        "model": cfg.model.name,
+        "norm": cfg.norm.name,
+        "batch_size": cfg.batch_size,
+        "seed": cfg.seed,
+        "optimizer": cfg.optim.name,
+        "lr": lr,
+        "steps": state.step,
+        "epochs": last.get("epoch", 0.0),
+        "samples_seen": samples,
+        "primary_metric": m,
+        "higher_is_better": spec.higher_is_better,
+        "final": final,
+        f"best_test_{m}": best,
+        spec.target_key: target,
+        "steps_to_target": reached["step"] if reached else None,
+        "time_to_target_s": reached["train_time_s"] if reached else None,
+        "generalization_gap": gap,
+        "wall_time_s": state.wall_time_s,
+        "train_time_s": state.train_time_s,
+        "samples_per_s": samples / state.train_time_s if state.train_time_s > 0 else None,
+        "num_params": num_params,
+        "error": error,
+        "env": env,
+    }
 
 
 def read_summary(run_dir: Path) -> dict:

@@ -18,9 +18,7 @@ from torch import nn
 class Classification:
     """One label per sample: cross-entropy of the logits ``(N, classes)``; accuracy."""
 
-    metric = "acc"
-    higher_is_better = True
-    target_key = "target_acc"
+    metric = "acc"  # normbench.metrics: its direction, unit and target key
 
     def loss(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(output, target)
@@ -48,13 +46,6 @@ class Classification:
         model.train(was_training)
         return float(loss_sum) / n, int(correct) / n
 
-    def reached(self, value: float | None, target: float | None) -> bool:
-        return target is not None and value is not None and value >= target
-
-    def gap(self, train: float, test: float) -> float:
-        """How much worse the test set is than the training set (train acc - test acc)."""
-        return train - test
-
 
 class LanguageModelling:
     """A prediction per position: logits ``(N, T, vocab)`` for targets ``(N, T)``.
@@ -64,8 +55,6 @@ class LanguageModelling:
     """
 
     metric = "bpc"
-    higher_is_better = False
-    target_key = "target_bpc"
 
     def loss(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(output.reshape(-1, output.shape[-1]), target.reshape(-1))
@@ -90,13 +79,6 @@ class LanguageModelling:
         nats = float(loss_sum) / n
         return nats, nats / math.log(2)
 
-    def reached(self, value: float | None, target: float | None) -> bool:
-        return target is not None and value is not None and value <= target
-
-    def gap(self, train: float, test: float) -> float:
-        """How much worse the test set is than the training set (test bpc - train bpc)."""
-        return test - train
-
 
 def _slices(x, y, batch_size: int):
     """Consecutive ``(x, y)`` batches of tensors (or :class:`~normbench.data.base.Inputs`) on the device."""
@@ -104,13 +86,7 @@ def _slices(x, y, batch_size: int):
         yield x[start:start + batch_size], y[start:start + batch_size]
 
 
-TASKS = {"classification": Classification, "language_modelling": LanguageModelling}
-
-
 def task_for(data) -> Classification | LanguageModelling:
     """The task a dataset poses: language modelling for ``kind="text"``, else classification."""
     return LanguageModelling() if data.kind == "text" else Classification()
 
-
-def task_for_metric(metric: str) -> Classification | LanguageModelling:
-    return LanguageModelling() if metric == "bpc" else Classification()

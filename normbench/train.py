@@ -18,14 +18,12 @@ writes the run directory.
 from __future__ import annotations
 
 import contextlib
-import io
 import math
 import os
 import platform
 import socket
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -41,47 +39,23 @@ from normbench.loggers import make_logger
 from normbench.models import build_model, check_model_reads, norm_options
 from normbench.norms import get_norm
 from normbench.optim import build_optimizer, build_schedule
-from normbench.population import MODES as POPULATION_MODES
 from normbench.population import batch_statistics_layers, exact_statistics, values_per_statistic
 from normbench.preemption import Interrupted, StopRequest
 from normbench.progress import make_progress
 from normbench.resume import (
-    RESUMABLE_KEYS,
+    LoopState,
     config_dict,
     finished_summary,
+    load_checkpoint,
     previous_summary,
-    read_checkpoint,
-    without,
+    save_checkpoint,
 )
-from normbench.tasks import Classification, LanguageModelling, task_for
+from normbench.tasks import task_for
+from normbench.validation import validate
 
 
 class Diverged(Exception):
     """The training loss became NaN or infinite."""
-
-
-@dataclass
-class LoopState:
-    """Where the loop stands; with the model and optimizer, all a checkpoint needs."""
-
-    step: int = 0
-    epoch: int = 0          # completed epochs
-    position: int = 0       # batches taken from the current epoch's permutation
-    wall_time_s: float = 0.0
-    train_time_s: float = 0.0
-    # Training (train-mode) loss since the last evaluation: the sum of the logged intervals, and
-    # the not yet logged sum and the step it starts after (so a resumed run continues exactly).
-    interval_loss: float = 0.0
-    interval_steps: int = 0
-    pending_loss: float = 0.0
-    logged_at: int = 0
-    history: list = field(default_factory=list)
-
-    def checkpoint(self) -> dict:
-        state = {k: getattr(self, k) for k in ("step", "epoch", "position", "wall_time_s", "train_time_s",
-                                                "interval_loss", "interval_steps", "pending_loss", "logged_at")}
-        state["evaluated_steps"] = [r["step"] for r in self.history]  # what the metrics file must hold
-        return state
 
 
 def resolve_device(name: str, ctx: distributed.Context | None = None) -> torch.device:
@@ -95,57 +69,6 @@ def resolve_device(name: str, ctx: distributed.Context | None = None) -> torch.d
     if name == "cuda" and ctx is not None and ctx.enabled:
         return torch.device("cuda", ctx.local_rank)
     return torch.device(name)
-
-
-def validate(cfg: DictConfig) -> None:
-    """Check the values that need no data or model; raise ConfigError naming the first bad one."""
-
-    def positive_int(key, value, allow_none=False):
-        if value is None and allow_none:
-            return
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ConfigError(f"{key}={value} must be a positive integer")
-
-    positive_int("batch_size", cfg.batch_size)
-    if not isinstance(cfg.seed, int) or isinstance(cfg.seed, bool):
-        raise ConfigError(f"seed={cfg.seed} must be an integer")
-    t = cfg.trainer
-    positive_int("trainer.max_steps", t.max_steps, allow_none=True)
-    positive_int("trainer.epochs", t.epochs)
-    positive_int("trainer.eval_every", t.eval_every, allow_none=True)
-    positive_int("trainer.eval_batch_size", t.eval_batch_size)
-    positive_int("trainer.train_eval_samples", t.train_eval_samples)
-    positive_int("trainer.log_every", t.log_every)
-    if t.target_acc is not None and not 0 <= t.target_acc <= 1:
-        raise ConfigError(f"trainer.target_acc={t.target_acc} is not a fraction; use a value in [0, 1]")
-    target_bpc = t.get("target_bpc")
-    if target_bpc is not None and (isinstance(target_bpc, bool) or not isinstance(target_bpc, (int, float))
-                                   or not target_bpc > 0):
-        raise ConfigError(f"trainer.target_bpc={target_bpc} must be a positive number of bits per character")
-    for key in ("amp", "channels_last", "compile", "deterministic"):
-        if not isinstance(t.get(key, False), bool):
-            raise ConfigError(f"trainer.{key}={t.get(key)} must be true or false")
-    modes = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
-    if t.get("compile_mode", "default") not in modes:
-        raise ConfigError(f"trainer.compile_mode={t.get('compile_mode')} is not one of {', '.join(modes)}")
-    population = cfg.norm.get("population", "running")
-    if population not in POPULATION_MODES:
-        raise ConfigError(f"norm.population={population} is not one of {', '.join(POPULATION_MODES)} (the statistics "
-                          "batch norm uses at evaluation)")
-    positive_int("norm.population_samples", cfg.norm.get("population_samples"), allow_none=True)
-    if not isinstance(cfg.norm.get("also_exact", False), bool):
-        raise ConfigError(f"norm.also_exact={cfg.norm.get('also_exact')} must be true or false")
-    norm = get_norm(cfg.norm.name)
-    if norm.check is not None:
-        norm.check(norm_options(cfg.norm), cfg.batch_size)
-    if t.progress not in ("auto", "bar", "lines", "none"):
-        raise ConfigError(f"trainer.progress={t.progress} is not one of auto, bar, lines, none")
-    for key in ("lr", "grad_clip_norm"):
-        value = cfg.optim.get(key)
-        if value is None and key == "grad_clip_norm":
-            continue
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-            raise ConfigError(f"optim.{key}={value} must be a positive number")
 
 
 def environment(device: torch.device, cfg: DictConfig, ctx: distributed.Context | None = None) -> dict:
@@ -172,58 +95,6 @@ def environment(device: torch.device, cfg: DictConfig, ctx: distributed.Context 
     if device.type == "cuda":
         env["cuda"] = torch.version.cuda
     return env
-
-
-def summarize(cfg: DictConfig, state: LoopState, status: str, env: dict, num_params: int,
-              lr: float, error: str | None = None,
-              task: Classification | LanguageModelling | None = None) -> dict:
-    """The summary.json dict, derived from the evaluation history and the loop state.
-
-    The metric keys follow the task: ``train_acc``/``test_acc``/``best_test_acc``/``target_acc``
-    for classification, ``train_bpc``/``test_bpc``/``best_test_bpc``/``target_bpc`` (lower is
-    better) for language modelling; ``final`` also holds the extra test sets' values
-    (``test_bpc_len200``, ...).
-    """
-    task = task or Classification()
-    m = task.metric
-    last = state.history[-1] if state.history else {}
-    final = {k: last.get(k) for k in ("train_loss", f"train_{m}", "test_loss", f"test_{m}", "step_loss")}
-    final.update({k: v for k, v in last.items() if k.startswith(("test_loss_", f"test_{m}_"))})
-    tests = [r[f"test_{m}"] for r in state.history if r.get(f"test_{m}") is not None]
-    best = (max if task.higher_is_better else min)(tests) if tests else None
-    target = cfg.trainer.get(task.target_key)
-    reached = next((r for r in state.history if task.reached(r.get(f"test_{m}"), target)), None)
-    gap = None
-    if final[f"train_{m}"] is not None and final[f"test_{m}"] is not None:
-        gap = task.gap(final[f"train_{m}"], final[f"test_{m}"])
-    samples = state.step * cfg.batch_size
-    return {
-        "status": status,
-        "dataset": cfg.dataset.name,
-        "model": cfg.model.name,
-        "norm": cfg.norm.name,
-        "batch_size": cfg.batch_size,
-        "seed": cfg.seed,
-        "optimizer": cfg.optim.name,
-        "lr": lr,
-        "steps": state.step,
-        "epochs": last.get("epoch", 0.0),
-        "samples_seen": samples,
-        "primary_metric": m,
-        "higher_is_better": task.higher_is_better,
-        "final": final,
-        f"best_test_{m}": best,
-        task.target_key: target,
-        "steps_to_target": reached["step"] if reached else None,
-        "time_to_target_s": reached["train_time_s"] if reached else None,
-        "generalization_gap": gap,
-        "wall_time_s": state.wall_time_s,
-        "train_time_s": state.train_time_s,
-        "samples_per_s": samples / state.train_time_s if state.train_time_s > 0 else None,
-        "num_params": num_params,
-        "error": error,
-        "env": env,
-    }
 
 
 class Trainer:
@@ -298,92 +169,15 @@ class Trainer:
         self.config = config_dict(cfg)
         self.logger = make_logger(cfg, self.run_dir, self.config) if self.ctx.main else _NoLogger()
         self.train_model: nn.Module = self.model  # DDP- and compile-wrapped in fit()
-        self.resumed_from = self._load_checkpoint()
+        self.resumed_from = load_checkpoint(self)
         if self.ctx.rank > 0:  # dropout and noise differ between ranks, as their data does
             torch.manual_seed(cfg.seed * 1_000_003 + self.ctx.rank * 7_919 + self.state.step)
 
     # -- checkpoints ------------------------------------------------------------------------
 
-    def _load_checkpoint(self) -> int | None:
-        """Resume from the newest verified checkpoint if the run directory has one; return its step.
-
-        A checkpoint whose bytes do not match their SHA-256 digest is never used: the previous
-        one is, which replays to the same result (training is deterministic), or the run is
-        refused with advice when none verifies.
-        """
-        path, _, rejected = records.verified_checkpoint(self.run_dir)
-        if path is None and rejected:
-            raise ConfigError(f"{self.run_dir}: {' and '.join(rejected)} fail their SHA-256 check (damaged, modified, "
-                              "or written without a digest), so normbench will not resume from them; move them away "
-                              "to train this run from the start")
-        if path is None:
-            return None
-        if rejected and self.ctx.main:
-            print(f"normbench: warning: {' and '.join(rejected)} fails its SHA-256 check; resuming from {path.name}",
-                  file=sys.stderr, flush=True)
-        ckpt = read_checkpoint(path)
-        if without(ckpt["config"], RESUMABLE_KEYS) != without(self.config, RESUMABLE_KEYS):
-            raise ConfigError(
-                f"{self.run_dir} holds a run with another config; resume it with the same overrides "
-                f"or choose a new directory (hydra.run.dir=...)"
-            )
-        self.model.load_state_dict(ckpt["model"])
-        self.optimizer.load_state_dict(ckpt["optimizer"])
-        if self.scheduler is not None:
-            self.scheduler.load_state_dict(ckpt["scheduler"])
-        s = ckpt["state"]
-        source_state = ckpt["source"] if "source" in ckpt else {"shuffle_rng": ckpt["shuffle_rng"], "perm": s.get("perm")}
-        self.source.load_state_dict(source_state)
-        torch.set_rng_state(ckpt["torch_rng"])
-        if self.device.type == "cuda" and ckpt.get("cuda_rng") is not None:
-            torch.cuda.set_rng_state(ckpt["cuda_rng"], self.device)
-        self.state = LoopState(**{k: v for k, v in s.items() if k in LoopState.__dataclass_fields__})
-        self.state.history = self._verified_history(s.get("evaluated_steps"))
-        if self.ctx.main:
-            records.write_metrics(self.run_dir, self.state.history)
-        return self.state.step
-
-    def _verified_history(self, evaluated_steps: list | None) -> list[dict]:
-        """The metrics history up to the checkpoint, checked against the evaluations it made.
-
-        Evaluations made after the checkpoint are dropped (they will be made again). A lost or
-        damaged evaluation before it cannot be recomputed (the weights of that step are gone), and
-        best_test_acc and steps_to_target would then be computed from what is left: such a run is
-        refused, not resumed into a record that silently differs.
-        """
-        path = self.run_dir / records.METRICS_FILE
-        try:
-            history = records.read_metrics(self.run_dir, strict=True)
-        except ValueError as exc:
-            raise ConfigError(f"{exc}; the evaluations cannot be recomputed, so normbench will not resume this "
-                              "run: move its directory away to train it again") from None
-        history = [r for r in history if isinstance(r.get("step"), int) and r["step"] <= self.state.step]
-        if evaluated_steps is not None and [r["step"] for r in history] != list(evaluated_steps):
-            raise ConfigError(f"{path} holds {len(history)} of the {len(evaluated_steps)} evaluations made up to step "
-                              f"{self.state.step} (missing, truncated or edited); they cannot be recomputed, so "
-                              "normbench will not resume this run: move its directory away to train it again")
-        return history
-
-    def _save_checkpoint(self) -> None:
-        if not self.ctx.main:
-            return
-        s = self.state
-        ckpt = {
-            "config": self.config,
-            "model": self.model.state_dict(),  # the plain module: no "module." or "_orig_mod." prefixes
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
-            "source": self.source.state_dict(),
-            "torch_rng": torch.get_rng_state(),
-            "cuda_rng": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
-            "state": s.checkpoint(),
-        }
-        buffer = io.BytesIO()
-        torch.save(ckpt, buffer)
-        records.write_checkpoint(self.run_dir, buffer.getvalue(), s.step, ckpt["state"]["evaluated_steps"])
-
     def summary(self, status: str, error: str | None = None) -> dict:
-        summary = summarize(self.cfg, self.state, status, self.env, self.num_params, self.lr, error, self.task)
+        summary = records.summarize(self.cfg, self.state, status, self.env, self.num_params, self.lr, error,
+                                    self.task.metric)
         summary["eval_statistics"] = self.eval_statistics
         summary["values_per_batch_statistic"] = self.values_per_statistic
         summary["sequence_length"] = getattr(self.model, "max_steps", None)  # recurrent models
@@ -481,7 +275,7 @@ class Trainer:
         if not math.isfinite(train_loss):
             raise Diverged(f"training-set loss became {train_loss} at step {self.state.step}")
         if self.ctx.main:
-            self._save_checkpoint()
+            save_checkpoint(self)
             records.write_summary(self.run_dir, self.summary("running"))
         distributed.barrier(self.ctx)
 
@@ -571,7 +365,7 @@ class Trainer:
                     s.train_time_s += now - segment_start
                     s.wall_time_s = now - start_wall
                     s.pending_loss = float(loss_sum)
-                    self._save_checkpoint()
+                    save_checkpoint(self)
                     records.write_summary(self.run_dir, self.summary("running"))
                     raise Interrupted(stop.signum, s.step, stop.previous_handler())
         return self.summary("completed")

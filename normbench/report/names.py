@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from normbench import metrics
+
 #: Readable names for metrics and config keys, used in axis labels, legends and table heads.
 LABELS = {
     "final_test_acc": "test accuracy",
@@ -43,8 +45,6 @@ LABELS = {
     "norm.groups": "groups",
 }
 
-#: Substrings of metric names for which a smaller value is better.
-_LOWER_IS_BETTER = ("loss", "error", "bpc", "time", "steps_to_target", "gap")
 
 
 #: Short names for config keys used as table columns (the long axis labels are too wide there).
@@ -58,8 +58,8 @@ def short(key: str) -> str:
 
 
 def lower_is_better(metric: str) -> bool:
-    """Whether a smaller value of ``metric`` is better (losses, errors, bits per character)."""
-    return any(s in metric for s in _LOWER_IS_BETTER)
+    """Whether a smaller value of ``metric`` is better (the metric vocabulary, :mod:`normbench.metrics`)."""
+    return not metrics.higher_is_better(metric)
 
 
 def label(name: str) -> str:
@@ -84,7 +84,7 @@ LABELS_WITHOUT_DIRECTION = {"step", "epoch", "samples_seen", "wall_time_s", "tra
 
 def is_percent(metric: str) -> bool:
     """Accuracies and errors are stored as fractions and shown in percent."""
-    return metric.endswith(("_acc", "_error"))
+    return metrics.is_percent(metric)
 
 
 def resolve_metric(name: str, columns: Iterable[str]) -> str:
