@@ -106,7 +106,32 @@ class Trainer:
         self.run_dir = Path(run_dir)
         self.ctx = ctx or distributed.Context()
         self.device = resolve_device(cfg.trainer.device, self.ctx)
-        t = cfg.trainer
+        self._configure_kernels()
+        torch.manual_seed(cfg.seed)  # before the data and the model: both may draw from it
+        self._load_data()
+        self._build_model()
+        self.steps_per_epoch = self.source.steps_per_epoch
+        self.total_steps = cfg.trainer.max_steps or cfg.trainer.epochs * self.steps_per_epoch
+        self.eval_every = cfg.trainer.eval_every or self.steps_per_epoch
+        self.optimizer, self.lr = build_optimizer(cfg.optim, self.model, cfg.batch_size)
+        self.scheduler = build_schedule(cfg.optim, self.optimizer, self.total_steps, self.steps_per_epoch)
+        self.state = LoopState()
+        self.env = environment(self.device, cfg, self.ctx)
+        if self.data.source:
+            self.env["dataset_source"] = self.data.source
+        self.num_params = sum(p.numel() for p in self.model.parameters())
+        self.config = config_dict(cfg)
+        self.logger = make_logger(cfg, self.run_dir, self.config) if self.ctx.main else _NoLogger()
+        self.train_model: nn.Module = self.model  # DDP- and compile-wrapped in fit()
+        self.resumed_from = load_checkpoint(self)
+        if self.ctx.rank > 0:  # dropout and noise differ between ranks, as their data does
+            torch.manual_seed(cfg.seed * 1_000_003 + self.ctx.rank * 7_919 + self.state.step)
+
+    # -- assembly -----------------------------------------------------------------------------
+
+    def _configure_kernels(self) -> None:
+        """Determinism, cuDNN autotuning and the memory format and precision options."""
+        t = self.cfg.trainer
         if t.deterministic:
             torch.use_deterministic_algorithms(True)
             torch.backends.cudnn.benchmark = False
@@ -117,7 +142,10 @@ class Trainer:
         if self.amp and self.device.type == "cpu" and self.ctx.main:
             print("normbench: warning: trainer.amp=true on the CPU: bf16 autocast works there but is slow",
                   file=sys.stderr, flush=True)
-        torch.manual_seed(cfg.seed)
+
+    def _load_data(self) -> None:
+        """The dataset (on the device when it fits), its task and the batch source."""
+        cfg = self.cfg
         if cfg.dataset.name in DATASET_KINDS:  # before loading: reading or generating a set can take a while
             check_model_reads(cfg.model.name, cfg.dataset.name, DATASET_KINDS[cfg.dataset.name])
         data = load_dataset(cfg.dataset)
@@ -133,6 +161,10 @@ class Trainer:
         if self.channels_last and (isinstance(shape, dict) or len(shape) != 3):
             raise ConfigError(f"trainer.channels_last=true needs image data (N, C, H, W); dataset={self.data.name} "
                               f"has inputs of shape {shape if isinstance(shape, dict) else tuple(shape)}")
+
+    def _build_model(self) -> None:
+        """The model with its norm, checked against the batch; which statistics score it."""
+        cfg = self.cfg
         self.model = build_model(cfg.model, cfg.norm, self.data).to(self.device)
         # Which statistics score the run: None when no layer uses batch statistics.
         self.eval_statistics = cfg.norm.get("population", "running") if batch_statistics_layers(self.model) else None
@@ -156,24 +188,8 @@ class Trainer:
         # The mechanism behind BN's small-batch penalty, for the record (one eval-mode pass).
         self.values_per_statistic = (values_per_statistic(self.model, self.source.first_batch(), self.forward)
                                      if self.eval_statistics else None)
-        self.steps_per_epoch = self.source.steps_per_epoch
-        self.total_steps = cfg.trainer.max_steps or cfg.trainer.epochs * self.steps_per_epoch
-        self.eval_every = cfg.trainer.eval_every or self.steps_per_epoch
-        self.optimizer, self.lr = build_optimizer(cfg.optim, self.model, cfg.batch_size)
-        self.scheduler = build_schedule(cfg.optim, self.optimizer, self.total_steps, self.steps_per_epoch)
-        self.state = LoopState()
-        self.env = environment(self.device, cfg, self.ctx)
-        if self.data.source:
-            self.env["dataset_source"] = self.data.source
-        self.num_params = sum(p.numel() for p in self.model.parameters())
-        self.config = config_dict(cfg)
-        self.logger = make_logger(cfg, self.run_dir, self.config) if self.ctx.main else _NoLogger()
-        self.train_model: nn.Module = self.model  # DDP- and compile-wrapped in fit()
-        self.resumed_from = load_checkpoint(self)
-        if self.ctx.rank > 0:  # dropout and noise differ between ranks, as their data does
-            torch.manual_seed(cfg.seed * 1_000_003 + self.ctx.rank * 7_919 + self.state.step)
 
-    # -- checkpoints ------------------------------------------------------------------------
+    # -- the loop -----------------------------------------------------------------------------
 
     def summary(self, status: str, error: str | None = None) -> dict:
         summary = records.summarize(self.cfg, self.state, status, self.env, self.num_params, self.lr, error,
@@ -294,32 +310,21 @@ class Trainer:
 
     def fit(self) -> dict:
         """Train to the step budget and return the summary; raises Diverged on a NaN loss."""
-        cfg, s, main = self.cfg, self.state, self.ctx.main
-        distributed.barrier(self.ctx)  # every rank has read the run directory before rank 0 writes it
-        if main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            records.atomic_write_text(self.run_dir / records.CONFIG_FILE, OmegaConf.to_yaml(self.config))
-        if self.resumed_from is None:
-            if main:
-                records.write_metrics(self.run_dir, [])
-            if self.norm.data_init is not None:  # e.g. weight norm's data-dependent init
-                with self._autocast():
-                    self.norm.data_init(self.model, self._prepare(self.source.first_batch()), norm_options(cfg.norm))
-        elif main:
-            print(f"resuming from step {s.step} of {self.total_steps} ({self.run_dir})", flush=True)
+        cfg, s = self.cfg, self.state
+        self._start()
         self._wrap_model()
-        progress = make_progress(cfg.trainer.progress if main else "none", self.total_steps, s.step, cfg.batch_size)
+        progress = make_progress(cfg.trainer.progress if self.ctx.main else "none", self.total_steps, s.step,
+                                 cfg.batch_size)
         self.model.train()
-        start_wall = time.perf_counter() - s.wall_time_s
+        self._start_wall = time.perf_counter() - s.wall_time_s
         with progress, StopRequest() as stop:
             if self.resumed_from is None:
                 self._record(progress)
             batches = self.source.batches(s.epoch, s.position)
             loss_sum = torch.full((), s.pending_loss, device=self.device)
-            logged_at = s.logged_at
             clip = cfg.optim.grad_clip_norm
             model, optimizer, scheduler, task = self.train_model, self.optimizer, self.scheduler, self.task
-            segment_start = time.perf_counter()
+            self._segment_start = time.perf_counter()
             while s.step < self.total_steps:
                 x, y = next(batches)
                 loss = task.loss(self.forward(model, x).float(), y)
@@ -337,38 +342,64 @@ class Trainer:
                     s.epoch, s.position = s.epoch + 1, 0
                     self.source.end_epoch()
                     batches = self.source.batches(s.epoch, 0)
-                logging = s.step % cfg.trainer.log_every == 0
                 evaluating = s.step % self.eval_every == 0 or s.step == self.total_steps
-                if logging or evaluating:
-                    # The one sync per interval (and, across processes, the mean over ranks).
-                    raw = distributed.mean(self.ctx, loss_sum).item()
-                    mean_loss = raw / (s.step - logged_at)
-                    s.interval_loss += raw
-                    s.interval_steps += s.step - logged_at
-                    loss_sum.zero_()
-                    logged_at = s.logged_at = s.step
-                    s.pending_loss = 0.0
-                    now = time.perf_counter()
-                    s.train_time_s += now - segment_start
-                    s.wall_time_s = now - start_wall
-                    if not math.isfinite(mean_loss):
-                        raise Diverged(f"training loss became {mean_loss} by step {s.step}")
-                    progress.step(s.step, mean_loss)
-                    if evaluating:
-                        self._record(progress)
-                        s.wall_time_s = time.perf_counter() - start_wall
-                    segment_start = time.perf_counter()
+                if evaluating or s.step % cfg.trainer.log_every == 0:
+                    self._log(loss_sum, progress, evaluating)
                 # A Python flag: no sync. Across processes the ranks could see it at different
                 # steps, so there the run relies on its evaluation checkpoints instead.
                 if stop.signum is not None and s.step < self.total_steps and not self.ctx.enabled:
-                    now = time.perf_counter()
-                    s.train_time_s += now - segment_start
-                    s.wall_time_s = now - start_wall
-                    s.pending_loss = float(loss_sum)
-                    save_checkpoint(self)
-                    records.write_summary(self.run_dir, self.summary("running"))
-                    raise Interrupted(stop.signum, s.step, stop.previous_handler())
+                    self._stop(stop, loss_sum)
         return self.summary("completed")
+
+    def _start(self) -> None:
+        """Write the config (rank 0, once every rank has read the run directory); then either the
+        norm's data-dependent init (a new run) or the line saying where the run resumes."""
+        distributed.barrier(self.ctx)
+        if self.ctx.main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            records.atomic_write_text(self.run_dir / records.CONFIG_FILE, OmegaConf.to_yaml(self.config))
+        if self.resumed_from is None:
+            if self.ctx.main:
+                records.write_metrics(self.run_dir, [])
+            if self.norm.data_init is not None:  # e.g. weight norm's data-dependent init
+                with self._autocast():
+                    self.norm.data_init(self.model, self._prepare(self.source.first_batch()),
+                                        norm_options(self.cfg.norm))
+        elif self.ctx.main:
+            print(f"resuming from step {self.state.step} of {self.total_steps} ({self.run_dir})", flush=True)
+
+    def _log(self, loss_sum: torch.Tensor, progress, evaluating: bool) -> None:
+        """The one sync per interval (and, across processes, the mean over ranks): the interval's
+        mean loss, the divergence check, the clocks, and the evaluation when one is due."""
+        s = self.state
+        raw = distributed.mean(self.ctx, loss_sum).item()
+        mean_loss = raw / (s.step - s.logged_at)
+        s.interval_loss += raw
+        s.interval_steps += s.step - s.logged_at
+        loss_sum.zero_()
+        s.logged_at = s.step
+        s.pending_loss = 0.0
+        now = time.perf_counter()
+        s.train_time_s += now - self._segment_start
+        s.wall_time_s = now - self._start_wall
+        if not math.isfinite(mean_loss):
+            raise Diverged(f"training loss became {mean_loss} by step {s.step}")
+        progress.step(s.step, mean_loss)
+        if evaluating:
+            self._record(progress)
+            s.wall_time_s = time.perf_counter() - self._start_wall
+        self._segment_start = time.perf_counter()
+
+    def _stop(self, stop: StopRequest, loss_sum: torch.Tensor) -> None:
+        """Checkpoint the current step on a stop signal and raise :class:`Interrupted`."""
+        s = self.state
+        now = time.perf_counter()
+        s.train_time_s += now - self._segment_start
+        s.wall_time_s = now - self._start_wall
+        s.pending_loss = float(loss_sum)
+        save_checkpoint(self)
+        records.write_summary(self.run_dir, self.summary("running"))
+        raise Interrupted(stop.signum, s.step, stop.previous_handler())
 
 
 class _NoLogger:
