@@ -20,8 +20,6 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import platform
-import socket
 import sys
 import time
 from pathlib import Path
@@ -30,16 +28,17 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-import normbench
 from normbench import distributed, records
 from normbench.batches import make_source
 from normbench.data import DATASET_KINDS, TensorData, load_dataset
+from normbench.environment import environment, resolve_device
 from normbench.errors import ConfigError
+from normbench.evaluation import evaluate
 from normbench.loggers import make_logger
 from normbench.models import build_model, check_model_reads, norm_options
 from normbench.norms import get_norm
 from normbench.optim import build_optimizer, build_schedule
-from normbench.population import batch_statistics_layers, exact_statistics, values_per_statistic
+from normbench.population import batch_statistics_layers, values_per_statistic
 from normbench.preemption import Interrupted, StopRequest
 from normbench.progress import make_progress
 from normbench.resume import (
@@ -56,45 +55,6 @@ from normbench.validation import validate
 
 class Diverged(Exception):
     """The training loss became NaN or infinite."""
-
-
-def resolve_device(name: str, ctx: distributed.Context | None = None) -> torch.device:
-    """The device of ``trainer.device``; under torchrun, CUDA means this process's ``cuda:LOCAL_RANK``."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"trainer.device={name} but no CUDA device is available; use trainer.device=cpu or auto")
-    if name not in ("cpu", "cuda") and not name.startswith("cuda:"):
-        raise ConfigError(f"trainer.device={name!r} is not a device; use auto, cpu or cuda")
-    if name == "cuda" and ctx is not None and ctx.enabled:
-        return torch.device("cuda", ctx.local_rank)
-    return torch.device(name)
-
-
-def environment(device: torch.device, cfg: DictConfig, ctx: distributed.Context | None = None) -> dict:
-    env = {
-        "normbench": normbench.__version__,
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "host": socket.gethostname(),
-        "device": str(device),
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
-        "threads": torch.get_num_threads(),
-        "seed": cfg.seed,
-        "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
-        "cudnn_benchmark": torch.backends.cudnn.benchmark,
-        "cudnn_deterministic": torch.backends.cudnn.deterministic,
-        "amp": "bf16" if cfg.trainer.get("amp") else None,
-        "channels_last": bool(cfg.trainer.get("channels_last")),
-        "compile": bool(cfg.trainer.get("compile")),
-        "compile_mode": cfg.trainer.get("compile_mode", "default") if cfg.trainer.get("compile") else None,
-        "world_size": ctx.world if ctx else 1,
-        "distributed_backend": ("nccl" if device.type == "cuda" else "gloo") if ctx and ctx.enabled else None,
-        "sync_batch_norm": bool(ctx and ctx.enabled and cfg.norm.get("sync", False)),
-    }
-    if device.type == "cuda":
-        env["cuda"] = torch.version.cuda
-    return env
 
 
 class Trainer:
@@ -217,71 +177,11 @@ class Trainer:
         with self._autocast():
             return model(self._prepare(x))
 
-    def _exact_statistics(self):
-        """A context in which the model holds exact population statistics (see population.py)."""
-        batches = self.source.population_batches(self.cfg.norm.get("population_samples"),
-                                                 self.cfg.trainer.eval_batch_size)
-        return exact_statistics(self.model, batches, self.forward)
-
-    def _evaluate(self) -> dict:
-        t, m = self.cfg.trainer, self.task.metric
-        exact = self.eval_statistics == "exact"
-        with self._exact_statistics() if exact else contextlib.nullcontext():
-            results = self.source.evaluate(self.task, self.model, t.eval_batch_size, t.train_eval_samples,
-                                           self.forward)
-            probe = self._probe()
-        if self.eval_statistics == "running" and self.cfg.norm.get("also_exact", False):
-            # The same weights scored both ways: how much of the error is the running estimate.
-            with self._exact_statistics():
-                # one training sample: only the test score is kept
-                results["exact"] = self.source.evaluate(self.task, self.model, t.eval_batch_size, 1,
-                                                        self.forward)["test"]
-        (train_loss, train_metric), (test_loss, test_metric) = results.pop("train"), results.pop("test")
-        extra = {}
-        for label, (loss, metric) in results.items():
-            extra[f"test_loss_{label}"], extra[f"test_{m}_{label}"] = loss, metric
-        extra.update(probe)
-        s = self.state
-        if s.interval_steps:  # the loss the steps themselves saw (train mode: batch statistics)
-            extra["step_loss"] = s.interval_loss / s.interval_steps
-            s.interval_loss, s.interval_steps = 0.0, 0
-        return {
-            "step": s.step,
-            "epoch": s.step / self.steps_per_epoch,
-            "samples_seen": s.step * self.cfg.batch_size,
-            "wall_time_s": s.wall_time_s,
-            "train_time_s": s.train_time_s,
-            "train_loss": train_loss,
-            f"train_{m}": train_metric,
-            "test_loss": test_loss,
-            f"test_{m}": test_metric,
-            **extra,
-            "lr": self.optimizer.param_groups[0]["lr"],
-        }
-
-    @torch.no_grad()
-    def _probe(self) -> dict:
-        """The model's optional ``probe(x) -> dict`` on a fixed test batch, in eval mode.
-
-        Models that expose internals worth following over training (the MLP: percentiles of a
-        last-layer pre-activation, as in the BN paper's Figure 1) define it; others do not.
-        """
-        probe = getattr(self.model, "probe", None)
-        if not callable(probe):
-            return {}
-        was_training = self.model.training
-        self.model.eval()
-        try:
-            x = self.source.test_inputs(self.cfg.trainer.eval_batch_size)
-            return {k: float(v) for k, v in probe(x).items()}
-        finally:
-            self.model.train(was_training)
-
     def _record(self, progress) -> None:
         """Evaluate, record and checkpoint (rank 0; the other ranks wait and learn whether it diverged)."""
         train_loss = None
         if self.ctx.main:
-            record = self._evaluate()
+            record = evaluate(self)
             self.state.history.append(record)
             records.append_metrics(self.run_dir, record)
             self.logger.log(record)
