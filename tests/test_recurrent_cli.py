@@ -19,7 +19,7 @@ def normbench(*args, cwd):
 
 
 @pytest.mark.parametrize("args, words", [
-    (["model=lstm", "norm=group"], ["norm=group has no meaning in a recurrent cell", "batch, layer or weight"]),
+    (["model=lstm", "norm=group"], ["norm=group has no meaning in a recurrent cell", "batch, layer, weight or rms"]),
     (["model=cnn", "dataset=text"], ["model=cnn cannot read dataset=text"]),
     (["model=lstm", "dataset=mnist"], ["dataset=mnist", "dataset.root"]),
 ])
