@@ -24,8 +24,6 @@ from normbench.errors import ConfigError
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 
-# Filled by SweepOutcome at the end of a multirun; the CLI turns it into the exit status.
-sweep_outcome: dict[str, int] = {}
 
 
 def fail(message: str, code: int = 2):
@@ -172,7 +170,8 @@ def run_job(cfg: DictConfig) -> dict | None:
 
 
 class SweepOutcome(Callback):
-    """At the end of a multirun, count the runs by status and print one line."""
+    """At the end of a multirun, count the runs by status, print one line, and write the counts
+    to ``<sweep dir>/sweep_outcome.json``, from which ``normbench run -m`` takes its exit status."""
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
         counts = {status: 0 for status in records.STATUSES}
@@ -182,8 +181,7 @@ class SweepOutcome(Callback):
                 counts[records.read_summary(run_dir).get("status", "missing")] += 1
             except (OSError, ValueError, KeyError):
                 counts["missing"] += 1
-        sweep_outcome.clear()
-        sweep_outcome.update(counts)
+        records.write_sweep_outcome(Path(config.hydra.sweep.dir), counts)
         parts = [f"{counts[s]} {s}" for s in ("completed", "diverged", "failed")]
         if counts["running"] or counts["missing"]:
             parts.append(f"{counts['running'] + counts['missing']} unfinished")

@@ -9,6 +9,7 @@ from pathlib import Path
 import typer
 
 import normbench
+from normbench import records
 
 app = typer.Typer(
     name="normbench",
@@ -80,14 +81,12 @@ def _check_group_choices(args: list[str]) -> None:
     Hydra would say so too, over several lines and only when it reaches the job that uses it;
     checking every swept value up front means a sweep never starts with a bad one in it.
     """
-    from hydra._internal.utils import get_args_parser
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     from normbench.app import CONFIG_DIR
 
     try:
-        overrides = get_args_parser().parse_args(args).overrides
-        parsed = OverridesParser.create().parse_overrides(overrides)
+        parsed = OverridesParser.create().parse_overrides(_overrides(args))
     except (SystemExit, Exception):
         return  # Hydra reports malformed arguments itself
     roots = [CONFIG_DIR, *_search_path(parsed)]
@@ -133,14 +132,25 @@ class _UsageError(Exception):
     pass
 
 
-def _overrides(args: list[str]) -> list[str]:
-    """The KEY=VALUE arguments, as Hydra's own parser separates them from its flags."""
-    from hydra._internal.utils import get_args_parser
+# Hydra's command-line flags that take a value (``--cfg job``, ``-cn NAME``); ``--info`` may.
+_FLAGS_WITH_VALUE = {"--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name", "-cn",
+                     "--config-dir", "-cd", "--experimental-rerun"}
+_INFO_TOPICS = {"all", "config", "defaults", "defaults-tree", "plugins", "searchpath"}
 
-    try:
-        return list(get_args_parser().parse_args(args).overrides)
-    except (SystemExit, Exception):
-        return [a for a in args if not a.startswith("-")]
+
+def _overrides(args: list[str]) -> list[str]:
+    """The KEY=VALUE arguments, apart from Hydra's flags and their values (as ``hydra.main`` reads them)."""
+    out, skip = [], False
+    for i, arg in enumerate(args):
+        if skip:
+            skip = False
+        elif arg in _FLAGS_WITH_VALUE:
+            skip = True
+        elif arg in ("--info", "-i"):
+            skip = i + 1 < len(args) and args[i + 1] in _INFO_TOPICS
+        elif not arg.startswith("-"):
+            out.append(arg)
+    return out
 
 
 def _check_launcher(args: list[str]) -> None:
@@ -226,12 +236,14 @@ def run(ctx: typer.Context) -> None:
 
     from normbench import app as hydra_app
 
+    sweep_dir = _sweep_dir(args) if flags else None
+    if sweep_dir is not None:  # the outcome of this launch, not of an earlier one
+        (sweep_dir / records.OUTCOME_FILE).unlink(missing_ok=True)
     # Let Hydra raise instead of printing its multi-line report, so we print one line.
     os.environ["HYDRA_FULL_ERROR"] = "1"
     argv = sys.argv
     sys.argv = ["normbench run", *args]
     try:
-        hydra_app.sweep_outcome.clear()
         hydra_app.main()
     except SystemExit:
         raise
@@ -240,9 +252,20 @@ def run(ctx: typer.Context) -> None:
         raise typer.Exit(2) from None
     finally:
         sys.argv = argv
-    outcome = hydra_app.sweep_outcome
+    outcome = records.read_sweep_outcome(sweep_dir) if sweep_dir is not None else None
     if outcome and (outcome.get("failed") or outcome.get("missing")):
         raise typer.Exit(1)
+
+
+def _sweep_dir(args: list[str]) -> Path | None:
+    """The sweep directory of a multirun's arguments; None when it is computed at run time
+    (an interpolation such as ``${now:...}``)."""
+    from normbench import sweeps
+
+    value = sweeps.user_sweep_dir(_overrides(args))
+    if value is None or "${" in value:
+        return None
+    return Path(value.strip("'\""))
 
 
 @app.command()

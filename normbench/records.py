@@ -36,6 +36,7 @@ CHECKPOINT_FILE = "checkpoint.pt"
 PREVIOUS_CHECKPOINT_FILE = "checkpoint.prev.pt"
 DIGEST_SUFFIX = ".sha256"
 LOCK_FILE = ".normbench.lock"
+OUTCOME_FILE = "sweep_outcome.json"  # in a sweep directory: its runs counted by status
 
 STATUSES = ("running", "completed", "failed", "diverged")
 
@@ -305,6 +306,19 @@ def verified_checkpoint(run_dir: Path) -> tuple[Path | None, dict | None, list[s
                 return path, digest, rejected
             rejected.append(name)
     return None, None, rejected
+
+
+def write_sweep_outcome(sweep_dir: Path, counts: dict[str, int]) -> None:
+    atomic_write_text(Path(sweep_dir) / OUTCOME_FILE, json.dumps(counts) + "\n")
+
+
+def read_sweep_outcome(sweep_dir: Path) -> dict[str, int] | None:
+    """The counts the sweep wrote at its end; None if it wrote none (it did not get there)."""
+    try:
+        counts = json.loads((Path(sweep_dir) / OUTCOME_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return counts if isinstance(counts, dict) else None
 
 
 def is_run_dir(path: Path) -> bool:

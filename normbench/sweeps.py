@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import itertools
 import re
 from pathlib import Path
 
@@ -82,11 +83,16 @@ def default_sweep_dir(overrides: list[str]) -> str:
 
 
 def expand(overrides: list[str]) -> list[list[str]]:
-    """Every job of the sweep, as the overrides Hydra's basic sweeper gives each job."""
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-
-    task = [o for o in _parse(overrides) if not o.is_hydra_override()]
-    return BasicSweeper.split_arguments(task, max_batch_size=None)[0]
+    """Every job of the sweep, as the overrides Hydra's basic sweeper gives each job (the product
+    of the swept values, in the order given)."""
+    choices = []
+    for o in _parse(overrides):
+        if o.is_hydra_override():
+            continue
+        key = o.get_key_element()
+        values = list(o.sweep_string_iterator()) if o.is_sweep_override() else [o.get_value_element_as_str()]
+        choices.append([f"{key}={value}" for value in values])
+    return [list(job) for job in itertools.product(*choices)]
 
 
 def job_subdir(job: list[str], exclude: list[str]) -> str:

@@ -42,7 +42,7 @@ def test_version_list_and_help():
     run_help = normbench("run", "--help", check=True).stdout
     assert "--config-help" in run_help and "--cfg job" in run_help and "-m" in run_help
     groups = normbench("run", "--config-help", check=True).stdout
-    assert "norm: batch, group, instance, layer, none, weight" in groups
+    assert "norm: batch, ghost, group, instance, layer, none, renorm, rms, weight" in groups
 
 
 def test_cfg_job_prints_the_composed_config_without_training(tmp_path):
@@ -52,7 +52,7 @@ def test_cfg_job_prints_the_composed_config_without_training(tmp_path):
 
 
 @pytest.mark.parametrize("args,message", [
-    (["norm=grup"], "unknown norm 'grup'; choose one of: batch, group, instance, layer, none, weight"),
+    (["norm=grup"], "unknown norm 'grup'; choose one of: batch, ghost, group, instance, layer, none, renorm, rms, weight"),
     (["model=transformer"], "unknown model 'transformer'"),
     (["batch_size=0"], "batch_size=0 must be a positive integer"),
     (["trainer.max_steps=-5"], "trainer.max_steps=-5 must be a positive integer"),
