@@ -289,7 +289,7 @@ def report(
 
       normbench report runs/ --x batch_size --metric test_acc
     """
-    from normbench.report.__main__ import report_command
+    from normbench.report.terminal import report_command
 
     code = report_command(dirs, out, x, metric, plot or None, quiet)
     if code:

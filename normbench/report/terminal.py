@@ -1,12 +1,18 @@
-"""The terminal summary: one rich table of the statistics over seeds."""
+"""``normbench report`` in the terminal: the report written, and one rich table of the
+statistics over seeds."""
 
 from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from pathlib import Path
 
 import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
 from normbench.report import tables
+from normbench.report.api import ReportError, build_report
 from normbench.report.load import RunSet
 
 
@@ -56,3 +62,26 @@ def print_summary(runs: RunSet | pd.DataFrame, console: Console | None = None) -
     console.print(summary_rich_table(rs))
     for path, why in rs.skipped:
         console.print(f"[yellow]skipped[/yellow] {path}: {why}", highlight=False)
+
+
+def default_out_dir(dirs: Sequence[Path]) -> Path:
+    """``DIR/report`` for one input directory (next to its runs), ``./report`` otherwise."""
+    return dirs[0] / "report" if len(dirs) == 1 else Path("report")
+
+
+def report_command(dirs: Sequence[Path], out: Path | None = None, x: str | None = None,
+                   metric: str | None = None, plots: Sequence[str] | None = None, quiet: bool = False) -> int:
+    """Write the report and print the summary table; returns the exit code (0, or 2 for bad input)."""
+    out = out or default_out_dir(dirs)
+    try:
+        report = build_report(dirs, out, x=x, metric=metric, plots=plots)
+    except ReportError as exc:
+        print(f"normbench: error: {exc}", file=sys.stderr)
+        return 2
+    if not quiet:
+        console = Console()
+        print_summary(report.runs, console)
+        for note in report.notes:
+            console.print(f"note: {note}", highlight=False)
+        console.print(f"report: {report.path}", highlight=False)
+    return 0
