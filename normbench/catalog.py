@@ -4,7 +4,7 @@ from __future__ import annotations
 
 
 def catalog() -> dict[str, dict[str, str]]:
-    from normbench.data import DATASET_DESCRIPTIONS
+    from normbench.data import DATASETS
     from normbench.models import MODEL_DESCRIPTIONS
     from normbench.norms import NORMS
     from normbench.optim import OPTIMIZER_DESCRIPTIONS
@@ -12,7 +12,7 @@ def catalog() -> dict[str, dict[str, str]]:
     return {
         "norms": {name: norm.description for name, norm in NORMS.items()},
         "models": MODEL_DESCRIPTIONS,
-        "datasets": DATASET_DESCRIPTIONS,
+        "datasets": {name: d.description for name, d in DATASETS.items()},
         "optimizers": OPTIMIZER_DESCRIPTIONS,
         **claims_catalog(),
     }

@@ -30,7 +30,7 @@ from torch import nn
 
 from normbench import distributed, records
 from normbench.batches import make_source
-from normbench.data import DATASET_KINDS, TensorData, load_dataset
+from normbench.data import DATASETS, TensorData, load_dataset
 from normbench.environment import environment, resolve_device
 from normbench.errors import ConfigError
 from normbench.evaluation import evaluate
@@ -106,8 +106,8 @@ class Trainer:
     def _load_data(self) -> None:
         """The dataset (on the device when it fits), its task and the batch source."""
         cfg = self.cfg
-        if cfg.dataset.name in DATASET_KINDS:  # before loading: reading or generating a set can take a while
-            check_model_reads(cfg.model.name, cfg.dataset.name, DATASET_KINDS[cfg.dataset.name])
+        if cfg.dataset.name in DATASETS:  # before loading: reading or generating a set can take a while
+            check_model_reads(cfg.model.name, cfg.dataset.name, DATASETS[cfg.dataset.name].kind)
         data = load_dataset(cfg.dataset)
         self.data = data.to(self.device) if isinstance(data, TensorData) else data
         self.task = task_for(self.data)

@@ -82,17 +82,18 @@ def test_bad_label_noise_and_unknown_dataset():
 
 
 def test_dataset_kinds_known_before_loading_agree_with_the_loaders(tmp_path, monkeypatch):
-    from normbench.data import _LOADERS, DATASET_KINDS
+    from normbench.app import CONFIG_DIR
+    from normbench.data import DATASETS
 
-    assert set(DATASET_KINDS) == set(_LOADERS)
+    assert set(DATASETS) == {p.stem for p in (CONFIG_DIR / "dataset").glob("*.yaml")}  # one YAML each
     for name in ("mnist1d", "digits"):
-        assert load_dataset(compose([f"dataset={name}"]).dataset).kind == DATASET_KINDS[name]
+        assert load_dataset(compose([f"dataset={name}"]).dataset).kind == DATASETS[name].kind
     text = compose(["model=lstm", "dataset=text", "dataset.max_train_chars=20000"]).dataset
-    assert load_dataset(text).kind == DATASET_KINDS["text"]
+    assert load_dataset(text).kind == DATASETS["text"].kind
     small_clevr = ["dataset=clevr_like", "dataset.train_images=6", "dataset.val_images=4",
                    "dataset.questions_per_image=2", "dataset.image_size=16"]
     monkeypatch.setenv("NORMBENCH_CACHE", str(tmp_path))
-    assert load_dataset(compose(["model=film", *small_clevr]).dataset).kind == DATASET_KINDS["clevr_like"]
+    assert load_dataset(compose(["model=film", *small_clevr]).dataset).kind == DATASETS["clevr_like"].kind
 
 
 def test_a_model_that_cannot_read_the_data_is_refused_before_the_set_is_generated(tmp_path, monkeypatch):

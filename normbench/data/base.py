@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import torch
+
+from normbench.errors import ConfigError
+
+T = TypeVar("T")
 
 
 class Inputs:
@@ -163,3 +169,24 @@ def finish(name, kind, x_train, y_train, x_test, y_test, num_classes, cfg) -> Te
         y_test=torch.as_tensor(y_test, dtype=torch.int64),
         num_classes=num_classes,
     )
+
+
+def find_on_disk(cfg, name: str, what: str, find: Callable[[Path], T | None],
+                 fetch: Callable[[Path], None] | None = None) -> T:
+    """The files of dataset ``name`` under ``dataset.root``, as ``find(root)`` returns them (None:
+    missing). ``dataset.root`` is required; only with ``dataset.download=true``, and only when they
+    are missing, ``fetch(root)`` downloads them (the one network access). ``what`` names the
+    files, for the one-line errors."""
+    root = cfg.get("root")
+    fetchable = ", and add dataset.download=true to fetch them" if fetch else ""
+    if root is None:
+        raise ConfigError(f"dataset={name} reads {what} from disk; set dataset.root=DIR{fetchable}")
+    root = Path(str(root)).expanduser()
+    found = find(root)
+    if found is None and fetch is not None and cfg.get("download", False):
+        fetch(root)
+        found = find(root)
+    if found is None:
+        raise ConfigError(f"dataset.root={root} lacks {what}; put them there"
+                          + (" or add dataset.download=true" if fetch else ""))
+    return found

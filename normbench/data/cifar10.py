@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from normbench.data.base import TensorData, finish
+from normbench.data.base import TensorData, find_on_disk, finish
 from normbench.errors import ConfigError
 
 FOLDER = "cifar-10-batches-py"
@@ -60,22 +60,15 @@ def channel_stats(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return x.mean(axis=(0, 2, 3)), x.std(axis=(0, 2, 3))
 
 
-def load(cfg) -> TensorData:
-    root = cfg.get("root")
-    if root is None:
-        raise ConfigError(f"dataset=cifar10 reads CIFAR-10's pickled batches from disk; set dataset.root=DIR "
-                          f"(a directory with {FOLDER}/), and add dataset.download=true to fetch them")
-    root = Path(str(root)).expanduser()
-    folder = find_folder(root)
-    if folder is None and cfg.get("download", False):
-        # The only network access.
-        from torchvision.datasets.utils import download_and_extract_archive
+def _fetch(root: Path) -> None:
+    from torchvision.datasets.utils import download_and_extract_archive
 
-        download_and_extract_archive(URL, str(root), filename="cifar-10-python.tar.gz", md5=MD5)
-        folder = find_folder(root)
-    if folder is None:
-        raise ConfigError(f"dataset.root={root} lacks CIFAR-10's files ({FOLDER}/data_batch_1..5 and test_batch); "
-                          "put them there or add dataset.download=true")
+    download_and_extract_archive(URL, str(root), filename="cifar-10-python.tar.gz", md5=MD5)
+
+
+def load(cfg) -> TensorData:
+    folder = find_on_disk(cfg, "cifar10", f"CIFAR-10's files, pickled batches ({FOLDER}/data_batch_1..5 and test_batch)",
+                          find_folder, _fetch)
     train = [read_batch(folder / name) for name in TRAIN_FILES]
     x_train, y_train = np.concatenate([x for x, _ in train]), np.concatenate([y for _, y in train])
     x_test, y_test = read_batch(folder / TEST_FILES[0])

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from normbench.data.base import TensorData, finish, standardize
+from normbench.data.base import TensorData, find_on_disk, finish, standardize
 from normbench.errors import ConfigError
 
 FILES = {
@@ -66,21 +66,16 @@ def find_files(root: Path) -> dict[str, Path] | None:
     return None
 
 
-def load(cfg) -> TensorData:
-    root = cfg.get("root")
-    if root is None:
-        raise ConfigError("dataset=mnist reads MNIST's IDX files from disk; set dataset.root=DIR "
-                          f"(a directory with {', '.join(FILES.values())}, raw or .gz)")
-    root = Path(str(root)).expanduser()
-    files = find_files(root)
-    if files is None and cfg.get("download", False):
-        from torchvision.datasets import MNIST  # the only path that touches the network
+def _fetch(root: Path) -> None:
+    from torchvision.datasets import MNIST
 
-        MNIST(str(root), train=True, download=True)
-        files = find_files(root)
-    if files is None:
-        raise ConfigError(f"dataset.root={root} lacks MNIST's files ({', '.join(FILES.values())}, raw or .gz); "
-                          "put them there or add dataset.download=true")
+    MNIST(str(root), train=True, download=True)
+
+
+def load(cfg) -> TensorData:
+    files = find_on_disk(cfg, "mnist", f"MNIST's files ({', '.join(FILES.values())}, raw or .gz)", find_files,
+                         _fetch)
+    root = Path(str(cfg.root)).expanduser()
     arrays = {key: read_idx(path) for key, path in files.items()}
     for split in ("train", "test"):
         x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
