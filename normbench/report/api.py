@@ -15,10 +15,10 @@ from pathlib import Path
 import pandas as pd
 
 from normbench.errors import ConfigError
-from normbench.report import names, tables
+from normbench.report import names, sections, tables
 from normbench.report import plots as figures
 from normbench.report.load import RunSet, load_runs
-from normbench.report.markdown import Section, render
+from normbench.report.markdown import render
 from normbench.report.stats import aggregate, batch_threshold
 
 #: Plot names a user can ask for (``--plot``); ``convergence`` means both convergence plots.
@@ -173,192 +173,61 @@ def build_report(
     out_dir.mkdir(parents=True, exist_ok=True)
     report = Report(path=out_dir / "report.md", runs=rs)
     colors = plots_colors(rs)
-    higher = not names.lower_is_better(metric)
 
-    # Figures --------------------------------------------------------------------------
-    for name in chosen:
-        paths: list[Path] = []
-        if name == "convergence_steps":
-            paths = figures.plot_convergence(rs, plot_dir, colors, xaxis="step")
-        elif name == "convergence_time":
-            tx = "wall_time_s" if "wall_time_s" in rs.curves else "train_time_s"
-            paths = figures.plot_convergence(rs, plot_dir, colors, xaxis=tx)
-        elif name == "batch_size":
-            # GN Fig. 1 plots error; a metric the user named replaces it.
-            paths = figures.plot_batch_size(rs, plot_dir, colors,
-                                          metric=metric if user_metric else None)
-        elif name == "generalization":
-            paths = figures.plot_generalization(rs, plot_dir, colors)
-        elif name == "label_noise":
-            paths = figures.plot_label_noise(rs, plot_dir, colors)
-        elif name == "sweep":
-            paths = figures.plot_sweep(rs, plot_dir, colors, x, metric)
-        if paths:
-            report.figures[name] = paths
-        else:
-            report.notes.append(f"plot {name!r} not drawn: the runs lack the data for it")
-
-    # Tables ----------------------------------------------------------------------------
+    _draw(report, chosen, plot_dir, colors, x, metric if user_metric else None, metric)
     keys = tables.setting_columns(rs)
-    # Time to target is censored (runs that never reach it count): see tables.target_table,
-    # not a mean over the runs that got there.
-    numeric = [c for c in rs.runs.columns if c.startswith(("final_", "best_")) or c in (
-        "generalization_gap", "wall_time_s", "train_time_s", "samples_per_s")]
-    summary_stats = aggregate(rs.runs, numeric, [*keys, "label"])
-    summary_stats.to_csv(out_dir / "summary.csv", index=False)
-    _portable(rs.runs, out_dir).to_csv(out_dir / "runs.csv", index=False)
-    diffs = tables.difference_table(rs, metric)
-    raw_diffs = diffs.attrs.get("raw", pd.DataFrame())
-    raw_diffs.to_csv(out_dir / "differences.csv", index=False)
-    tables.skipped_table(rs).to_csv(out_dir / "skipped.csv", index=False)
-
+    diffs = _write_tables(rs, out_dir, metric, keys)
     # The batch-size finding is stated in the batch-size plot's metric (error by default).
     thresh_metric = metric
     if not user_metric and rs.primary_metric == "acc":
         thresh_metric = "final_test_error"
     thresholds = batch_threshold(rs.runs, thresh_metric,
-                                 higher_is_better=not names.lower_is_better(thresh_metric),
-                                 by=keys)
-
-    sections = _sections(rs, report, dirs, out_dir, metric, higher, diffs, thresholds,
-                         thresh_metric, x)
-    text = render(title or "normbench report", sections)
-    report.path.write_text(text, encoding="utf-8")
+                                 higher_is_better=not names.lower_is_better(thresh_metric), by=keys)
+    figs = report.figures
+    parts = [sections.overview(rs, dirs, metric), sections.summary(rs), sections.convergence(rs, figs, out_dir),
+             sections.batch_size(rs, figs, out_dir, thresholds, thresh_metric),
+             sections.generalization(figs, out_dir), sections.sweep(figs, out_dir, metric, x),
+             sections.differences(diffs, metric), *sections.leftovers(rs, report.notes)]
+    report.path.write_text(render(title or "normbench report", parts), encoding="utf-8")
     return report
+
+
+# Each figure a report can draw: (runs, plot dir, colours, x key, the user's metric, the metric) -> paths.
+_FIGURES = {
+    "convergence_steps": lambda rs, d, c, x, user, m: figures.plot_convergence(rs, d, c, xaxis="step"),
+    "convergence_time": lambda rs, d, c, x, user, m: figures.plot_convergence(
+        rs, d, c, xaxis="wall_time_s" if "wall_time_s" in rs.curves else "train_time_s"),
+    # GN Fig. 1 plots error; a metric the user named replaces it.
+    "batch_size": lambda rs, d, c, x, user, m: figures.plot_batch_size(rs, d, c, metric=user),
+    "generalization": lambda rs, d, c, x, user, m: figures.plot_generalization(rs, d, c),
+    "label_noise": lambda rs, d, c, x, user, m: figures.plot_label_noise(rs, d, c),
+    "sweep": lambda rs, d, c, x, user, m: figures.plot_sweep(rs, d, c, x, m),
+}
+
+
+def _draw(report: Report, chosen, plot_dir: Path, colors, x, user_metric, metric) -> None:
+    for name in chosen:
+        paths = _FIGURES[name](report.runs, plot_dir, colors, x, user_metric, metric)
+        if paths:
+            report.figures[name] = paths
+        else:
+            report.notes.append(f"plot {name!r} not drawn: the runs lack the data for it")
+
+
+def _write_tables(rs: RunSet, out_dir: Path, metric: str, keys: list[str]) -> pd.DataFrame:
+    """summary.csv, runs.csv, differences.csv and skipped.csv; returns the difference table."""
+    # Time to target is censored (runs that never reach it count): see tables.target_table,
+    # not a mean over the runs that got there.
+    numeric = [c for c in rs.runs.columns if c.startswith(("final_", "best_")) or c in (
+        "generalization_gap", "wall_time_s", "train_time_s", "samples_per_s")]
+    aggregate(rs.runs, numeric, [*keys, "label"]).to_csv(out_dir / "summary.csv", index=False)
+    _portable(rs.runs, out_dir).to_csv(out_dir / "runs.csv", index=False)
+    diffs = tables.difference_table(rs, metric)
+    diffs.attrs.get("raw", pd.DataFrame()).to_csv(out_dir / "differences.csv", index=False)
+    tables.skipped_table(rs).to_csv(out_dir / "skipped.csv", index=False)
+    return diffs
 
 
 def plots_colors(rs: RunSet) -> dict[str, str]:
     """The report's colour for each norm label (fixed per norm, see :func:`figures.color_map`)."""
     return figures.color_map(rs.runs["label"].dropna().astype(str).tolist())
-
-
-def _sorted_values(values) -> list:
-    """Numbers in numeric order (2, 4, 16, not 16, 2, 4), anything else as text."""
-    try:
-        return sorted(values, key=float)
-    except (TypeError, ValueError):
-        return sorted(values, key=str)
-
-
-def _sections(rs, report, dirs, out_dir, metric, higher, diffs, thresholds, thresh_metric, x):
-    """The report's sections, in order; empty ones are dropped by :func:`render`."""
-    runs = rs.runs
-    counts = runs["status"].value_counts()
-    status_text = ", ".join(f"{int(counts.get(s, 0))} {s}" for s in
-                            ("completed", "failed", "diverged", "running") if counts.get(s, 0))
-    others = [s for s in counts.index if s not in ("completed", "failed", "diverged", "running")]
-    status_text += "".join(f", {int(counts[s])} {s}" for s in others)
-    overview = Section("Overview")
-    overview.text(
-        f"**{len(runs)} run{'s' if len(runs) != 1 else ''}** ({status_text}) read from "
-        + ", ".join(f"`{d}`" for d in dirs)
-        + (f"; **{len(rs.skipped)} "
-           f"{'directory' if len(rs.skipped) == 1 else 'directories'} skipped** "
-           "(unreadable, listed below)."
-           if rs.skipped else "; no directory skipped."))
-    ident = []
-    for col in ("dataset", "model", "norm", "batch_size", "lr", "seed"):
-        vals = runs[col].dropna().unique()
-        shown = ", ".join(tables._fmt_key(v) for v in _sorted_values(vals)[:12])
-        ident.append(f"- {col}: {shown}{' …' if len(vals) > 12 else ''}")
-    swept = rs.swept_keys
-    overview.text("\n".join(ident))
-    overview.text("Varying between settings: " + (", ".join(f"`{k}`" for k in swept) or
-                                                   "nothing (repeats of one setting)")
-                  + ". Runs that differ only in `seed` are aggregated: mean ± standard "
-                  "deviation [95% Student-t interval of the mean]; the interval needs at least two "
-                  "seeds. Differences use Welch's t interval, which keeps its 5% false-significance "
-                  "rate at 3 to 5 seeds where a percentile bootstrap does not (see "
-                  "normbench/report/stats.py).")
-    direction = "lower is better" if not higher else "higher is better"
-    overview.text(f"Headline metric: **{names.label(metric)}** ({direction}). Accuracies and "
-                  "errors are in percent; statistics use completed runs only.")
-    if rs.primary_metric == "bpc":
-        overview.text("These are language-model runs: bits per character, **lower is better**.")
-
-    summary = Section("Summary over seeds")
-    summary.table(tables.summary_table(rs))
-
-    figs = report.figures
-    conv = Section("1. Convergence speed")
-    for name, alt in (("convergence_steps", "Convergence against steps"),
-                      ("convergence_time", "Convergence against wall-clock time")):
-        if name in figs:
-            conv.image(figs[name][0], out_dir, alt, figs[name][1])
-    if figs.get("convergence_steps") or figs.get("convergence_time"):
-        tt = tables.target_table(rs)
-        if not tt.empty:
-            target = tt.attrs.get("target")
-            what = f"{target * 100:g}% test accuracy" if target else "the target accuracy"
-            conv.table(tt, f"Steps and time to reach {what}: `reached` counts the finished runs "
-                           "(completed or diverged) that got there; the median counts the others as "
-                           "infinitely slow (\"not reached\" when fewer than half got there), so no "
-                           "slow seed is dropped:")
-
-    bsec = Section("2. Batch-size sensitivity")
-    if "batch_size" in figs:
-        bsec.image(figs["batch_size"][0], out_dir, "Test error against batch size",
-                   figs["batch_size"][1])
-    if thresholds and ("batch_size" in figs or runs["batch_size"].nunique() > 1):
-        bsec.text(*(t.sentence(names.label(thresh_metric)) for t in thresholds))
-        scale = "_acc" if names.is_percent(thresh_metric) else thresh_metric
-        rows = []
-        for t in thresholds:
-            for i, bs in enumerate(t.batch_sizes):
-                row = {f"{k}": tables._fmt_key(v) for k, v in t.setting.items()}
-                lo, hi = t.ci_lo[i], t.ci_hi[i]
-                row.update({
-                    "batch size": bs, "best batch-independent": t.best_other[i],
-                    "BN worse by": tables.fmt(t.diff[i], scale),
-                    "95% CI": (f"[{tables.fmt(lo, scale)}, {tables.fmt(hi, scale)}]"
-                               if lo == lo else "– (one seed)"),
-                    "BN behind": "yes" if t.behind[i] else "no"})
-                rows.append(row)
-        independent = sorted(set(runs.loc[runs["batch_dependent"].eq(False), "norm"].dropna()))
-        bsec.table(pd.DataFrame(rows), f"Batch norm minus the best batch-independent norm "
-                                       f"({', '.join(independent)}) at each batch size, "
-                                       f"{names.label(thresh_metric)}; positive = BN worse:")
-    elif "batch_size" in figs:
-        bsec.text("No batch-norm/batch-independent pair to compare at a common batch size.")
-
-    gen = Section("3. Generalization")
-    if "generalization" in figs:
-        gen.image(figs["generalization"][0], out_dir, "Train against test",
-                  figs["generalization"][1])
-    if "label_noise" in figs:
-        gen.image(figs["label_noise"][0], out_dir, "Accuracy against label noise",
-                  figs["label_noise"][1])
-
-    extra = Section(f"{names.label(metric).capitalize()} against {names.label(x or '')}")
-    if "sweep" in figs:
-        extra.image(figs["sweep"][0], out_dir, "Sweep", figs["sweep"][1])
-
-    dsec = Section(f"Differences between norms: {names.label(metric)}")
-    if not diffs.empty:
-        dsec.text("Each norm minus the reference norm on the same setting; the interval is the "
-                  "95% Welch t interval of the difference of means (the norms' seeds are independent "
-                  "samples); 'MDE' is the smallest difference these seeds detect with 80% power" + ("; accuracies in percentage points."
-                                              if names.is_percent(metric) else "."))
-        dsec.table(diffs)
-
-    bad = Section("Runs that did not complete")
-    inc = tables.incomplete_table(rs)
-    if not inc.empty:
-        bad.text("Counted in the tables above (`runs` column) but left out of the statistics:")
-        bad.table(inc)
-
-    skip = Section("Skipped directories")
-    if rs.skipped:
-        skip.table(tables.skipped_table(rs))
-
-    notes = Section("Notes")
-    if report.notes:
-        notes.text("\n".join(f"- {n}" for n in report.notes))
-
-    files = Section("Files")
-    files.text("- `runs.csv`: one row per run (config values that vary, summary metrics)\n"
-               "- `summary.csv`: statistics over seeds per setting\n"
-               "- `differences.csv`: norm differences with Welch t intervals\n"
-               "- `skipped.csv`: unreadable directories\n"
-               "- `plots/`: every figure as PNG and SVG")
-    return [overview, summary, conv, bsec, gen, extra, dsec, bad, skip, notes, files]
