@@ -17,6 +17,7 @@ import pandas as pd
 from normbench.errors import ConfigError
 from normbench.report import names, sections, tables
 from normbench.report import plots as figures
+from normbench.report import plots_generalization as generalization_figures
 from normbench.report.load import RunSet, load_runs
 from normbench.report.markdown import render
 from normbench.report.stats import aggregate, batch_threshold
@@ -199,8 +200,8 @@ _FIGURES = {
         rs, d, c, xaxis="wall_time_s" if "wall_time_s" in rs.curves else "train_time_s"),
     # GN Fig. 1 plots error; a metric the user named replaces it.
     "batch_size": lambda rs, d, c, x, user, m: figures.plot_batch_size(rs, d, c, metric=user),
-    "generalization": lambda rs, d, c, x, user, m: figures.plot_generalization(rs, d, c),
-    "label_noise": lambda rs, d, c, x, user, m: figures.plot_label_noise(rs, d, c),
+    "generalization": lambda rs, d, c, x, user, m: generalization_figures.plot_generalization(rs, d, c),
+    "label_noise": lambda rs, d, c, x, user, m: generalization_figures.plot_label_noise(rs, d, c),
     "sweep": lambda rs, d, c, x, user, m: figures.plot_sweep(rs, d, c, x, m),
 }
 
