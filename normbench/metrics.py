@@ -62,7 +62,7 @@ METRICS: dict[str, Metric] = {m.name: m for m in (
 )}
 
 #: The metrics a task can score runs by, in the order they are looked for in a record.
-PRIMARY = ("bpc", "acc")
+PRIMARY = ("acc", "bpc")
 
 
 def metric(name: str) -> Metric:

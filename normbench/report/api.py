@@ -93,7 +93,7 @@ def choose_plots(rs: RunSet, x: str | None) -> list[str]:
 
 def default_metric(rs: RunSet) -> str:
     """The headline metric: final test accuracy, or test bits per character for LMs."""
-    return "final_test_bpc" if rs.primary_metric == "bpc" else "final_test_acc"
+    return f"final_test_{rs.primary_metric}"
 
 
 def make_report(

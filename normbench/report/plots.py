@@ -181,7 +181,7 @@ def plot_convergence(
     if curves.empty or done.empty or xaxis not in curves.columns:
         return []
     if metrics is None:
-        test = "test_bpc" if rs.primary_metric == "bpc" else "test_acc"
+        test = f"test_{rs.primary_metric}"
         metrics = [m for m in (test, "train_loss") if m in curves.columns]
     if not metrics:
         return []

@@ -11,6 +11,7 @@ import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
+from normbench.metrics import primary_of
 from normbench.report import tables
 from normbench.report.api import ReportError, build_report
 from normbench.report.load import RunSet
@@ -25,7 +26,7 @@ def _as_runset(runs: RunSet | pd.DataFrame) -> RunSet:
         df["label"] = df["norm"].astype(str)
     keys = [k for k in ("dataset", "model", "norm", "batch_size") if k in df]
     keys += [c for c in df.columns if "." in c]
-    family = "bpc" if "final_test_bpc" in df and "final_test_acc" not in df else "acc"
+    family = primary_of({c.removeprefix("final_") for c in df.columns})
     return RunSet(runs=df, curves=pd.DataFrame(columns=["run_id"]), setting_keys=keys,
                   primary_metric=family)
 
