@@ -56,6 +56,11 @@ def _sorted_unique(series: pd.Series) -> list:
     return sorted({v for v in series.dropna()}, key=float)
 
 
+def _smallest_and_largest_batch(runs: pd.DataFrame) -> tuple | None:
+    sizes = _sorted_unique(runs["batch_size"])
+    return (sizes[0], sizes[-1]) if len(sizes) >= 2 else None
+
+
 # -- the verdicts ---------------------------------------------------------------------------
 
 
@@ -105,10 +110,10 @@ def verdict_bn_sigmoid(rs: RunSet, p: dict) -> Verdict:
 @verdict("gn-batch-size")
 def verdict_gn_batch_size(rs: RunSet, p: dict) -> Verdict:
     runs = rs.runs
-    sizes = _sorted_unique(runs["batch_size"])
-    if len(sizes) < 2:
+    extremes = _smallest_and_largest_batch(runs)
+    if extremes is None:
         return Verdict("gn-batch-size", INCONCLUSIVE, notes=["needs at least two batch sizes"])
-    small, large = sizes[0], sizes[-1]
+    small, large = extremes
     m = p.get("min_effect", 0.0)
     e = "final_test_error"
     bn_s, bn_l = where(runs, norm="batch", batch_size=small), where(runs, norm="batch", batch_size=large)
@@ -350,10 +355,10 @@ def verdict_generalization(rs: RunSet, p: dict) -> Verdict:
 @verdict("brn-small-batch")
 def verdict_brn_small_batch(rs: RunSet, p: dict) -> Verdict:
     runs = rs.runs
-    sizes = _sorted_unique(runs["batch_size"])
-    if len(sizes) < 2:
+    extremes = _smallest_and_largest_batch(runs)
+    if extremes is None:
         return Verdict("brn-small-batch", INCONCLUSIVE, notes=["needs a small and a large batch size"])
-    small, large = sizes[0], sizes[-1]
+    small, large = extremes
     m, e = p.get("min_effect", 0.0), "final_test_error"
     at = {(n, b): where(runs, norm=n, batch_size=b) for n in ("batch", "renorm", "group") for b in (small, large)}
     err = {key: values(frame, e) for key, frame in at.items()}
