@@ -302,30 +302,50 @@ def load_runs(dirs: Iterable[Path | str]) -> RunSet:
     skipped: list[tuple[Path, str]] = []
     families: list[str] = []
     for run_dir in run_dirs:
-        try:
-            summary = read_summary(run_dir)
-        except FileNotFoundError:
-            skipped.append((run_dir, f"no {SUMMARY_FILE}"))
+        read = _read_run(run_dir)
+        if isinstance(read, str):
+            skipped.append((run_dir, read))
             continue
-        except (ValueError, UnicodeDecodeError) as exc:
-            skipped.append((run_dir, f"corrupt {SUMMARY_FILE}: {_one_line(exc)}"))
-            continue
-        try:
-            cfg = flatten(_read_config(run_dir))
-        except (yaml.YAMLError, ValueError, UnicodeDecodeError) as exc:
-            skipped.append((run_dir, f"corrupt {CONFIG_FILE}: {_one_line(exc)}"))
-            continue
+        summary, cfg, metrics = read
         run_id = str(run_dir.relative_to(root)) if root and run_dir != root else run_dir.name
-        metrics = read_metrics(run_dir)
-        row = _run_row(run_id, run_dir, cfg, summary)
+        rows.append(_run_row(run_id, run_dir, cfg, summary))
         families.append(_metric_family(summary, metrics))
-        rows.append(row)
         configs.append(cfg)
         if metrics:
             frame = pd.DataFrame.from_records(metrics)
             frame.insert(0, "run_id", run_id)
             curve_frames.append(frame)
+    runs, setting_keys = _run_table(rows, configs)
+    curves = pd.concat(curve_frames, ignore_index=True) if curve_frames else pd.DataFrame(
+        columns=["run_id", "step"])
+    for col in curves.columns:
+        if col != "run_id":
+            curves[col] = pd.to_numeric(curves[col], errors="coerce")
+    if not runs.empty:
+        curves = curves.merge(runs[["run_id", "label"]], on="run_id", how="left")
 
+    family = max(set(families), key=families.count) if families else "acc"
+    return RunSet(runs=runs, curves=curves, skipped=skipped, setting_keys=setting_keys,
+                  primary_metric=family)
+
+
+def _read_run(run_dir: Path) -> tuple[dict, dict, list[dict]] | str:
+    """A run's summary, flattened config and metrics; or why the run is skipped."""
+    try:
+        summary = read_summary(run_dir)
+    except FileNotFoundError:
+        return f"no {SUMMARY_FILE}"
+    except (ValueError, UnicodeDecodeError) as exc:
+        return f"corrupt {SUMMARY_FILE}: {_one_line(exc)}"
+    try:
+        cfg = flatten(_read_config(run_dir))
+    except (yaml.YAMLError, ValueError, UnicodeDecodeError) as exc:
+        return f"corrupt {CONFIG_FILE}: {_one_line(exc)}"
+    return summary, cfg, read_metrics(run_dir)
+
+
+def _run_table(rows: list[dict], configs: list[dict]) -> tuple[pd.DataFrame, list[str]]:
+    """One row per run with the swept keys as columns and a label each; and the setting keys."""
     swept = varying_keys(configs)
     # Keys the identity columns already carry under a short name.
     aliases = {"dataset.name": "dataset", "model.name": "model", "norm.name": "norm",
@@ -350,18 +370,7 @@ def load_runs(dirs: Iterable[Path | str]) -> RunSet:
     setting_keys = ["dataset", "model", "norm", "batch_size", *extra]
     norm_params = [k for k in extra if k.startswith("norm.")]
     runs["label"] = [_label(r, norm_params) for r in runs.to_dict("records")]
-
-    curves = pd.concat(curve_frames, ignore_index=True) if curve_frames else pd.DataFrame(
-        columns=["run_id", "step"])
-    for col in curves.columns:
-        if col != "run_id":
-            curves[col] = pd.to_numeric(curves[col], errors="coerce")
-    if not runs.empty:
-        curves = curves.merge(runs[["run_id", "label"]], on="run_id", how="left")
-
-    family = max(set(families), key=families.count) if families else "acc"
-    return RunSet(runs=runs, curves=curves, skipped=skipped, setting_keys=setting_keys,
-                  primary_metric=family)
+    return runs, setting_keys
 
 
 def _add_derived(runs: pd.DataFrame) -> pd.DataFrame:
