@@ -196,25 +196,9 @@ def plot_convergence(
     for col, (fkey, frame) in enumerate(facets):
         for row, metric in enumerate(metrics):
             ax = axes[row * ncols + col]
-            scale = _scale(metric)
             for lab in order:
                 ids = frame.loc[frame["label"] == lab, "run_id"]
-                c = curves[curves["run_id"].isin(ids)]
-                if c.empty or metric not in c:
-                    continue
-                grid = None
-                if xaxis != "step":
-                    ends = c.groupby("run_id")[xaxis].max()
-                    grid = np.linspace(0.0, float(ends.min()), 200)
-                band = curve_band(c, xaxis, metric, grid=grid)
-                if band.empty:
-                    continue
-                ax.plot(band["x"], band["mean"] * scale, color=colors[lab], label=lab)
-                ok = np.isfinite(band["lo"].to_numpy())
-                if ok.any():
-                    ax.fill_between(band["x"][ok], band["lo"][ok] * scale,
-                                    band["hi"][ok] * scale, color=colors[lab], alpha=0.2,
-                                    linewidth=0)
+                _band(ax, curves[curves["run_id"].isin(ids)], xaxis, metric, colors[lab], lab)
             if metric == "train_loss":
                 _log_if_wide(ax, curves[metric])
             ax.set_xlabel(names.label(xaxis) if row == len(metrics) - 1 else "")
@@ -232,6 +216,25 @@ def plot_convergence(
     _legend(fig, colors, order, markers=False)
     name = "convergence_steps" if xaxis == "step" else "convergence_time"
     return save(fig, out_dir, name)
+
+
+def _band(ax, c: pd.DataFrame, xaxis: str, metric: str, color: str, label: str) -> None:
+    """One norm's curve: the mean over its runs ``c`` and the pointwise 95% t band. Against time,
+    on a common grid up to where the shortest run ends."""
+    if c.empty or metric not in c:
+        return
+    grid = None
+    if xaxis != "step":
+        grid = np.linspace(0.0, float(c.groupby("run_id")[xaxis].max().min()), 200)
+    band = curve_band(c, xaxis, metric, grid=grid)
+    if band.empty:
+        return
+    scale = _scale(metric)
+    ax.plot(band["x"], band["mean"] * scale, color=color, label=label)
+    ok = np.isfinite(band["lo"].to_numpy())
+    if ok.any():
+        ax.fill_between(band["x"][ok], band["lo"][ok] * scale, band["hi"][ok] * scale, color=color, alpha=0.2,
+                        linewidth=0)
 
 
 def _log_if_wide(ax, values: pd.Series) -> None:
