@@ -155,13 +155,34 @@ def _positive(cfg, key, default):
     return value
 
 
-def read(root: Path, cfg, name: str) -> TensorData:
-    """The CLEVR-format set in ``root`` as :class:`TensorData` (``kind="vqa"``)."""
+def question_prior(train_q: list[dict], test_q: list[dict], train_types: list[str],
+                   test_types: list[str]) -> dict[str, float]:
+    """The test accuracy of the question-only prior (the most frequent training answer of each
+    question type), overall and per type: what a model that ignores the image can reach."""
+    majority = {}
+    for t in set(train_types):
+        counts = Counter(q["answer"] for q, s in zip(train_q, train_types, strict=True) if s == t)
+        majority[t] = max(sorted(counts), key=counts.__getitem__)
+    overall = Counter(q["answer"] for q in train_q).most_common(1)[0][0]
+    hits = [q["answer"] == majority.get(t, overall) for q, t in zip(test_q, test_types, strict=True)]
+    reference = {"prior_test_acc": sum(hits) / len(hits)}
+    for t in sorted(set(test_types)):
+        type_hits = [h for h, s in zip(hits, test_types, strict=True) if s == t]
+        reference[f"prior_test_acc_{t}"] = sum(type_hits) / len(type_hits)
+    return reference
+
+
+def _refuse_unsupported(cfg, name: str) -> None:
     if cfg.get("permute", False):
         raise ConfigError(f"dataset.permute=true is not defined for dataset={name} (a permutation of pixels "
                           "would break the spatial questions); use dataset.permute=false")
     if float(cfg.get("label_noise", 0.0)) > 0:
         raise ConfigError(f"dataset.label_noise is not supported for dataset={name}; use dataset.label_noise=0")
+
+
+def read(root: Path, cfg, name: str) -> TensorData:
+    """The CLEVR-format set in ``root`` as :class:`TensorData` (``kind="vqa"``)."""
+    _refuse_unsupported(cfg, name)
     features = cfg.get("features", "pixels")
     if features not in FEATURES:
         raise ConfigError(f"dataset.features={features} is not one of: {', '.join(FEATURES)}")
@@ -205,17 +226,7 @@ def read(root: Path, cfg, name: str) -> TensorData:
         index = torch.tensor([i for i, s in enumerate(test_types) if s == t], dtype=torch.int64)
         extra[t] = (x_test[index], y_test[index])
 
-    # The question-only prior: the most frequent training answer of each type.
-    majority = {}
-    for t in set(train_types):
-        counts = Counter(q["answer"] for q, s in zip(train_q, train_types, strict=True) if s == t)
-        majority[t] = max(sorted(counts), key=counts.__getitem__)
-    overall = Counter(q["answer"] for q in train_q).most_common(1)[0][0]
-    hits = [q["answer"] == majority.get(t, overall) for q, t in zip(test_q, test_types, strict=True)]
-    reference = {"prior_test_acc": sum(hits) / len(hits)}
-    for t in types:
-        type_hits = [h for h, s in zip(hits, test_types, strict=True) if s == t]
-        reference[f"prior_test_acc_{t}"] = sum(type_hits) / len(type_hits)
+    reference = question_prior(train_q, test_q, train_types, test_types)
 
     info = {"vocab_size": len(vocab), "question_length": max_len, "answers": answers,
             "question_types": types, "image_kind": "features" if features == "resnet101" else "pixels",

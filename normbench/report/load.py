@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from normbench.metrics import PRIMARY, primary_of
 from normbench.records import (
     CONFIG_FILE,
     SUMMARY_FILE,
@@ -219,15 +220,10 @@ def _common_root(paths: list[Path]) -> Path | None:
 
 
 def _metric_family(summary: dict, metrics: list[dict]) -> str:
-    family = summary.get("primary_metric")
-    if family in ("acc", "bpc"):
-        return family
-    final = summary.get("final") or {}
-    if "test_bpc" in final or "best_test_bpc" in summary:
-        return "bpc"
-    if metrics and any("test_bpc" in m for m in metrics[:3]):
-        return "bpc"
-    return "acc"
+    """The run's own metric: as its summary says, else as its records show (the vocabulary's)."""
+    if summary.get("primary_metric") in PRIMARY:
+        return summary["primary_metric"]
+    return primary_of({**(summary.get("final") or {}), **(metrics[0] if metrics else {})})
 
 
 # Records written before the norm's YAML said whether it depends on the batch: the built-in
