@@ -327,7 +327,8 @@ def plot_batch_size(rs: RunSet, out_dir: Path, colors: dict[str, str],
     Language models plot test bits per character instead (lower is better, as for error).
     """
     if metric is None:
-        metric = "final_test_bpc" if rs.primary_metric == "bpc" else "final_test_error"
+        # the lower-is-better form of the runs' metric: error for accuracy
+        metric = "final_test_error" if rs.primary_metric == "acc" else f"final_test_{rs.primary_metric}"
     title = f"Batch-size sensitivity: final {names.label(metric)} against batch size"
     return plot_sweep(rs, out_dir, colors, "batch_size", metric, name="batch_size",
                       title=title)

@@ -13,6 +13,8 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from normbench.metrics import is_percent
+from normbench.metrics import metric as metric_spec
 from normbench.report import names
 from normbench.report.load import RunSet
 from normbench.report.stats import aggregate, censored_median, compare
@@ -83,10 +85,8 @@ def summary_table(rs: RunSet, metrics: Sequence[str] | None = None) -> pd.DataFr
     The default metrics are the final test and train metric and the generalization gap.
     """
     if metrics is None:
-        if rs.primary_metric == "bpc":
-            metrics = ["final_test_bpc", "final_train_bpc", "generalization_gap"]
-        else:
-            metrics = ["final_test_acc", "final_train_acc", "generalization_gap"]
+        m = rs.primary_metric
+        metrics = [f"final_test_{m}", f"final_train_{m}", "generalization_gap"]
     keys = setting_columns(rs)
     agg = aggregate(rs.runs, metrics, [*keys, "label"])
     if agg.empty:
@@ -100,7 +100,7 @@ def summary_table(rs: RunSet, metrics: Sequence[str] | None = None) -> pd.DataFr
         for m in metrics:
             if m == "generalization_gap":
                 # A difference of accuracies: shown in percentage points.
-                scale = _PERCENT if rs.primary_metric == "acc" else m
+                scale = _PERCENT if is_percent(rs.primary_metric) else m
                 row[_gap_head(rs)] = fmt_stat(r, m, scale)
             else:
                 row[_head(m)] = fmt_stat(r, m)
@@ -109,9 +109,9 @@ def summary_table(rs: RunSet, metrics: Sequence[str] | None = None) -> pd.DataFr
 
 
 def _gap_head(rs: RunSet) -> str:
-    if rs.primary_metric == "bpc":
-        return "gap, test − train (bpc)"
-    return "gap, train − test (pp)"
+    spec = metric_spec(rs.primary_metric)
+    order = "train − test" if spec.higher_is_better else "test − train"
+    return f"gap, {order} ({'pp' if spec.percent else spec.name})"
 
 
 def _runs_cell(r: pd.Series) -> str:
