@@ -25,7 +25,6 @@ from normbench.errors import ConfigError
 CONFIG_DIR = Path(__file__).parent / "configs"
 
 
-
 def fail(message: str, code: int = 2):
     print(f"normbench: error: {message}", file=sys.stderr, flush=True)
     raise SystemExit(code)
