@@ -23,7 +23,7 @@ Adding a norm: write the layer (a PyTorch-style docstring, a formula test), then
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from torch import nn
@@ -79,7 +79,7 @@ class Norm:
     data_init: Callable[[nn.Module, Any, dict], None] | None = None
     check: Callable[[dict, int], None] | None = None
     recurrent: Callable[..., nn.Module] | None = None
-    recurrent_options: frozenset[str] | None = field(default=None)
+    recurrent_options: frozenset[str] | None = None
 
 
 #: The registry: ``norm=`` choice -> its entry.
