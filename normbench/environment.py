@@ -3,11 +3,12 @@ environment recorded in the summary (versions, device, threads, determinism flag
 
 from __future__ import annotations
 
+import os
 import platform
 import socket
 
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 import normbench
 from normbench import distributed
@@ -25,6 +26,48 @@ def resolve_device(name: str, ctx: distributed.Context | None = None) -> torch.d
     if name == "cuda" and ctx is not None and ctx.enabled:
         return torch.device("cuda", ctx.local_rank)
     return torch.device(name)
+
+
+#: Models at least this large (parameters) split their ops across threads with profit on a CPU;
+#: smaller ones lose more to the threads' synchronisation than they gain, most on a shared machine.
+SMALL_MODEL_PARAMS = 1_000_000
+
+
+def parallel_jobs() -> int:
+    """How many runs share this machine's cores: a local sweep's ``hydra.launcher.n_jobs``, else 1."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return 1
+    jobs = OmegaConf.select(HydraConfig.get(), "launcher.n_jobs", default=None)
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs == 0:
+        return 1
+    return os.cpu_count() or 1 if jobs < 0 else jobs  # joblib: -1 means one job per core
+
+
+def set_threads(setting, device: torch.device, num_params: int) -> str:
+    """Apply ``trainer.threads`` and return how the count was chosen (for the record).
+
+    An explicit count is used as given. ``auto`` respects ``OMP_NUM_THREADS`` when it is set;
+    otherwise a CPU run of a small model takes 1 thread (split across threads, a small model's
+    ops spend more on synchronisation than they gain: 23x slower at 2 threads on a loaded
+    2-core machine, ``scripts/bench_threads.py``), and a larger one the cores it has, divided
+    among the parallel jobs of a local sweep. A CUDA run keeps torch's default.
+    """
+    if setting != "auto":
+        torch.set_num_threads(int(setting))
+        return "trainer.threads"
+    if os.environ.get("OMP_NUM_THREADS"):
+        return "OMP_NUM_THREADS"
+    if device.type != "cpu":
+        return "torch default (CUDA run)"
+    if num_params < SMALL_MODEL_PARAMS:
+        torch.set_num_threads(1)
+        return f"auto: a small model ({num_params:,} parameters)"
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    jobs = parallel_jobs()
+    torch.set_num_threads(max(1, cores // jobs))
+    return f"auto: {cores} cores for {jobs} job{'s' if jobs > 1 else ''}"
 
 
 def environment(device: torch.device, cfg: DictConfig, ctx: distributed.Context | None = None) -> dict:

@@ -31,7 +31,7 @@ from torch import nn
 from normbench import distributed, records
 from normbench.batches import make_source
 from normbench.data import DATASETS, TensorData, load_dataset
-from normbench.environment import environment, resolve_device
+from normbench.environment import environment, resolve_device, set_threads
 from normbench.errors import ConfigError
 from normbench.evaluation import evaluate
 from normbench.loggers import make_logger
@@ -76,10 +76,11 @@ class Trainer:
         self.optimizer, self.lr = build_optimizer(cfg.optim, self.model, cfg.batch_size)
         self.scheduler = build_schedule(cfg.optim, self.optimizer, self.total_steps, self.steps_per_epoch)
         self.state = LoopState()
-        self.env = environment(self.device, cfg, self.ctx)
+        self.num_params = sum(p.numel() for p in self.model.parameters())
+        threads_from = set_threads(cfg.trainer.get("threads", "auto"), self.device, self.num_params)
+        self.env = {**environment(self.device, cfg, self.ctx), "threads_from": threads_from}
         if self.data.source:
             self.env["dataset_source"] = self.data.source
-        self.num_params = sum(p.numel() for p in self.model.parameters())
         self.config = config_dict(cfg)
         self.logger = make_logger(cfg, self.run_dir, self.config) if self.ctx.main else _NoLogger()
         self.train_model: nn.Module = self.model  # DDP- and compile-wrapped in fit()

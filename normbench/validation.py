@@ -76,6 +76,8 @@ RULES: list[tuple[str, Rule, Any]] = [
     ("norm.population_samples", _or_null(_positive_int), None),
     ("norm.also_exact", _boolean, False),
     ("trainer.progress", _one_of("auto", "bar", "lines", "none"), _ABSENT),
+    ("trainer.threads", lambda v: None if v == "auto" else _positive_int(v) and "must be auto or a positive integer",
+     "auto"),
     ("optim.lr", _positive_number, None),
     ("optim.grad_clip_norm", _or_null(_positive_number), None),
 ]
