@@ -42,7 +42,7 @@ def parallel_jobs() -> int:
     jobs = OmegaConf.select(HydraConfig.get(), "launcher.n_jobs", default=None)
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs == 0:
         return 1
-    return os.cpu_count() or 1 if jobs < 0 else jobs  # joblib: -1 means one job per core
+    return (os.cpu_count() or 1) if jobs < 0 else jobs  # joblib: -1 means one job per core
 
 
 def set_threads(setting, device: torch.device, num_params: int) -> str:

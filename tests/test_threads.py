@@ -47,3 +47,17 @@ def test_the_record_says_how_many_threads_and_why(tmp_path, monkeypatch, tiny_ov
     with pytest.raises(ValueError, match="trainer.threads=0 must be auto or a positive integer"):
         run([*tiny_overrides, "trainer.threads=0"], tmp_path / "zero")
     assert compose([]).trainer.threads == "auto"
+
+
+@pytest.mark.parametrize("n_jobs,expected", [(3, 3), (-1, "cores"), (None, 1), (0, 1)])
+def test_a_local_sweeps_jobs_share_the_cores(monkeypatch, n_jobs, expected):
+    import os
+
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import OmegaConf
+
+    from normbench.environment import parallel_jobs
+
+    monkeypatch.setattr(HydraConfig, "initialized", staticmethod(lambda: True))
+    monkeypatch.setattr(HydraConfig, "get", staticmethod(lambda: OmegaConf.create({"launcher": {"n_jobs": n_jobs}})))
+    assert parallel_jobs() == (os.cpu_count() if expected == "cores" else expected)
