@@ -7,6 +7,7 @@ import math
 import torch
 from torch import nn
 
+from normbench import rules
 from normbench.errors import ConfigError
 
 OPTIMIZER_DESCRIPTIONS = {
@@ -24,8 +25,7 @@ def effective_lr(cfg, batch_size: int) -> float:
     """
     if cfg.lr_scaling == "linear":
         return cfg.lr * batch_size / cfg.base_batch_size
-    if cfg.lr_scaling != "none":
-        raise ConfigError(f"optim.lr_scaling={cfg.lr_scaling} is not one of none, linear")
+    rules.check("optim", {"lr_scaling": cfg.lr_scaling}, {"lr_scaling": rules.one_of("none", "linear")})
     return cfg.lr
 
 
@@ -73,8 +73,7 @@ def schedule_factor(cfg, total_steps: int, steps_per_epoch: int):
       the start of the run, e.g. the GN paper's ÷10 at epochs 30, 60, 90).
     """
     kind = cfg.schedule
-    if kind not in ("constant", "cosine", "step"):
-        raise ConfigError(f"optim.schedule={kind} is not one of constant, cosine, step")
+    rules.check("optim", {"schedule": kind}, {"schedule": rules.one_of("constant", "cosine", "step")})
     warmup_steps = cfg.get("warmup_steps")
     if warmup_steps is not None:
         if isinstance(warmup_steps, bool) or not isinstance(warmup_steps, int) or warmup_steps < 0:

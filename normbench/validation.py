@@ -1,13 +1,10 @@
 """The run config's values that need no data or model, checked before anything is built: one
-table of rules, each naming its key and what the key allows.
-
-A rule returns None for a good value, or the end of the message (``must be a positive
-integer``) that :func:`validate` turns into one line naming the key and the value.
+table of rules (:mod:`normbench.rules`), each naming its key and what the key allows. A model's or
+a dataset's own options are declared in its module with the same rules.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
@@ -16,70 +13,48 @@ from normbench.errors import ConfigError
 from normbench.models import norm_options
 from normbench.norms import get_norm
 from normbench.population import MODES as POPULATION_MODES
+from normbench.rules import (
+    Rule,
+    boolean,
+    fraction,
+    integer,
+    one_of,
+    or_null,
+    positive_int,
+    positive_number,
+)
 
-Rule = Callable[[Any], "str | None"]
 _ABSENT = object()
-
-
-def _integer(value) -> str | None:
-    return None if isinstance(value, int) and not isinstance(value, bool) else "must be an integer"
-
-
-def _positive_int(value) -> str | None:
-    return None if isinstance(value, int) and not isinstance(value, bool) and value >= 1 else \
-        "must be a positive integer"
-
-
-def _positive_number(value) -> str | None:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
-    return None if ok else "must be a positive number"
-
-
-def _boolean(value) -> str | None:
-    return None if isinstance(value, bool) else "must be true or false"
-
-
-def _fraction(value) -> str | None:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value <= 1
-    return None if ok else "is not a fraction; use a value in [0, 1]"
-
-
-def _or_null(rule: Rule) -> Rule:
-    return lambda value: None if value is None else rule(value)
-
-
-def _one_of(*allowed: str, why: str = "") -> Rule:
-    return lambda value: None if value in allowed else f"is not one of {', '.join(allowed)}{why}"
 
 
 #: (key, rule, value when the key is absent): checked in this order; the first bad value stops.
 RULES: list[tuple[str, Rule, Any]] = [
-    ("batch_size", _positive_int, _ABSENT),
-    ("seed", _integer, _ABSENT),
-    ("trainer.max_steps", _or_null(_positive_int), _ABSENT),
-    ("trainer.epochs", _positive_int, _ABSENT),
-    ("trainer.eval_every", _or_null(_positive_int), _ABSENT),
-    ("trainer.eval_batch_size", _positive_int, _ABSENT),
-    ("trainer.train_eval_samples", _positive_int, _ABSENT),
-    ("trainer.log_every", _positive_int, _ABSENT),
-    ("trainer.target_acc", _or_null(_fraction), None),
-    ("trainer.target_bpc", _or_null(lambda v: _positive_number(v) and "must be a positive number of bits per "
+    ("batch_size", positive_int, _ABSENT),
+    ("seed", integer, _ABSENT),
+    ("trainer.max_steps", or_null(positive_int), _ABSENT),
+    ("trainer.epochs", positive_int, _ABSENT),
+    ("trainer.eval_every", or_null(positive_int), _ABSENT),
+    ("trainer.eval_batch_size", positive_int, _ABSENT),
+    ("trainer.train_eval_samples", positive_int, _ABSENT),
+    ("trainer.log_every", positive_int, _ABSENT),
+    ("trainer.target_acc", or_null(fraction), None),
+    ("trainer.target_bpc", or_null(lambda v: positive_number(v) and "must be a positive number of bits per "
                                     "character"), None),
-    ("trainer.amp", _boolean, False),
-    ("trainer.channels_last", _boolean, False),
-    ("trainer.compile", _boolean, False),
-    ("trainer.deterministic", _boolean, False),
-    ("trainer.compile_mode", _one_of("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"),
+    ("trainer.amp", boolean, False),
+    ("trainer.channels_last", boolean, False),
+    ("trainer.compile", boolean, False),
+    ("trainer.deterministic", boolean, False),
+    ("trainer.compile_mode", one_of("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"),
      "default"),
-    ("norm.population", _one_of(*POPULATION_MODES, why=" (the statistics batch norm uses at evaluation)"),
+    ("norm.population", one_of(*POPULATION_MODES, why=" (the statistics batch norm uses at evaluation)"),
      "running"),
-    ("norm.population_samples", _or_null(_positive_int), None),
-    ("norm.also_exact", _boolean, False),
-    ("trainer.progress", _one_of("auto", "bar", "lines", "none"), _ABSENT),
-    ("trainer.threads", lambda v: None if v == "auto" else _positive_int(v) and "must be auto or a positive integer",
+    ("norm.population_samples", or_null(positive_int), None),
+    ("norm.also_exact", boolean, False),
+    ("trainer.progress", one_of("auto", "bar", "lines", "none"), _ABSENT),
+    ("trainer.threads", lambda v: None if v == "auto" else positive_int(v) and "must be auto or a positive integer",
      "auto"),
-    ("optim.lr", _positive_number, None),
-    ("optim.grad_clip_norm", _or_null(_positive_number), None),
+    ("optim.lr", positive_number, None),
+    ("optim.grad_clip_norm", or_null(positive_number), None),
 ]
 
 

@@ -48,6 +48,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from normbench import rules
 from normbench.data.base import Inputs, TensorData, cache_dir
 from normbench.errors import ConfigError
 from normbench.records import atomic_write_bytes
@@ -150,8 +151,7 @@ def encode(questions: list[dict], vocab: dict[str, int], length: int) -> tuple[t
 
 def _positive(cfg, key, default):
     value = cfg.get(key, default)
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-        raise ConfigError(f"dataset.{key}={value} must be a positive integer")
+    rules.check("dataset", {key: value}, {key: rules.or_null(rules.positive_int)})
     return value
 
 
@@ -184,8 +184,7 @@ def read(root: Path, cfg, name: str) -> TensorData:
     """The CLEVR-format set in ``root`` as :class:`TensorData` (``kind="vqa"``)."""
     _refuse_unsupported(cfg, name)
     features = cfg.get("features", "pixels")
-    if features not in FEATURES:
-        raise ConfigError(f"dataset.features={features} is not one of: {', '.join(FEATURES)}")
+    rules.check("dataset", {"features": features}, {"features": rules.one_of(*FEATURES)})
     size = _positive(cfg, "image_size", 64)
     train_split, test_split = cfg.get("train_split", "train"), cfg.get("test_split", "val")
     check_layout(root, (train_split, test_split))

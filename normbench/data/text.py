@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from normbench import rules
 from normbench.data.base import TensorData
 from normbench.errors import ConfigError
 
@@ -106,8 +107,7 @@ def load(cfg) -> TensorData:
     seq_len = cfg.get("seq_len", 100)
     eval_lengths = list(cfg.get("eval_lengths", []) or [])
     for key, value in [("seq_len", seq_len)] + [("eval_lengths", v) for v in eval_lengths]:
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ConfigError(f"dataset.{key}: {value} must be a positive integer")
+        rules.check("dataset", {key: value}, {key: rules.positive_int})
     test_fraction = float(cfg.get("test_fraction", 0.1))
     if not 0 < test_fraction < 1:
         raise ConfigError(f"dataset.test_fraction={test_fraction} must lie strictly between 0 and 1")

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from normbench import rules
 from normbench.errors import ConfigError
 from normbench.norms import SKIP_DATA_INIT, make_norm
 
@@ -112,6 +113,12 @@ class FiLMBlock(nn.Module):
         return r + F.relu(h)
 
 
+#: FiLMNet's options and what each may be (:mod:`normbench.rules`).
+OPTION_RULES = {"film": rules.one_of(*FILM_MODES), "preset": rules.one_of(*PRESETS),
+                **{k: rules.positive_int for k in ("blocks", "maps", "embedding_dim", "gru_size", "stem_layers",
+                                                   "classifier_channels", "classifier_hidden")}}
+
+
 class FiLMNet(nn.Module):
     r"""FiLM for visual question answering (Perez et al. 2018), sized by ``preset``.
 
@@ -150,19 +157,13 @@ class FiLMNet(nn.Module):
                  blocks=None, maps=None, embedding_dim=None, gru_size=None, stem_layers=None,
                  classifier_channels=None, classifier_hidden=None):
         super().__init__()
-        if film not in FILM_MODES:
-            raise ConfigError(f"model.film={film} is not one of: {', '.join(FILM_MODES)}")
-        if preset not in PRESETS:
-            raise ConfigError(f"model.preset={preset} is not one of: {', '.join(PRESETS)}")
-        sizes = dict(PRESETS[preset])
         given = {"blocks": blocks, "maps": maps, "embedding_dim": embedding_dim, "gru_size": gru_size,
                  "stem_layers": stem_layers, "classifier_channels": classifier_channels,
                  "classifier_hidden": classifier_hidden}
-        for key, value in given.items():
-            if value is not None:
-                if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                    raise ConfigError(f"model.{key}={value} must be a positive integer")
-                sizes[key] = value
+        rules.check("model", {"film": film, "preset": preset, **{k: v for k, v in given.items() if v is not None}},
+                    OPTION_RULES)
+        sizes = dict(PRESETS[preset])
+        sizes.update({k: v for k, v in given.items() if v is not None})
         self.sizes = sizes
         info = data_info or {}
         if "vocab_size" not in info:

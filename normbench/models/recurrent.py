@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from normbench import rules
 from normbench.errors import ConfigError
 from normbench.norms import SKIP_DATA_INIT, make_recurrent_norm
 
@@ -112,6 +113,13 @@ class LSTMLayer(nn.Module):
         return torch.stack(outputs, dim=1), (h, c)
 
 
+#: The LSTM's options and what each may be (:mod:`normbench.rules`).
+OPTION_RULES = {"image_sequence": rules.one_of(*IMAGE_SEQUENCES), "input_init": rules.one_of(*INPUT_INITS),
+                "recurrent_init": rules.one_of(*RECURRENT_INITS), "impl": rules.one_of(*IMPLEMENTATIONS),
+                "hidden_size": rules.positive_int, "num_layers": rules.positive_int,
+                "values_per_step": rules.positive_int, "h0_noise": rules.at_least_zero}
+
+
 class LSTM(nn.Module):
     """An LSTM classifier for sequences, or a character-level language model for text.
 
@@ -150,18 +158,10 @@ class LSTM(nn.Module):
                  num_layers=1, image_sequence="pixels", input_init="orthogonal", recurrent_init="orthogonal",
                  forget_bias=1.0, h0_noise=0.0, impl="cell", values_per_step=1):
         super().__init__()
-        for key, value, allowed in (("image_sequence", image_sequence, IMAGE_SEQUENCES),
-                                    ("input_init", input_init, INPUT_INITS),
-                                    ("recurrent_init", recurrent_init, RECURRENT_INITS),
-                                    ("impl", impl, IMPLEMENTATIONS)):
-            if value not in allowed:
-                raise ConfigError(f"model.{key}={value} is not one of {', '.join(allowed)}")
-        for key, value in (("hidden_size", hidden_size), ("num_layers", num_layers),
-                           ("values_per_step", values_per_step)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"model.{key}={value} must be a positive integer")
-        if isinstance(h0_noise, bool) or not isinstance(h0_noise, (int, float)) or h0_noise < 0:
-            raise ConfigError(f"model.h0_noise={h0_noise} must be a number >= 0")
+        rules.check("model", {"image_sequence": image_sequence, "input_init": input_init,
+                              "recurrent_init": recurrent_init, "impl": impl, "hidden_size": hidden_size,
+                              "num_layers": num_layers, "values_per_step": values_per_step, "h0_noise": h0_noise},
+                    OPTION_RULES)
         if impl == "torch" and norm != "none":
             raise ConfigError(f"model.impl=torch is PyTorch's fused nn.LSTM, which has no place for norm={norm}; "
                               "use model.impl=cell (or norm=none)")

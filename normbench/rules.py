@@ -1,0 +1,63 @@
+"""What a config value may be, declared once: rules that the run's validation table
+(:mod:`normbench.validation`) and the components' own option tables (models, datasets) share.
+
+A rule takes a value and returns None when it is allowed, or the end of the message (``must be a
+positive integer``); :func:`check` turns it into one line naming the key and the value.
+
+Nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from normbench.errors import ConfigError
+
+Rule = Callable[[Any], "str | None"]
+
+
+def integer(value) -> str | None:
+    return None if isinstance(value, int) and not isinstance(value, bool) else "must be an integer"
+
+
+def positive_int(value) -> str | None:
+    ok = isinstance(value, int) and not isinstance(value, bool) and value >= 1
+    return None if ok else "must be a positive integer"
+
+
+def positive_number(value) -> str | None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
+    return None if ok else "must be a positive number"
+
+
+def at_least_zero(value) -> str | None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0
+    return None if ok else "must be a number >= 0"
+
+
+def boolean(value) -> str | None:
+    return None if isinstance(value, bool) else "must be true or false"
+
+
+def fraction(value) -> str | None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value <= 1
+    return None if ok else "is not a fraction; use a value in [0, 1]"
+
+
+def or_null(rule: Rule) -> Rule:
+    return lambda value: None if value is None else rule(value)
+
+
+def one_of(*allowed: str, why: str = "") -> Rule:
+    return lambda value: None if value in allowed else f"is not one of {', '.join(allowed)}{why}"
+
+
+def check(prefix: str, values: Mapping[str, Any], rules: Mapping[str, Rule]) -> None:
+    """Check each of ``values`` that has a rule; raise :class:`ConfigError` naming the first bad one
+    as ``<prefix>.<key>=<value>``."""
+    for key, rule in rules.items():
+        if key in values:
+            problem = rule(values[key])
+            if problem:
+                raise ConfigError(f"{prefix}.{key}={values[key]} {problem}")
