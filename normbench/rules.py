@@ -31,9 +31,19 @@ def positive_number(value) -> str | None:
     return None if ok else "must be a positive number"
 
 
-def at_least_zero(value) -> str | None:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0
-    return None if ok else "must be a number >= 0"
+def at_least(least: float, why: str = "") -> Rule:
+    def rule(value) -> str | None:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and value >= least
+        return None if ok else f"must be a number >= {least:g}{why}"
+    return rule
+
+
+at_least_zero = at_least(0)
+
+
+def steps(value) -> str | None:
+    ok = isinstance(value, int) and not isinstance(value, bool) and value >= 0
+    return None if ok else "must be a whole number of training steps >= 0"
 
 
 def boolean(value) -> str | None:

@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from normbench import rules
 from normbench.errors import ConfigError
 from normbench.norms import make_norm, needs_bias
 
@@ -154,7 +155,7 @@ class ResNet(nn.Module):
             if input_shape[0] != 3:
                 self.net.conv1 = nn.Conv2d(input_shape[0], 64, 7, 2, 3, bias=False)
         else:
-            raise ConfigError(f"model.variant={variant} is not one of auto, cifar, imagenet")
+            rules.check("model", {"variant": variant}, {"variant": rules.one_of("auto", "cifar", "imagenet")})
         self.variant = variant
         init_weights(self.net, zero_init_residual)
 

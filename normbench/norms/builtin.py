@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from normbench import rules
 from normbench.errors import ConfigError
 from normbench.norms import Norm, register_norm
 from normbench.norms.layers import (
@@ -76,28 +77,21 @@ def _per_step(layer_type):
     return lambda num_features, max_steps, center, **options: StepNorm(layer_type(num_features, **options))
 
 
-def _positive_int(key: str, value) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"norm.{key}={value} must be a positive integer")
-
-
 def _check_ghost(options: dict, batch_size: int) -> None:
     v = options.get("virtual_batch_size", 32)
-    _positive_int("virtual_batch_size", v)
+    rules.check("norm", {"virtual_batch_size": v}, {"virtual_batch_size": rules.positive_int})
     if batch_size > v and batch_size % v:
         raise ConfigError(f"norm.virtual_batch_size={v} does not divide batch_size={batch_size}; choose a divisor "
                           f"of {batch_size}, or a batch size that is a multiple of {v}")
 
 
+_IOFFE = " (Ioffe relaxes to r_max=3, d_max=5)"
+_RENORM_RULES = {"r_max": rules.at_least(1, _IOFFE), "d_max": rules.at_least(0, _IOFFE), "relax_from": rules.steps,
+                 "r_max_at": rules.steps, "d_max_at": rules.steps}
+
+
 def _check_renorm(options: dict, batch_size: int) -> None:
-    for key, least in (("r_max", 1.0), ("d_max", 0.0)):
-        value = options.get(key, least)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < least:
-            raise ConfigError(f"norm.{key}={value} must be a number >= {least:g} (Ioffe relaxes to r_max=3, d_max=5)")
-    for key in ("relax_from", "r_max_at", "d_max_at"):
-        value = options.get(key, 0)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise ConfigError(f"norm.{key}={value} must be a whole number of training steps >= 0")
+    rules.check("norm", options, _RENORM_RULES)
 
 
 def _weight_data_init(model: nn.Module, inputs, options: dict) -> None:
