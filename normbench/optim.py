@@ -63,6 +63,16 @@ def build_optimizer(cfg, model: nn.Module, batch_size: int) -> tuple[torch.optim
     return opt, lr
 
 
+#: The schedule's options and what each may be (:mod:`normbench.rules`).
+SCHEDULE_RULES = {
+    "schedule": rules.one_of("constant", "cosine", "step"),
+    "warmup_steps": rules.or_null(rules.non_negative_int),
+    "warmup_epochs": rules.explained(rules.at_least_zero, "must be a non-negative number of epochs"),
+    "milestones": rules.explained(rules.increasing_positives, "must be increasing positive epochs, e.g. [30, 60, 90]"),
+    "gamma": rules.explained(rules.positive_number, "must be a positive factor, e.g. 0.1"),
+}
+
+
 def schedule_factor(cfg, total_steps: int, steps_per_epoch: int):
     """The learning-rate multiplier as a function of the step (the number of updates made), or None.
 
@@ -72,28 +82,16 @@ def schedule_factor(cfg, total_steps: int, steps_per_epoch: int):
       ``step``: ``gamma ** k`` after the k-th milestone (``milestones`` in epochs, counted from
       the start of the run, e.g. the GN paper's ÷10 at epochs 30, 60, 90).
     """
-    kind = cfg.schedule
-    rules.check("optim", {"schedule": kind}, {"schedule": rules.one_of("constant", "cosine", "step")})
-    warmup_steps = cfg.get("warmup_steps")
-    if warmup_steps is not None:
-        if isinstance(warmup_steps, bool) or not isinstance(warmup_steps, int) or warmup_steps < 0:
-            raise ConfigError(f"optim.warmup_steps={warmup_steps} must be a non-negative integer")
-        warmup = warmup_steps
-    else:
-        epochs = cfg.get("warmup_epochs", 0) or 0
-        if isinstance(epochs, bool) or not isinstance(epochs, (int, float)) or epochs < 0:
-            raise ConfigError(f"optim.warmup_epochs={epochs} must be a non-negative number of epochs")
-        warmup = round(epochs * steps_per_epoch)
+    kind, warmup_steps = cfg.schedule, cfg.get("warmup_steps")
+    epochs, raw, gamma = cfg.get("warmup_epochs", 0) or 0, list(cfg.get("milestones") or []), cfg.get("gamma", 0.1)
+    rules.check("optim", {"schedule": kind, "warmup_steps": warmup_steps, "warmup_epochs": epochs, "milestones": raw,
+                          "gamma": gamma}, SCHEDULE_RULES)
+    warmup = warmup_steps if warmup_steps is not None else round(epochs * steps_per_epoch)
     milestones: list[int] = []
-    gamma = 1.0
     if kind == "step":
-        raw = list(cfg.get("milestones") or [])
-        if any(isinstance(m, bool) or not isinstance(m, (int, float)) or m <= 0 for m in raw) or raw != sorted(raw):
-            raise ConfigError(f"optim.milestones={raw} must be increasing positive epochs, e.g. [30, 60, 90]")
-        gamma = cfg.get("gamma", 0.1)
-        if isinstance(gamma, bool) or not isinstance(gamma, (int, float)) or not gamma > 0:
-            raise ConfigError(f"optim.gamma={gamma} must be a positive factor, e.g. 0.1")
         milestones = [round(m * steps_per_epoch) for m in raw]
+    else:
+        gamma = 1.0
     if kind == "constant" and warmup == 0:
         return None
     decay_steps = max(total_steps - warmup, 1)

@@ -41,9 +41,23 @@ def at_least(least: float, why: str = "") -> Rule:
 at_least_zero = at_least(0)
 
 
-def steps(value) -> str | None:
+def non_negative_int(value) -> str | None:
     ok = isinstance(value, int) and not isinstance(value, bool) and value >= 0
-    return None if ok else "must be a whole number of training steps >= 0"
+    return None if ok else "must be a non-negative integer"
+
+
+def increasing_positives(value) -> str | None:
+    ok = isinstance(value, (list, tuple)) and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in value) and list(value) == sorted(value)
+    return None if ok else "must be increasing positive numbers"
+
+
+def explained(rule: Rule, text: str) -> Rule:
+    """``rule`` with its own message: ``text`` (which says what the value means)."""
+    return lambda value: text if rule(value) else None
+
+
+steps = explained(non_negative_int, "must be a whole number of training steps >= 0")
 
 
 def boolean(value) -> str | None:

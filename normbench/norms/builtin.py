@@ -26,8 +26,9 @@ def _init_gamma(layer: nn.Module, gamma_init, kind: str) -> nn.Module:
     """Set a norm layer's initial gain :math:`\\gamma` (``None``: leave the layer's default)."""
     if gamma_init is None:
         return layer
-    if isinstance(gamma_init, bool) or not isinstance(gamma_init, (int, float)) or not gamma_init > 0:
-        raise ConfigError(f"norm.gamma_init={gamma_init} must be a positive number (Cooijmans et al. use 0.1)")
+    rules.check("norm", {"gamma_init": gamma_init},
+                {"gamma_init": rules.explained(rules.positive_number, "must be a positive number (Cooijmans et al. "
+                                                                      "use 0.1)")})
     if getattr(layer, "weight", None) is None:
         raise ConfigError(f"norm.gamma_init={gamma_init} needs a gamma, and norm={kind} with affine=false has "
                           "none; drop norm.gamma_init or set norm.affine=true")
@@ -65,7 +66,7 @@ def _recurrent_batch(num_features, max_steps, center, **options):
 
 
 def _group(num_features, dims, groups=32, eps=1e-5, affine=True):
-    if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1 or num_features % groups:
+    if rules.positive_int(groups) or num_features % groups:
         hint = ", ".join(str(d) for d in range(1, num_features + 1) if num_features % d == 0 and d <= 64)
         raise ConfigError(f"norm.groups={groups} does not divide the {num_features} channels of a layer; "
                           f"choose a divisor of {num_features} (e.g. {hint})")
