@@ -76,6 +76,11 @@ def _created_dirs(run_dir: Path) -> list[Path]:
     return [Path(line) for line in text.splitlines() if line]
 
 
+def skipped_line(summary: dict, run_dir: Path) -> str:
+    """What a relaunch prints for a run that already finished (in the job, or before submitting)."""
+    return f"skipped, already {final_line(summary, run_dir)}"
+
+
 def _remove_fresh_dir(run_dir: Path, created: list[Path]) -> None:
     """Undo a run that recorded nothing: remove normbench's own files (Hydra's, the log, the
     lock) when nothing else is there, and then the directories normbench created, never others."""
@@ -129,7 +134,7 @@ def run_job(cfg: DictConfig) -> dict | None:
     try:
         finished = finished_summary(cfg, run_dir)
         if finished is not None:  # a relaunched sweep: nothing to train
-            print(f"skipped, already {final_line(finished, run_dir)}", flush=True)
+            print(skipped_line(finished, run_dir), flush=True)
             return finished
         if in_sweep:
             _round_robin_device(cfg, int(hydra_cfg.job.get("num") or 0))

@@ -109,7 +109,7 @@ def skip_finished(launcher: Any, job_overrides: Sequence[Sequence[str]]) -> dict
     The check is the one the job itself makes (:func:`normbench.resume.finished_summary`); a
     run it cannot decide here is launched, and the job decides.
     """
-    from normbench.app import final_line
+    from normbench.app import skipped_line
     from normbench.resume import finished_summary
 
     done = {}
@@ -120,7 +120,7 @@ def skip_finished(launcher: Any, job_overrides: Sequence[Sequence[str]]) -> dict
         except Exception:
             continue
         if summary is not None:
-            print(f"skipped, already {final_line(summary, run_dir)}", flush=True)
+            print(skipped_line(summary, run_dir), flush=True)
             ret = JobReturn(overrides=list(overrides), status=JobStatus.COMPLETED)
             ret.return_value = summary
             done[i] = ret

@@ -280,9 +280,7 @@ class Trainer:
         loss_sum.zero_()
         s.logged_at = s.step
         s.pending_loss = 0.0
-        now = time.perf_counter()
-        s.train_time_s += now - self._segment_start
-        s.wall_time_s = now - self._start_wall
+        self._clock()
         if not math.isfinite(mean_loss):
             raise Diverged(f"training loss became {mean_loss} by step {s.step}")
         progress.step(s.step, mean_loss)
@@ -291,12 +289,16 @@ class Trainer:
             s.wall_time_s = time.perf_counter() - self._start_wall
         self._segment_start = time.perf_counter()
 
+    def _clock(self) -> None:
+        """Add the training segment since the last log to ``train_time_s``; update ``wall_time_s``."""
+        now = time.perf_counter()
+        self.state.train_time_s += now - self._segment_start
+        self.state.wall_time_s = now - self._start_wall
+
     def _stop(self, stop: StopRequest, loss_sum: torch.Tensor) -> None:
         """Checkpoint the current step on a stop signal and raise :class:`Interrupted`."""
         s = self.state
-        now = time.perf_counter()
-        s.train_time_s += now - self._segment_start
-        s.wall_time_s = now - self._start_wall
+        self._clock()
         s.pending_loss = float(loss_sum)
         save_checkpoint(self)
         records.write_summary(self.run_dir, self.summary("running"))
