@@ -9,6 +9,7 @@ recorded as a failed run and the sweep goes on, as do failed and diverged runs.
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import sys
 from pathlib import Path
@@ -48,6 +49,9 @@ def final_line(summary: dict, run_dir: Path) -> str:
 # directories normbench made, so that a refused run removes those and never one of the user's.
 _CREATED = ".normbench-created-{pid}"
 _OWN_FILES = (".hydra", "normbench.log", records.LOCK_FILE)
+# A run directory is untrusted: a marker is believed only if it carries this process's token, so
+# a marker planted in someone's directory cannot name directories for normbench to remove.
+_TOKEN = secrets.token_hex(16)
 
 
 class RunDirOwner(Callback):
@@ -62,7 +66,8 @@ class RunDirOwner(Callback):
         new = [p for p in (run_dir, *run_dir.parents) if not p.exists()]
         if new:
             run_dir.mkdir(parents=True, exist_ok=True)
-            records.atomic_write_text(run_dir / _CREATED.format(pid=os.getpid()), "\n".join(map(str, new)))
+            records.atomic_write_text(run_dir / _CREATED.format(pid=os.getpid()),
+                                      "\n".join([_TOKEN, *map(str, new)]))
 
 
 def _created_dirs(run_dir: Path) -> list[Path]:
@@ -73,7 +78,11 @@ def _created_dirs(run_dir: Path) -> list[Path]:
     except OSError:
         return []
     marker.unlink(missing_ok=True)
-    return [Path(line) for line in text.splitlines() if line]
+    token, *created = text.splitlines() or [""]
+    if token != _TOKEN:
+        return []
+    ours = {run_dir.absolute(), *run_dir.absolute().parents}  # only the run dir and its ancestors
+    return [Path(line) for line in created if Path(line) in ours]
 
 
 def skipped_line(summary: dict, run_dir: Path) -> str:

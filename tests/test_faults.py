@@ -361,6 +361,8 @@ def test_a_refused_run_removes_only_the_directories_normbench_created(tmp_path, 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "mine").mkdir()  # the user's own, empty directories
     (tmp_path / "outputs").mkdir()
+    # A marker planted in the directory, naming it, is not believed: it lacks this process's token.
+    (tmp_path / "mine" / f".normbench-created-{os.getpid()}").write_text(f"forged\n{tmp_path / 'mine'}\n")
     for where in (["hydra.run.dir=mine"], ["hydra.run.dir=new/a/b"], []):  # [] is outputs/DATE/TIME
         code, _, err = cli("run", "optim.lr=-1", *where)
         assert (code, err) == (2, "normbench: error: optim.lr=-1 must be a positive number\n")
