@@ -27,6 +27,7 @@ from collections.abc import Iterator
 import torch
 
 from normbench.data.augment import DeviceAugment
+from normbench.data.base import fixed_subset
 
 
 class TensorSource:
@@ -103,19 +104,6 @@ class TensorSource:
         for label, (x, y) in d.extra_tests.items():
             out[label] = task.evaluate(model, x, y, eval_batch_size, forward)
         return out
-
-
-FIXED_SUBSET_SEED = 20_240_601
-
-
-def fixed_subset(total: int, n: int | None) -> torch.Tensor:
-    """``min(n, total)`` indices of a fixed permutation of ``range(total)`` (all when ``n`` is None).
-
-    The same for every run and seed (its own generator, so no training randomness is used):
-    runs are scored on the same samples, and a dataset stored in some order gives no biased slice.
-    """
-    perm = torch.randperm(total, generator=torch.Generator().manual_seed(FIXED_SUBSET_SEED))
-    return perm if n is None else perm[:n]
 
 
 class EpochSampler(torch.utils.data.Sampler):

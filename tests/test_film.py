@@ -95,9 +95,22 @@ def test_film_parameters_per_ablation():
         want_beta = torch.zeros_like(beta) if mode == "gamma_only" else raw[:, :, 1]
         torch.testing.assert_close(gamma, want_gamma)
         torch.testing.assert_close(beta, want_beta)
-    off = model(film="off")
-    assert off.film_generator is None
-    assert off.mlp[0].in_features == TINY["classifier_channels"] + TINY["gru_size"]  # the question joins there
+    late = model(film="late_fusion")
+    assert late.film_generator is None
+    assert late.mlp[0].in_features == TINY["classifier_channels"] + TINY["gru_size"]  # the question joins there
+    image_only = model(film="image_only")  # the paper's "without FiLM": the question enters nowhere
+    assert image_only.film_generator is None and image_only.gru is None and image_only.embedding is None
+    assert image_only.mlp[0].in_features == TINY["classifier_channels"]
+
+
+def test_image_only_answers_the_same_whatever_the_question():
+    torch.manual_seed(0)
+    data = tiny_data()
+    x = data.x_train
+    for mode, same in (("image_only", True), ("late_fusion", False), ("full", False)):
+        net = model(film=mode).eval()
+        other = torch.randint(2, VOCAB, x["question"].shape)
+        assert torch.equal(net(x), net(x["images"][x["image"]], other, x["length"])) == same, mode
 
 
 def test_block_output_follows_the_formula():
@@ -107,8 +120,8 @@ def test_block_output_follows_the_formula():
     x = torch.randn(2, 8, 5, 5)
     coords = coordinate_maps(2, 5, 5, x.device, x.dtype)
     gamma, beta = torch.randn(2, 8), torch.randn(2, 8)
-    r = torch.relu(block.conv1(torch.cat([x, coords], 1)))
-    h = block.conv2(torch.cat([r, coords], 1))
+    r = torch.relu(block.conv1(torch.cat([x, coords], 1)))  # coordinate maps into the 1x1 conv only (the authors')
+    h = block.conv2(r)
     expected = r + torch.relu(gamma[:, :, None, None] * reference_norm(h, "group") + beta[:, :, None, None])
     torch.testing.assert_close(block(x, coords, gamma, beta), expected, rtol=1e-4, atol=1e-5)
     assert coords[0, 0, 0].tolist() == [-1.0, -0.5, 0.0, 0.5, 1.0] and coords[0, 1, :, 0].tolist()[0] == -1.0
@@ -123,9 +136,10 @@ def test_every_norm_and_mode_trains_and_question_gets_gradients(norm, mode):
     out = net(data.x_train)
     assert out.shape == (10, ANSWERS)
     torch.nn.functional.cross_entropy(out, data.y_train).backward()
-    for p in (net.embedding.weight, net.gru.weight_ih_l0, net.gru.weight_hh_l0):
-        assert p.grad is not None and p.grad.abs().sum() > 0
-    if mode != "off":
+    if mode != "image_only":
+        for p in (net.embedding.weight, net.gru.weight_ih_l0, net.gru.weight_hh_l0):
+            assert p.grad is not None and p.grad.abs().sum() > 0
+    if mode not in ("image_only", "late_fusion"):
         assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in net.film_generator.parameters())
     net.eval()
     assert net(data.x_test).shape == (4, ANSWERS)
@@ -156,10 +170,22 @@ def test_inputs_index_slice_and_move_together():
 def test_presets_and_bad_options():
     paper = FiLMNet((3, 224, 224), 28, "batch", NORM_OPTIONS["batch"], data_info=INFO, preset="paper")
     assert paper.sizes == {"blocks": 4, "maps": 128, "embedding_dim": 200, "gru_size": 4096, "stem_layers": 4,
-                           "classifier_channels": 512, "classifier_hidden": 1024}
+                           "classifier_channels": 512, "classifier_hidden": 1024, "init": "kaiming_uniform"}
     assert paper.gru.hidden_size == 4096 and paper.mlp[0].out_features == 1024
+    assert isinstance(paper.mlp[1], torch.nn.BatchNorm1d)  # the authors' classifier_batchnorm
+    # Kaiming-uniform (gain sqrt(2), fan_in): bound sqrt(6 / fan_in); the generator's gammas start far from 1.
+    bound = (6 / 4096) ** 0.5
+    w = paper.film_generator.weight
+    assert w.abs().max() <= bound and w.abs().max() > 0.95 * bound
+    small = model()
+    assert small.sizes["init"] == "default" and small.film_generator.weight.abs().max() <= TINY["gru_size"] ** -0.5
     assert FiLMNet(None, 5, "batch", NORM_OPTIONS["batch"], data_info=INFO, maps=16).sizes["maps"] == 16
-    with pytest.raises(ConfigError, match="model.film=half is not one of full, gamma_only, beta_only, off"):
+    with pytest.raises(ConfigError, match="model.film=off is not one of full, gamma_only, beta_only, image_only, "
+                                          "late_fusion"):
+        model(film="off")
+    with pytest.raises(ConfigError, match="model.init=xavier is not one of default, kaiming_uniform"):
+        model(init="xavier")
+    with pytest.raises(ConfigError, match="model.film=half is not one of full, gamma_only, beta_only, image_only"):
         model(film="half")
     with pytest.raises(ConfigError, match="model.preset=huge is not one of small, paper"):
         model(preset="huge")
@@ -176,6 +202,7 @@ def test_film_on_resnet_features():
     feats = torch.randn(3, 1024, 2, 2).half()
     out = net(feats, torch.randint(1, VOCAB, (3, 4)), torch.tensor([4, 2, 1]))
     assert out.shape == (3, ANSWERS) and isinstance(net.stem[0], torch.nn.Conv2d) and net.stem[0].kernel_size == (3, 3)
+    assert net.stem[0].in_channels == 1024 + 2  # the authors' stride-1 stem takes coordinate maps
 
 
 # -- the command line -------------------------------------------------------------------------------
@@ -225,7 +252,8 @@ def test_cfg_job_model_film_defaults_to_the_generated_set_and_adam_and_the_comma
     (["model=film", "dataset=mnist1d"], "model=film cannot read dataset=mnist1d (signal data); it takes vqa data; "
                                         "use dataset=clevr_like"),
     (["model=cnn", "dataset=clevr_like", *SMALL_SET], "model=cnn cannot read dataset=clevr_like (vqa data)"),
-    (["model=film", "model.film=half", *SMALL_SET], "model.film=half is not one of full, gamma_only, beta_only, off"),
+    (["model=film", "model.film=half", *SMALL_SET], "model.film=half is not one of full, gamma_only, beta_only, "
+                                                    "image_only, late_fusion"),
     (["model=film", "trainer.channels_last=true", *SMALL_SET], "trainer.channels_last=true needs image data"),
     (["model=film", "dataset=clevr"], "dataset=clevr reads CLEVR v1.0 from disk; set dataset.root=DIR"),
     (["model=film", "dataset=clevr", "dataset.root=/nonexistent/CLEVR"], "dataset.root=/nonexistent/CLEVR does not exist"),

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from normbench.data import cifar10, clevr, clevr_like, digits, imagenet, mnist, mnist1d, text
+from normbench.data import cifar10, clevr, clevr_like, digits, imagenet, mnist, mnist1d, sort_of_clevr, text
 from normbench.data.base import TensorData
 from normbench.data.imagenet import FolderData
 from normbench.errors import ConfigError
@@ -41,6 +41,9 @@ DATASETS: dict[str, Dataset] = {d.name: d for d in (
             "files in dataset.root, or Python's documentation topics (default, offline)", "text", text.load),
     Dataset("clevr_like", "a CLEVR-like VQA set (rendered scenes, CLEVR's 5 question types, balanced answers), "
             "generated offline and cached; default for model=film", "vqa", clevr_like.load),
+    Dataset("sort_of_clevr", "a Sort-of-CLEVR VQA set (6 uniquely coloured objects, non-relational and relational "
+            "questions, balanced answers), generated offline in seconds; FiLM's small-scale proxy", "vqa",
+            sort_of_clevr.load),
     Dataset("clevr", "CLEVR v1.0 from dataset.root (images/, questions/; val serves as test), pixels or ResNet-101 "
             "features", "vqa", clevr.load),
 )}

@@ -190,3 +190,16 @@ def find_on_disk(cfg, name: str, what: str, find: Callable[[Path], T | None],
         raise ConfigError(f"dataset.root={root} lacks {what}; put them there"
                           + (" or add dataset.download=true" if fetch else ""))
     return found
+
+
+FIXED_SUBSET_SEED = 20_240_601
+
+
+def fixed_subset(total: int, n: int | None) -> torch.Tensor:
+    """``min(n, total)`` indices of a fixed permutation of ``range(total)`` (all when ``n`` is None).
+
+    The same for every run and seed (its own generator, so no training randomness is used):
+    runs are scored on the same samples, and a dataset stored in some order gives no biased slice.
+    """
+    perm = torch.randperm(total, generator=torch.Generator().manual_seed(FIXED_SUBSET_SEED))
+    return perm if n is None else perm[:n]

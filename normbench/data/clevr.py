@@ -7,8 +7,9 @@
 
 (the real CLEVR_v1.0 directory, or one written by :mod:`normbench.data.clevr_like`). CLEVR's
 test split has no answers, so its ``val`` split serves as the test set
-(``dataset.test_split``). ``dataset.train_samples`` / ``test_samples`` keep the first N
-questions of each split, and only the images they refer to are read.
+(``dataset.test_split``). ``dataset.train_samples`` / ``test_samples`` keep a fixed random
+subset of N questions of each split (the same for every run), and only the images they refer
+to are read.
 
 What the model gets (:class:`~normbench.data.base.Inputs`):
 
@@ -20,17 +21,19 @@ What the model gets (:class:`~normbench.data.base.Inputs`):
 - ``question``: int64 ``(N, L)`` word indices, padded with 0 to the longest training question
   (longer test questions are cut); ``length``: int64 ``(N,)``.
 
-The word vocabulary (``<pad>`` = 0, ``<unk>`` = 1, then the training questions' words, lower
-case, punctuation as words) and the answer vocabulary come from the training questions; a test
+The word vocabulary (``<pad>`` = 0, ``<unk>`` = 1, ``<start>`` = 2, ``<end>`` = 3, then the
+training questions' words, lower case, punctuation as words; every question is wrapped in
+``<start>`` ... ``<end>`` as in the FiLM authors' preprocessing) and the answer vocabulary come from the training questions; a test
 answer never seen in training gets the class ``<unk>`` (always wrong).
 
 Each question's type is its ``question_type`` key when it has one (the generated set), else
 it follows from the last function of its program, as in the FiLM paper's table: ``exist``,
 ``count``, ``compare_number`` (equal_integer, less_than, greater_than), ``query_attribute``
 (query_*), ``compare_attribute`` (equal_*). The test questions of each type form an extra test
-set, so a run records ``test_acc_<type>``. The question-only prior (the most frequent training
-answer of each type) is scored on the test set and recorded as ``prior_test_acc`` and
-``prior_test_acc_<type>`` in the run's summary.
+set, so a run records ``test_acc_<type>``. Question-only priors are scored on the test set and
+recorded in the run's summary: the most frequent training answer of each template
+(``prior_test_acc``, ``prior_test_acc_<type>``; the template is the question's ``template`` key
+or CLEVR's ``question_family_index``) and of each type (``type_prior_test_acc``, ...).
 
 Decoded and resized images are cached (``$NORMBENCH_CACHE`` or ``~/.cache/normbench``), keyed by
 the image files' names, sizes and times and the target size, so a second run reads one file.
@@ -49,11 +52,11 @@ import numpy as np
 import torch
 
 from normbench import rules
-from normbench.data.base import Inputs, TensorData, cache_dir
+from normbench.data.base import Inputs, TensorData, cache_dir, fixed_subset
 from normbench.errors import ConfigError
 from normbench.records import atomic_write_bytes
 
-PAD, UNK = "<pad>", "<unk>"
+PAD, UNK, START, END = "<pad>", "<unk>", "<start>", "<end>"
 _TOKEN = re.compile(r"[a-z0-9]+|[^\sa-z0-9]")
 FEATURES = ("pixels", "resnet101")
 
@@ -100,7 +103,8 @@ def read_questions(root: Path, split: str, limit) -> list[dict]:
         questions = json.loads(path.read_text())["questions"]
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ConfigError(f"{path} is not a CLEVR questions file (a JSON object with a 'questions' list): {exc}") from None
-    questions = questions[:limit] if limit is not None else questions
+    if limit is not None:  # a fixed random subset: a file in some order (CLEVR's: by image) gives no biased slice
+        questions = [questions[i] for i in sorted(fixed_subset(len(questions), limit).tolist())]
     if not questions:
         raise ConfigError(f"{path} holds no questions")
     for q in questions:
@@ -140,10 +144,13 @@ def load_images(root: Path, split: str, filenames: list[str], size: int) -> np.n
 
 
 def encode(questions: list[dict], vocab: dict[str, int], length: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Word indices ``(N, length)`` between ``<start>`` and ``<end>`` (as the FiLM authors' preprocessing),
+    padded with 0, and the lengths ``(N,)``; a longer question is cut before its ``<end>``."""
     tokens = torch.zeros(len(questions), length, dtype=torch.int64)
     lengths = torch.empty(len(questions), dtype=torch.int64)
     for i, q in enumerate(questions):
-        ids = [vocab.get(w, vocab[UNK]) for w in tokenize(q["question"])][:length] or [vocab[UNK]]
+        words = [vocab.get(w, vocab[UNK]) for w in tokenize(q["question"])][:length - 2]
+        ids = [vocab[START], *words, vocab[END]]
         tokens[i, :len(ids)] = torch.tensor(ids)
         lengths[i] = len(ids)
     return tokens, lengths
@@ -155,20 +162,42 @@ def _positive(cfg, key, default):
     return value
 
 
-def question_prior(train_q: list[dict], test_q: list[dict], train_types: list[str],
-                   test_types: list[str]) -> dict[str, float]:
-    """The test accuracy of the question-only prior (the most frequent training answer of each
-    question type), overall and per type: what a model that ignores the image can reach."""
-    majority = {}
-    for t in set(train_types):
-        counts = Counter(q["answer"] for q, s in zip(train_q, train_types, strict=True) if s == t)
-        majority[t] = max(sorted(counts), key=counts.__getitem__)
-    overall = Counter(q["answer"] for q in train_q).most_common(1)[0][0]
-    hits = [q["answer"] == majority.get(t, overall) for q, t in zip(test_q, test_types, strict=True)]
-    reference = {"prior_test_acc": sum(hits) / len(hits)}
-    for t in sorted(set(test_types)):
-        type_hits = [h for h, s in zip(hits, test_types, strict=True) if s == t]
-        reference[f"prior_test_acc_{t}"] = sum(type_hits) / len(type_hits)
+def question_template(q: dict) -> str:
+    """The question's template: its ``template`` key (the generated sets), else CLEVR's
+    ``question_family_index``, else its type."""
+    if q.get("template"):
+        return q["template"]
+    if q.get("question_family_index") is not None:
+        return f"family_{q['question_family_index']}"
+    return question_type(q)
+
+
+def _majority_hits(train_q: list[dict], test_q: list[dict], key) -> list[bool]:
+    """Whether each test answer is the most frequent training answer of its group ``key(q)``."""
+    counts: dict[str, Counter] = {}
+    for q in train_q:
+        counts.setdefault(key(q), Counter())[q["answer"]] += 1
+    overall = Counter(q["answer"] for q in train_q)
+    majority = {g: max(sorted(c), key=c.__getitem__) for g, c in counts.items()}
+    fallback = max(sorted(overall), key=overall.__getitem__)
+    return [q["answer"] == majority.get(key(q), fallback) for q in test_q]
+
+
+def question_prior(train_q: list[dict], test_q: list[dict]) -> dict[str, float]:
+    """The test accuracy of question-only priors: what a model that ignores the image can reach.
+
+    ``prior_test_acc``: the most frequent training answer of each template (a question-only
+    model sees the template in the wording), overall and per question type
+    (``prior_test_acc_<type>``); ``type_prior_test_acc``: the same per question type.
+    """
+    types = [question_type(q) for q in test_q]
+    reference = {}
+    for name, key in (("prior_test_acc", question_template), ("type_prior_test_acc", question_type)):
+        hits = _majority_hits(train_q, test_q, key)
+        reference[name] = sum(hits) / len(hits)
+        for t in sorted(set(types)):
+            type_hits = [h for h, s in zip(hits, types, strict=True) if s == t]
+            reference[f"{name}_{t}"] = sum(type_hits) / len(type_hits)
     return reference
 
 
@@ -192,12 +221,12 @@ def read(root: Path, cfg, name: str) -> TensorData:
     test_q = read_questions(root, test_split, _positive(cfg, "test_samples", None))
 
     words = sorted({w for q in train_q for w in tokenize(q["question"])})
-    vocab = {PAD: 0, UNK: 1, **{w: i + 2 for i, w in enumerate(words)}}
+    vocab = {PAD: 0, UNK: 1, START: 2, END: 3, **{w: i + 4 for i, w in enumerate(words)}}
     answers = sorted({q["answer"] for q in train_q})
     if any(q["answer"] not in answers for q in test_q):
         answers.append(UNK)
     answer_index = {a: i for i, a in enumerate(answers)}
-    max_len = max(len(tokenize(q["question"])) for q in train_q)
+    max_len = max(len(tokenize(q["question"])) for q in train_q) + 2  # <start>, <end>
 
     def split_inputs(questions, split):
         filenames = sorted({q["image_filename"] for q in questions})
@@ -217,7 +246,6 @@ def read(root: Path, cfg, name: str) -> TensorData:
     x_train, y_train = split_inputs(train_q, train_split)
     x_test, y_test = split_inputs(test_q, test_split)
 
-    train_types = [question_type(q) for q in train_q]
     test_types = [question_type(q) for q in test_q]
     types = sorted(set(test_types))
     extra = {}
@@ -225,7 +253,7 @@ def read(root: Path, cfg, name: str) -> TensorData:
         index = torch.tensor([i for i, s in enumerate(test_types) if s == t], dtype=torch.int64)
         extra[t] = (x_test[index], y_test[index])
 
-    reference = question_prior(train_q, test_q, train_types, test_types)
+    reference = question_prior(train_q, test_q)
 
     info = {"vocab_size": len(vocab), "question_length": max_len, "answers": answers,
             "question_types": types, "image_kind": "features" if features == "resnet101" else "pixels",

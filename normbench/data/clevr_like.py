@@ -25,17 +25,25 @@ compare_number      "Are there more/fewer {set} than {set}?", "... the same numb
 A ``{set}`` is a filter on some attributes ("small red things"), optionally relative to a
 uniquely described object ("cubes left of the large cyan sphere") or sharing an attribute
 with one ("other things that have the same color as the small cylinder"); an ``{object}`` is
-a description that matches exactly one object, itself possibly relational. Answers are
-balanced per template by rejection sampling: an answer is accepted only while its count is
-below a cap (``ceil(quota / number of possible answers)``, raised slowly when the scenes
-cannot supply the rarer answers), so no answer dominates a template and a question-only model
-stays near chance.
+a description that matches exactly one object, itself possibly relational. Programs follow
+the function input types of CLEVR's ``metadata.json``, so CLEVR's own question engine
+executes them to the stored answers. Answers are balanced per template by CLEVR's rejection
+rule (an answer is refused while its count exceeds 1.1 times the template's second-largest),
+applied along the file, so every prefix is balanced and a question-only model stays near its
+per-template prior (recorded in each run's summary).
 
 The output has CLEVR v1.0's layout, so one loader reads this set and the real one::
 
     ROOT/images/{train,val}/CLEVR_{split}_{index:06d}.png
     ROOT/questions/CLEVR_{split}_questions.json   {"info": ..., "questions": [...]}
     ROOT/scenes/CLEVR_{split}_scenes.json         {"info": ..., "scenes": [...]}
+
+Scenes have CLEVR's ``objects`` (``color``, ``shape``, ``size``, ``pixel_coords``, and
+``3d_coords``: the top view's position on CLEVR's -3..3 floor, x to the right, y away from the
+camera (up in the image), z the object's half height), ``directions`` (the unit vectors of a
+camera looking straight down, so ``relationships`` follow from ``3d_coords`` and ``directions``
+with no margin) and ``relationships``. CLEVR's ``material`` and ``rotation`` are absent (every
+object is one flat colour), and ``pixel_coords``' depth is 0.
 
 Each question has CLEVR's keys (``question``, ``answer``, ``image_filename``, ``image_index``,
 ``split``, ``question_index``, ``question_family_index``, ``program``) plus ``question_type``
@@ -57,7 +65,7 @@ from pathlib import Path
 
 import numpy as np
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # 2: programs in CLEVR's types, CLEVR's balancing rule, 3d_coords and directions
 COLORS = {"gray": (87, 87, 87), "red": (173, 35, 35), "blue": (42, 75, 215), "green": (29, 105, 20),
           "brown": (129, 74, 25), "purple": (129, 38, 192), "cyan": (41, 208, 208), "yellow": (255, 238, 51)}
 SHAPES = ("cube", "sphere", "cylinder")
@@ -66,6 +74,9 @@ ATTRIBUTES = {"size": SIZES, "color": tuple(COLORS), "shape": SHAPES}
 PLURAL = {"cube": "cubes", "sphere": "spheres", "cylinder": "cylinders"}
 # CLEVR's spatial relations; in the image "behind" is further up, "in front of" further down.
 RELATIONS = {"left": "left of", "right": "right of", "behind": "behind", "front": "in front of"}
+# CLEVR's scene "directions" for a camera looking straight down (x right, y away, z up).
+DIRECTIONS = {"left": [-1.0, 0.0, 0.0], "right": [1.0, 0.0, 0.0], "behind": [0.0, 1.0, 0.0],
+              "front": [0.0, -1.0, 0.0], "above": [0.0, 0.0, 1.0], "below": [0.0, 0.0, -1.0]}
 QUESTION_TYPES = ("exist", "count", "query_attribute", "compare_attribute", "compare_number")
 TEMPLATES = {  # template -> (question type, possible answers, filled in by answers())
     "exist": "exist", "count": "count",
@@ -143,6 +154,12 @@ def relationships(objects: list[dict]) -> dict[str, list[list[int]]]:
     return rel
 
 
+def world_coords(o: dict, image_size: int) -> list[float]:
+    """``o``'s position on CLEVR's floor (-3..3; y grows up the image) and its half height."""
+    return [round(6 * o["x"] / image_size - 3, 4), round(3 - 6 * o["y"] / image_size, 4),
+            0.7 if o["size"] == "large" else 0.35]
+
+
 def related(b: dict, relation: str, a: dict) -> bool:
     """Whether object ``b`` is ``relation`` of object ``a`` (``left``: b is left of a)."""
     return {"left": b["x"] < a["x"], "right": b["x"] > a["x"],
@@ -173,8 +190,9 @@ def generate(out: str | Path, train_images: int = 2000, val_images: int = 400, q
             scene_records.append({
                 "split": split, "image_index": index, "image_filename": filename,
                 "objects": [{"color": o["color"], "shape": o["shape"], "size": o["size"],
-                             "pixel_coords": [round(o["x"], 2), round(o["y"], 2), 0.0]} for o in objects],
-                "relationships": relationships(objects),
+                             "pixel_coords": [round(o["x"], 2), round(o["y"], 2), 0.0],
+                             "3d_coords": world_coords(o, image_size)} for o in objects],
+                "directions": DIRECTIONS, "relationships": relationships(objects),
             })
         questions = make_questions(scenes, questions_per_image, max_objects, rng)
         for i, q in enumerate(questions):
@@ -186,25 +204,25 @@ def generate(out: str | Path, train_images: int = 2000, val_images: int = 400, q
     return out
 
 
-def cache_key(**params) -> str:
-    fields = {**params, "generator_version": GENERATOR_VERSION}
-    return hashlib.sha1(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:12]
+def cached(prefix: str, generate_set, version: int, **params) -> Path:
+    """The set ``generate_set(dir, **params)`` writes, in the cache directory, generated on first use.
 
-
-def cached(**params) -> Path:
-    """The generated set for ``params`` in the cache directory, generated on first use."""
+    Keyed by ``prefix``, the generator's ``version`` and ``params``; written to a temporary
+    directory and renamed into place, so a reader never sees a half-written set.
+    """
     from normbench.data.base import cache_dir
 
-    path = cache_dir() / f"clevr_like-{cache_key(**params)}"
+    key = hashlib.sha1(json.dumps({**params, "generator_version": version}, sort_keys=True).encode()).hexdigest()[:12]
+    path = cache_dir() / f"{prefix}-{key}"
     if (path / "questions" / "CLEVR_val_questions.json").exists():
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".clevr_like-", dir=path.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{prefix}-", dir=path.parent))
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it 0700: others sharing the cache must read it
     try:
-        generate(tmp, **params)
+        generate_set(tmp, **params)
         try:
             os.replace(tmp, path)
         except OSError:  # another process finished first
@@ -236,7 +254,8 @@ def load(cfg):
                               f"{params['max_objects']}: need min_objects <= max_objects <= {MAX_OBJECTS}")
         seed = cfg.get("generator_seed", 0)
         try:
-            root = cached(**params, image_size=_positive(cfg, "image_size", 64), seed=seed)
+            root = cached("clevr_like", generate, GENERATOR_VERSION, **params,
+                          image_size=_positive(cfg, "image_size", 64), seed=seed)
         except ValueError as exc:
             raise ConfigError(f"dataset={cfg.get('name', 'clevr_like')}: {exc}") from None
     return read(Path(str(root)).expanduser(), cfg, "clevr_like")

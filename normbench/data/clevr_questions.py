@@ -1,11 +1,13 @@
-"""The questions of the CLEVR-like set: CLEVR's functional programs, sampled per template with
-answers balanced by rejection (see :mod:`normbench.data.clevr_like` for the templates).
+"""The questions of the CLEVR-like set: CLEVR's functional programs, with the function input
+types of CLEVR's ``metadata.json`` (``equal_<attr>`` compares two ``query_<attr>`` outputs,
+``equal_integer``, ``less_than`` and ``greater_than`` two ``count`` outputs), sampled per template
+with answers balanced by CLEVR's rejection rule (see :mod:`normbench.data.clevr_like` for the
+templates).
 """
 
 from __future__ import annotations
 
 import itertools
-import math
 
 import numpy as np
 
@@ -159,7 +161,8 @@ def make_question(template: str, objects: list[dict], rng: np.random.Generator):
             second = s.unique(p, exclude=(attr,))
         if second is None or first[1] == second[1]:
             return None
-        p.add(template, [first[2], second[2]])
+        # CLEVR's equal_<attr> compares two attribute values: query_<attr> of each object.
+        p.add(template, [p.add(f"query_{attr}", [first[2]]), p.add(f"query_{attr}", [second[2]])])
         answer = yes_no[objects[first[1]][attr] == objects[second[1]][attr]]
         return f"Does the {first[0]} have the same {attr} as the {second[0]}?", answer, p.nodes
     first = s.set(p)
@@ -167,7 +170,7 @@ def make_question(template: str, objects: list[dict], rng: np.random.Generator):
     if second is None or first[0] == second[0]:
         return None
     a, b = len(first[1]), len(second[1])
-    p.add(template, [first[2], second[2]])
+    p.add(template, [p.add("count", [first[2]]), p.add("count", [second[2]])])  # integers, as CLEVR's
     if template == "greater_than":
         return f"Are there more {first[0]} than {second[0]}?", yes_no[a > b], p.nodes
     if template == "less_than":
@@ -175,46 +178,43 @@ def make_question(template: str, objects: list[dict], rng: np.random.Generator):
     return f"Are there the same number of {first[0]} and {second[0]}?", yes_no[a == b], p.nodes
 
 
+def accepts(counts: dict[str, int], answer: str) -> bool:
+    """CLEVR's rejection rule: an answer is refused while its count exceeds 1.1 times the
+    second-largest count of its template, or 5 times the median (at least 5). The counts start
+    at 0 for every possible answer, so every prefix of the questions stays balanced."""
+    ordered = sorted(counts.values())
+    median = max(ordered[len(ordered) // 2], 5)
+    return not (counts[answer] > 1.1 * ordered[-2] or counts[answer] > 5 * median)
+
+
 def make_questions(scenes: list[list[dict]], questions_per_image: int, max_objects: int,
                    rng: np.random.Generator) -> list[dict]:
-    """Questions for every scene, balanced per template by rejecting over-represented answers.
+    """Questions for every scene, balanced per template by CLEVR's rule (:func:`accepts`).
 
-    Every question type gets an equal share of the questions, split equally over its
-    templates. A template's answer ``a`` is accepted while ``count[a] < cap``; the cap starts
-    at ``ceil(quota / len(possible answers))`` and grows by a step when 200 draws in a row were
-    rejected (scenes rarely hold, say, six red cubes).
+    Every question type gets an equal share of the questions, split equally over its templates;
+    each draw asks the template furthest behind its share (or, one time in five, any template),
+    so the templates stay in proportion along the file too.
     """
     total = len(scenes) * questions_per_image
     per_type = {t: [k for k, v in TEMPLATES.items() if v == t] for t in QUESTION_TYPES}
     quota = {k: total / len(QUESTION_TYPES) / len(per_type[TEMPLATES[k]]) for k in TEMPLATES}
-    cap = {k: math.ceil(quota[k] / len(answers(k, max_objects))) for k in TEMPLATES}
-    counts = {k: {} for k in TEMPLATES}
-    accepted = {k: 0 for k in TEMPLATES}
-    rejected = {k: 0 for k in TEMPLATES}
+    counts = {k: dict.fromkeys(answers(k, max_objects), 0) for k in TEMPLATES}
     names = list(TEMPLATES)
     out = []
     for index, objects in enumerate(scenes):
         asked = set()
         for _ in range(questions_per_image):
             for _attempt in range(2000):
-                # The template furthest behind its quota (ties at random).
-                behind = [quota[k] - accepted[k] for k in names]
+                done = sum(sum(c.values()) for c in counts.values()) or 1
+                behind = [quota[k] / total - sum(counts[k].values()) / done for k in names]
                 best = max(behind)
                 template = names[rng.choice([i for i, b in enumerate(behind) if b >= best - 1e-9])] \
                     if rng.random() < 0.8 else names[rng.integers(len(names))]
                 made = make_question(template, objects, rng)
-                if made is None or made[0] in asked:
+                if made is None or made[0] in asked or not accepts(counts[template], made[1]):
                     continue
                 question, answer, program = made
-                if counts[template].get(answer, 0) >= cap[template]:
-                    rejected[template] += 1
-                    if rejected[template] >= 200:
-                        cap[template] += max(1, cap[template] // 20)
-                        rejected[template] = 0
-                    continue
-                counts[template][answer] = counts[template].get(answer, 0) + 1
-                accepted[template] += 1
-                rejected[template] = 0
+                counts[template][answer] += 1
                 asked.add(question)
                 out.append({"image_index": index, "question": question, "answer": answer,
                             "question_family_index": names.index(template), "template": template,

@@ -15,18 +15,21 @@ from torch import nn
 
 from normbench import rules
 from normbench.errors import ConfigError
-from normbench.norms import SKIP_DATA_INIT, make_norm
+from normbench.norms import SKIP_DATA_INIT, get_norm, make_norm
 
-FILM_MODES = ("full", "gamma_only", "beta_only", "off")
+FILM_MODES = ("full", "gamma_only", "beta_only", "image_only", "late_fusion")
+INITS = ("default", "kaiming_uniform")
 PRESETS = {
     # Trains in minutes on 2 CPU cores at 64x64 (the default).
     "small": {"blocks": 4, "maps": 32, "embedding_dim": 64, "gru_size": 128, "stem_layers": 3,
-              "classifier_channels": 64, "classifier_hidden": 128},
+              "classifier_channels": 64, "classifier_hidden": 128, "init": "default"},
     # Perez et al. (2018): 4 blocks of 128 maps, GRU 4096, embeddings 200, classifier 512 + MLP 1024,
-    # raw-pixel stem of 4 stride-2 layers (224x224 -> 14x14); with ResNet features, one 3x3 conv.
+    # raw-pixel stem of 4 stride-2 layers (224x224 -> 14x14); with ResNet features, one 3x3 conv;
+    # Kaiming-uniform weights, as the authors' init_modules.
     "paper": {"blocks": 4, "maps": 128, "embedding_dim": 200, "gru_size": 4096, "stem_layers": 4,
-              "classifier_channels": 512, "classifier_hidden": 1024},
+              "classifier_channels": 512, "classifier_hidden": 1024, "init": "kaiming_uniform"},
 }
+SIZES = ("blocks", "maps", "embedding_dim", "gru_size", "stem_layers", "classifier_channels", "classifier_hidden")
 
 
 def coordinate_maps(n: int, height: int, width: int, device, dtype) -> torch.Tensor:
@@ -79,16 +82,17 @@ def film(x: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor) -> torch.Tens
 
 
 class FiLMBlock(nn.Module):
-    r"""FiLM's residual block (Perez et al. 2018, Figure 3).
+    r"""FiLM's residual block (Perez et al. 2018, Figure 3; the authors' ``FiLMedResBlock``).
 
     .. math::
         r = \mathrm{ReLU}(W_1 [x; c]), \qquad
-        y = r + \mathrm{ReLU}\big(\gamma \odot \mathrm{norm}(W_3 [r; c]) + \beta\big)
+        y = r + \mathrm{ReLU}\big(\gamma \odot \mathrm{norm}(W_3 r) + \beta\big)
 
-    :math:`W_1` is a 1x1 conv, :math:`W_3` a 3x3 conv, :math:`c` the two coordinate maps
-    concatenated to the input of each conv, and ``norm`` has no affine of its own
-    (:class:`ConditionalNorm`). With ``film=False`` (the ablation without FiLM) the norm keeps
-    its own learned affine instead and ``gamma``, ``beta`` are ignored.
+    :math:`W_1` is a 1x1 conv, :math:`W_3` a 3x3 conv, :math:`c` the two coordinate maps,
+    concatenated to the input of the 1x1 conv only (the authors' ``use_coords 1``), and ``norm``
+    has no affine of its own (:class:`ConditionalNorm`). With ``film=False`` (the ablations
+    without FiLM) the norm keeps its own learned affine instead and ``gamma``, ``beta`` are
+    ignored.
 
     Shape:
         - Input: ``x`` :math:`(N, C, H, W)`, ``coords`` :math:`(N, 2, H, W)`, ``gamma`` and
@@ -99,7 +103,7 @@ class FiLMBlock(nn.Module):
     def __init__(self, maps: int, norm: str, norm_options: dict, film: bool = True):
         super().__init__()
         self.conv1 = nn.Conv2d(maps + 2, maps, 1)
-        self.conv2 = nn.Conv2d(maps + 2, maps, 3, padding=1)
+        self.conv2 = nn.Conv2d(maps, maps, 3, padding=1)
         self.film = film
         if film:
             self.norm = ConditionalNorm(norm, maps, **norm_options)
@@ -108,41 +112,51 @@ class FiLMBlock(nn.Module):
 
     def forward(self, x, coords, gamma=None, beta=None):
         r = F.relu(self.conv1(torch.cat([x, coords], 1)))
-        h = self.conv2(torch.cat([r, coords], 1))
+        h = self.conv2(r)
         h = self.norm(h, gamma, beta) if self.film else self.norm(h)
         return r + F.relu(h)
 
 
 #: FiLMNet's options and what each may be (:mod:`normbench.rules`).
-OPTION_RULES = {"film": rules.one_of(*FILM_MODES), "preset": rules.one_of(*PRESETS),
-                **{k: rules.positive_int for k in ("blocks", "maps", "embedding_dim", "gru_size", "stem_layers",
-                                                   "classifier_channels", "classifier_hidden")}}
+OPTION_RULES = {"film": rules.one_of(*FILM_MODES), "preset": rules.one_of(*PRESETS), "init": rules.one_of(*INITS),
+                **{k: rules.positive_int for k in SIZES}}
 
 
 class FiLMNet(nn.Module):
     r"""FiLM for visual question answering (Perez et al. 2018), sized by ``preset``.
 
     - Question: word embeddings (``embedding_dim``) read by a GRU (``gru_size``); its state
-      after the last word of each question (``length``) is the question code :math:`q`.
+      after the last token of each question (``<end>``: see :mod:`normbench.data.clevr`) is the
+      question code :math:`q`.
     - FiLM generator: one linear layer :math:`q \mapsto (\Delta\gamma_b, \beta_b)` for every
-      block :math:`b`; :math:`\gamma_b = 1 + \Delta\gamma_b` (the paper's parametrisation: at
-      initialisation the modulation is near identity). ``film``: ``full``; ``gamma_only``
-      (:math:`\beta := 0`); ``beta_only`` (:math:`\gamma := 1`); ``off`` (no FiLM: the blocks'
-      norms keep their own affine, and :math:`q` is concatenated to the pooled features before
-      the classifier's MLP, the only place the question enters).
+      block :math:`b`; :math:`\gamma_b = 1 + \Delta\gamma_b` (the authors' ``gamma_baseline 1``).
+      ``film``: ``full``; ``gamma_only`` (:math:`\beta := 0`); ``beta_only`` (:math:`\gamma :=
+      1`); two ablations without FiLM, in which the blocks' norms keep their own affine:
+      ``image_only``, the paper's "without FiLM" (the question is used nowhere: the model sees
+      only the image), and ``late_fusion``, :math:`q` concatenated to the pooled features before
+      the classifier's MLP (a CNN+GRU baseline, like the paper's CNN+LSTM row).
     - Visual stem: from raw pixels (uint8, scaled to [-1, 1]), ``stem_layers`` convs of 4x4,
       stride 2, each followed by the norm (with its affine) and ReLU; from precomputed features
-      (``dataset.features=resnet101``), one 3x3 conv, norm, ReLU. Both give ``maps`` channels.
-    - ``blocks`` :class:`FiLMBlock`\ s of ``maps`` channels, each with coordinate maps.
+      (``dataset.features=resnet101``), coordinate maps and one 3x3 conv, norm, ReLU, as the
+      authors' stride-1 stem. Both give ``maps`` channels.
+    - ``blocks`` :class:`FiLMBlock`\ s of ``maps`` channels.
     - Classifier: coordinate maps, 1x1 conv to ``classifier_channels``, norm, ReLU, global max
-      pooling, then Linear -> ReLU -> Linear (``classifier_hidden`` units) to the answers.
+      pooling, then Linear -> norm -> ReLU -> Linear (``classifier_hidden`` units; the authors'
+      ``classifier_batchnorm``; a norm over positions, ``instance``, has none to take there).
+    - ``init``: ``default`` (PyTorch's) or ``kaiming_uniform`` (the authors' ``init_modules``: the
+      weights of every conv and linear layer, the FiLM generator's included, so its
+      :math:`\gamma` start far from 1).
 
     The norm inside the blocks is ``norm`` without affine (``batch``: conditional batch norm;
-    batch statistics in training, population statistics in eval). ``preset=small`` (default:
-    64 maps, GRU 128, embeddings 64, classifier 128 + MLP 256, a 3-layer stem: 64x64 -> 8x8)
-    trains in minutes on a CPU; ``preset=paper`` is the paper's size (128 maps, GRU 4096,
-    embeddings 200, classifier 512 + MLP 1024, 4-layer stem: 224x224 -> 14x14). A size given
-    explicitly (``model.maps=96``) overrides the preset's.
+    batch statistics in training, population statistics in eval). ``preset=small`` (default: 32
+    maps, GRU 128, embeddings 64, classifier 64 + MLP 128, a 3-layer stem: 64x64 -> 8x8, PyTorch's
+    init) trains in minutes on a CPU; ``preset=paper`` is the paper's size (128 maps, GRU 4096,
+    embeddings 200, classifier 512 + MLP 1024, 4-layer stem, Kaiming-uniform init). The paper's
+    14x14 maps need ``dataset.image_size=224`` (raw pixels) or ResNet features of 224x224 images;
+    at the default 64 pixels the paper's stem gives 4x4. A size given explicitly
+    (``model.maps=96``) overrides the preset's. Remaining differences from the authors' code:
+    the GRU reads the padded question and its state is gathered at each question's end (theirs
+    stops at the ``<END>`` token alike), and dropout (0 in their runs) is absent.
 
     Input: :class:`~normbench.data.base.Inputs` with ``image`` (N,) rows of the shared table
     ``images`` ((M, 3, H, W) uint8 or (M, 1024, h, w) features), ``question`` (N, L) int64
@@ -154,48 +168,55 @@ class FiLMNet(nn.Module):
     data_info_aware = True  # build_model passes data.info (vocabulary, image kind)
 
     def __init__(self, input_shape, num_classes, norm, norm_options, data_info=None, preset="small", film="full",
-                 blocks=None, maps=None, embedding_dim=None, gru_size=None, stem_layers=None,
-                 classifier_channels=None, classifier_hidden=None):
+                 init=None, **given):
         super().__init__()
-        given = {"blocks": blocks, "maps": maps, "embedding_dim": embedding_dim, "gru_size": gru_size,
-                 "stem_layers": stem_layers, "classifier_channels": classifier_channels,
-                 "classifier_hidden": classifier_hidden}
-        rules.check("model", {"film": film, "preset": preset, **{k: v for k, v in given.items() if v is not None}},
-                    OPTION_RULES)
-        sizes = dict(PRESETS[preset])
-        sizes.update({k: v for k, v in given.items() if v is not None})
-        self.sizes = sizes
+        unknown = set(given) - set(SIZES)
+        if unknown:
+            raise ConfigError(f"model=film takes no option {', '.join(sorted(unknown))}; its sizes: {', '.join(SIZES)}")
+        given = {k: v for k, v in {**given, "init": init}.items() if v is not None}
+        rules.check("model", {"film": film, "preset": preset, **given}, OPTION_RULES)
+        self.sizes = sizes = {**PRESETS[preset], **given}
         info = data_info or {}
         if "vocab_size" not in info:
-            raise ConfigError("model=film reads images and questions; use dataset=clevr_like or dataset=clevr")
+            raise ConfigError("model=film reads images and questions; use dataset=clevr_like, sort_of_clevr or clevr")
         self.mode = film
         self.image_kind = info.get("image_kind", "pixels")
-        in_channels = info.get("image_shape", (3,))[0]
-        maps, n_blocks = sizes["maps"], sizes["blocks"]
-        stem: list[nn.Module] = []
-        if self.image_kind == "features":
-            stem += [nn.Conv2d(in_channels, maps, 3, padding=1), make_norm(norm, maps, 2, **norm_options), nn.ReLU()]
-        else:
-            for i in range(sizes["stem_layers"]):
-                stem += [nn.Conv2d(in_channels if i == 0 else maps, maps, 4, stride=2, padding=1),
-                         make_norm(norm, maps, 2, **norm_options), nn.ReLU()]
-        self.stem = nn.Sequential(*stem)
-        self.embedding = nn.Embedding(info["vocab_size"], sizes["embedding_dim"], padding_idx=0)
-        self.gru = nn.GRU(sizes["embedding_dim"], sizes["gru_size"], batch_first=True)
-        use_film = film != "off"
-        self.blocks = nn.ModuleList(FiLMBlock(maps, norm, norm_options, film=use_film) for _ in range(n_blocks))
-        self.film_generator = nn.Linear(sizes["gru_size"], n_blocks * 2 * maps) if use_film else None
-        if self.film_generator is not None:
+        maps = sizes["maps"]
+        self.stem = self._stem(info.get("image_shape", (3,))[0], maps, sizes["stem_layers"], norm, norm_options)
+        use_film = film not in ("image_only", "late_fusion")
+        self.embedding = self.gru = self.film_generator = None
+        if film != "image_only":
+            self.embedding = nn.Embedding(info["vocab_size"], sizes["embedding_dim"], padding_idx=0)
+            self.gru = nn.GRU(sizes["embedding_dim"], sizes["gru_size"], batch_first=True)
+        self.blocks = nn.ModuleList(FiLMBlock(maps, norm, norm_options, film=use_film)
+                                    for _ in range(sizes["blocks"]))
+        if use_film:
+            self.film_generator = nn.Linear(sizes["gru_size"], sizes["blocks"] * 2 * maps)
             # Weight norm's data-dependent init would scale the predicted gammas to unit variance.
             setattr(self.film_generator, SKIP_DATA_INIT, True)
         self.classifier_conv = nn.Conv2d(maps + 2, sizes["classifier_channels"], 1)
         self.classifier_norm = make_norm(norm, sizes["classifier_channels"], 2, **norm_options)
-        mlp_in = sizes["classifier_channels"] + (0 if use_film else sizes["gru_size"])
-        self.mlp = nn.Sequential(nn.Linear(mlp_in, sizes["classifier_hidden"]), nn.ReLU(),
-                                 nn.Linear(sizes["classifier_hidden"], num_classes))
+        hidden = sizes["classifier_hidden"]
+        mlp_in = sizes["classifier_channels"] + (sizes["gru_size"] if film == "late_fusion" else 0)
+        hidden_norm = nn.Identity() if get_norm(norm).needs_positions else make_norm(norm, hidden, 0, **norm_options)
+        self.mlp = nn.Sequential(nn.Linear(mlp_in, hidden), hidden_norm, nn.ReLU(), nn.Linear(hidden, num_classes))
+        if sizes["init"] == "kaiming_uniform":
+            for m in self.modules():
+                if isinstance(m, (nn.Conv2d, nn.Linear)):
+                    nn.init.kaiming_uniform_(m.weight)
+
+    def _stem(self, in_channels: int, maps: int, layers: int, norm: str, norm_options: dict) -> nn.Sequential:
+        if self.image_kind == "features":  # stride 1: the authors give it coordinate maps
+            return nn.Sequential(nn.Conv2d(in_channels + 2, maps, 3, padding=1),
+                                 make_norm(norm, maps, 2, **norm_options), nn.ReLU())
+        stem: list[nn.Module] = []
+        for i in range(layers):
+            stem += [nn.Conv2d(in_channels if i == 0 else maps, maps, 4, stride=2, padding=1),
+                     make_norm(norm, maps, 2, **norm_options), nn.ReLU()]
+        return nn.Sequential(*stem)
 
     def encode_question(self, question: torch.Tensor, length: torch.Tensor) -> torch.Tensor:
-        """The GRU's state after each question's last word: ``(N, gru_size)``.
+        """The GRU's state after each question's last token: ``(N, gru_size)``.
 
         The GRU reads the whole padded question (no host read of ``length`` per batch: the state
         at a word does not depend on the padding after it).
@@ -221,21 +242,19 @@ class FiLMNet(nn.Module):
         else:
             images = x
         if self.image_kind == "pixels":
-            images = images.float() / 127.5 - 1.0
+            h = self.stem(images.float() / 127.5 - 1.0)
         else:
             images = images.float()
-        h = self.stem(images)
-        q = self.encode_question(question, length)
+            h = self.stem(torch.cat([images, coordinate_maps(len(images), *images.shape[2:], images.device, images.dtype)], 1))
         coords = coordinate_maps(h.shape[0], h.shape[2], h.shape[3], h.device, h.dtype)
+        q = self.encode_question(question, length) if self.gru is not None else None
+        gamma = beta = None
         if self.film_generator is not None:
             gamma, beta = self.film_parameters(q)
-            for b, block in enumerate(self.blocks):
-                h = block(h, coords, gamma[:, b], beta[:, b])
-        else:
-            for block in self.blocks:
-                h = block(h, coords)
+        for b, block in enumerate(self.blocks):
+            h = block(h, coords, None if gamma is None else gamma[:, b], None if beta is None else beta[:, b])
         h = F.relu(self.classifier_norm(self.classifier_conv(torch.cat([h, coords], 1))))
         pooled = h.amax(dim=(2, 3))
-        if self.film_generator is None:
+        if self.mode == "late_fusion":
             pooled = torch.cat([pooled, q], 1)
         return self.mlp(pooled)
