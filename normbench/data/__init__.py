@@ -9,7 +9,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from normbench.data import cifar10, clevr, clevr_like, digits, imagenet, mnist, mnist1d, sort_of_clevr, text
+from normbench.data import (
+    cifar10,
+    clevr,
+    clevr_like,
+    digits,
+    imagenet,
+    mnist,
+    mnist1d,
+    sort_of_clevr,
+    text,
+)
 from normbench.data.base import TensorData
 from normbench.data.imagenet import FolderData
 from normbench.errors import ConfigError
