@@ -3,7 +3,8 @@
 - ``normbench/claims/specs/<id>.yaml``: the title, the paper and its numbers, the experiment's
   scales (fixed overrides and sweeps, see :mod:`normbench.experiments`), the verdict's
   parameters, the report's options and any extra figures by name;
-- :mod:`normbench.claims.verdicts`: ``@verdict("<id>")`` on the function that decides it.
+- :mod:`normbench.claims.verdicts` (FiLM's: :mod:`normbench.claims.verdicts_film`):
+  ``@verdict("<id>")`` on the function that decides it.
 
 Adding a claim is those two things; ``normbench reproduce`` special-cases none. The specs are
 not Hydra config groups: ``normbench reproduce <id> --dry-run`` prints the ``normbench run -m``
@@ -22,6 +23,7 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from normbench.checks import INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED, Verdict
+from normbench.claims import verdicts_film  # noqa: F401  (registers FiLM's verdicts)
 from normbench.claims.verdicts import VERDICTS
 from normbench.errors import ConfigError
 from normbench.report.load import RunSet

@@ -288,36 +288,6 @@ def verdict_rbn_text(rs: RunSet, p: dict) -> Verdict:
     return decide("rbn-text", checks, mechanism=mechanism)
 
 
-@verdict("film-ablation")
-def verdict_film_ablation(rs: RunSet, p: dict) -> Verdict:
-    runs, a, m = rs.runs, "final_test_acc", p.get("min_effect", 0.0)
-    film = config_value(runs, "model.film")
-    off = values(runs[film == "off"], a)
-    checks = [compare(f"FiLM {variant.replace('_', '-')} beats no FiLM", "test acc", variant,
-                      values(runs[film == variant], a), "off", off, min_effect=m)
-              for variant in ("full", "gamma_only", "beta_only")]
-    notes = []
-    per_type = sorted(c for c in runs.columns if c.startswith("final_test_acc_"))
-    for variant in ("full", "gamma_only", "beta_only", "off"):
-        sel = runs[film == variant]
-        parts = [f"{c[len('final_test_acc_'):]} {100 * values(sel, c).mean():.1f}" for c in per_type
-                 if len(values(sel, c))]
-        if parts:
-            notes.append(f"{variant}: " + ", ".join(parts))
-    return decide("film-ablation", checks, notes)
-
-
-@verdict("film-norm")
-def verdict_film_norm(rs: RunSet, p: dict) -> Verdict:
-    runs, a, m = rs.runs, "final_test_acc", p.get("min_effect", 0.0)
-    bn = values(where(runs, norm="batch"), a)
-    checks = [compare("conditional BN beats FiLM without normalization", "test acc", "BN", bn, "none",
-                      values(where(runs, norm="none"), a), min_effect=m)]
-    notes = [compare(f"conditional BN vs conditional {name}", "test acc", "BN", bn, name,
-                     values(where(runs, norm=norm), a)).text() for norm, name in (("group", "GN"), ("layer", "LN"))]
-    return decide("film-norm", checks, notes)
-
-
 @verdict("generalization")
 def verdict_generalization(rs: RunSet, p: dict) -> Verdict:
     runs, m = rs.runs, p.get("min_effect", 0.0)

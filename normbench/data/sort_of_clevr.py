@@ -40,7 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # 2: no ambiguous closest/furthest questions
 COLORS = {"red": (220, 30, 30), "green": (30, 170, 40), "blue": (40, 70, 230), "yellow": (240, 220, 40),
           "purple": (150, 40, 190), "gray": (128, 128, 128)}
 SHAPES = ("square", "circle")
@@ -95,9 +95,12 @@ def render(xy: np.ndarray, shapes: np.ndarray, image_size: int) -> np.ndarray:
 
 
 def candidate_answers(xy: np.ndarray, shapes: np.ndarray, image_size: int) -> dict[str, np.ndarray]:
-    """Each template's answer index ``(n, 6)`` for every scene and colour."""
+    """Each template's answer index ``(n, 6)`` for every scene and colour; -1 where the question
+    would be ambiguous (a closest or furthest object less than a pixel ahead of the next one)."""
     distance = np.linalg.norm(xy[:, :, None] - xy[:, None, :], axis=-1)  # (n, 6, 6)
     eye = np.eye(len(COLORS), dtype=bool)
+    near = np.sort(np.where(eye, np.inf, distance), -1)
+    far = np.sort(np.where(eye, -np.inf, distance), -1)
     closest = np.where(eye, np.inf, distance).argmin(-1)
     furthest = np.where(eye, -np.inf, distance).argmax(-1)
     same = (shapes[:, :, None] == shapes[:, None, :]).sum(-1)  # including itself: 1..6
@@ -106,7 +109,8 @@ def candidate_answers(xy: np.ndarray, shapes: np.ndarray, image_size: int) -> di
     # shape index: SHAPES = (square, circle), shapes 1 = square -> 0
     return {"query_shape": 1 - shapes, "query_horizontal": (xy[..., 0] >= half).astype(np.int64),
             "query_vertical": (xy[..., 1] >= half).astype(np.int64),
-            "closest_shape": 1 - pick(shapes, closest, 1), "furthest_shape": 1 - pick(shapes, furthest, 1),
+            "closest_shape": np.where(near[..., 1] - near[..., 0] < 1, -1, 1 - pick(shapes, closest, 1)),
+            "furthest_shape": np.where(far[..., -1] - far[..., -2] < 1, -1, 1 - pick(shapes, furthest, 1)),
             "count_same_shape": same - 1}
 
 

@@ -1,0 +1,109 @@
+"""The verdicts of FiLM's claims (Perez et al. 2017/2018): the ablations and the conditional norms.
+
+Both share one mechanism check: the FiLM model learns more than the wording tells, i.e. its
+test accuracy lies above the question-only prior per template (the most frequent training
+answer of each template, recorded by the dataset in every run's summary). On Sort-of-CLEVR the
+ablation also checks that FiLM beats the image-only model on the relational questions by more
+than the seeds' noise: the paper's effect where a question must steer the visual pipeline.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from normbench.checks import (
+    REPRODUCED,
+    Mechanism,
+    Verdict,
+    at_least,
+    compare,
+    config_value,
+    decide,
+    values,
+    where,
+)
+from normbench.claims.verdicts import verdict
+from normbench.report.load import RunSet
+
+_PER_TYPE = "final_test_acc_"
+ABLATIONS = {"full": "FiLM", "gamma_only": "gamma only (beta := 0)", "beta_only": "beta only (gamma := 1)",
+             "image_only": "image only (no FiLM, question unused)",
+             "late_fusion": "late fusion (no FiLM, question at the classifier)"}
+
+
+def _prior(runs: pd.DataFrame, column: str = "prior_test_acc") -> float | None:
+    """The dataset's question-only prior (the same for every run of one dataset)."""
+    if column not in runs.columns or runs[column].dropna().empty:
+        return None
+    return float(runs[column].dropna().iloc[0])
+
+
+def beyond_prior(runs: pd.DataFrame, name: str) -> Mechanism:
+    """``name``'s test accuracy is above the per-template question-only prior (one-sample t interval)."""
+    prior = _prior(runs)
+    statement = f"{name} learns more than the wording tells (test acc above the question-only prior per template)"
+    if prior is None:
+        return Mechanism(statement, "no prior recorded (prior_test_acc)", False)
+    check = at_least(statement, "test acc", name, values(runs, "final_test_acc"), prior)
+    return Mechanism(statement, check.text(), check.outcome == REPRODUCED)
+
+
+def per_type_notes(groups: dict[str, pd.DataFrame]) -> list[str]:
+    """One line per variant: its mean test accuracy per question type."""
+    notes = []
+    for name, sel in groups.items():
+        types = sorted(c for c in sel.columns if c.startswith(_PER_TYPE) and len(values(sel, c)))
+        if types:
+            notes.append(f"{name}: " + ", ".join(f"{c[len(_PER_TYPE):]} {100 * values(sel, c).mean():.1f}"
+                                                  for c in types))
+    return notes
+
+
+def prior_notes(runs: pd.DataFrame) -> list[str]:
+    """The question-only priors per template and per type, overall and per question type."""
+    notes = []
+    for column, what in (("prior_test_acc", "per template"), ("type_prior_test_acc", "per question type")):
+        overall = _prior(runs, column)
+        if overall is None:
+            continue
+        parts = [f"{c[len(column) + 1:]} {100 * _prior(runs, c):.1f}" for c in sorted(runs.columns)
+                 if c.startswith(column + "_") and _prior(runs, c) is not None]
+        notes.append(f"question-only prior {what}: {100 * overall:.1f}" + (f" ({', '.join(parts)})" if parts else ""))
+    return notes
+
+
+@verdict("film-ablation")
+def verdict_film_ablation(rs: RunSet, p: dict) -> Verdict:
+    runs, a, m = rs.runs, "final_test_acc", p.get("min_effect", 0.0)
+    film = config_value(runs, "model.film")
+    groups = {label: runs[film == variant] for variant, label in ABLATIONS.items()}
+    image_only = groups[ABLATIONS["image_only"]]
+    mechanism = [beyond_prior(groups["FiLM"], "FiLM")]
+    relational = f"{_PER_TYPE}{p.get('relational_type', 'relational')}"
+    if relational in runs.columns:
+        check = compare("FiLM beats the image-only model on relational questions", "test acc", "FiLM",
+                        values(groups["FiLM"], relational), "image only", values(image_only, relational))
+        mechanism.append(Mechanism(f"{check.statement} by more than the seeds' noise (interval clear of zero)",
+                                   check.text(), check.outcome == REPRODUCED))
+    checks = [compare(f"{label} beats the image-only model (the paper's \"without FiLM\")", "test acc",
+                      variant, values(groups[label], a), "image only", values(image_only, a), min_effect=m)
+              for variant, label in ABLATIONS.items() if variant in ("full", "gamma_only", "beta_only")]
+    late = compare("(reported, not decided) FiLM vs the late-fusion model (the paper's CNN+LSTM row)", "test acc",
+                   "FiLM", values(groups["FiLM"], a), "late fusion", values(groups[ABLATIONS["late_fusion"]], a),
+                   decides=False)
+    notes = [f"{late.statement}: {late.text()}", *per_type_notes(groups), *prior_notes(runs)]
+    return decide("film-ablation", checks, notes, mechanism)
+
+
+@verdict("film-norm")
+def verdict_film_norm(rs: RunSet, p: dict) -> Verdict:
+    runs, a, m = rs.runs, "final_test_acc", p.get("min_effect", 0.0)
+    names = {"batch": "conditional BN", "group": "conditional GN", "layer": "conditional LN", "none": "no norm"}
+    groups = {name: where(runs, norm=norm) for norm, name in names.items()}
+    bn = values(groups["conditional BN"], a)
+    checks = [compare("conditional BN beats FiLM without normalization", "test acc", "BN", bn, "none",
+                      values(groups["no norm"], a), min_effect=m)]
+    notes = [compare(f"conditional BN vs {name}", "test acc", "BN", bn, name.split()[-1],
+                     values(groups[name], a)).text() for name in ("conditional GN", "conditional LN")]
+    notes += [*per_type_notes(groups), *prior_notes(runs)]
+    return decide("film-norm", checks, notes, [beyond_prior(groups["conditional BN"], "conditional BN")])
