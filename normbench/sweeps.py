@@ -60,12 +60,17 @@ def sweep_name(overrides: list[str]) -> str:
     """The sweep directory's name for these command-line overrides (see the module's doc)."""
     exclude = nuisance_keys()
     lines = sorted(o.input_line for o in _parse(overrides) if _name_relevant(o, exclude))
-    if not lines:
-        return "default"
-    name = "_".join(lines)
+    return short_name("_".join(lines), "\n".join(lines)) if lines else "default"
+
+
+def short_name(name: str, key: str | None = None) -> str:
+    """``name``, or when it is long or unusual a short prefix plus a stable hash of ``key`` (default:
+    the name). Run directories' names go through it too (``${normbench_short:...}`` in config.yaml):
+    a sweep with many fixed overrides would otherwise name its runs beyond the file system's
+    255-byte limit."""
     if len(name) <= _MAX_NAME and _SAFE.match(name):
         return name
-    digest = hashlib.sha1("\n".join(lines).encode()).hexdigest()[:10]
+    digest = hashlib.sha1((name if key is None else key).encode()).hexdigest()[:10]
     prefix = re.sub(r"[^A-Za-z0-9._,=+\-]+", "-", name)[:40].strip("-_")
     return f"{prefix}-{digest}" if prefix else f"sweep-{digest}"
 
@@ -98,7 +103,7 @@ def expand(overrides: list[str]) -> list[list[str]]:
 def job_subdir(job: list[str], exclude: list[str]) -> str:
     """The run's subdirectory, as ``hydra.job.override_dirname`` names it."""
     lines = sorted(o.input_line for o in _parse(job) if o.key_or_group not in exclude)
-    return ",".join(lines)
+    return short_name(",".join(lines))
 
 
 def describe(run_dir: Path) -> str:

@@ -52,14 +52,20 @@ def test_relaunched_sweep_skips_finished_runs_and_resumes_the_interrupted_one(tm
 
 def test_local_launcher_runs_in_parallel_and_isolates_a_failing_run(tmp_path):
     pytest.importorskip("hydra_plugins.hydra_joblib_launcher", reason='needs pip install -e ".[cluster]"')
-    proc = normbench("run", "-m", "hydra/launcher=local", "hydra.launcher.n_jobs=2", "norm=batch",
-                     "batch_size=1,4", "trainer.max_steps=20", "trainer.eval_every=10", "trainer.progress=none",
-                     cwd=tmp_path)
+    # Enough fixed overrides that a run's name would pass the file system's 255-byte limit in full.
+    fixed = ["norm=batch", "trainer.max_steps=20", "trainer.eval_every=10", "trainer.train_eval_samples=100",
+             "trainer.eval_batch_size=500", "optim.weight_decay=0.0", "optim.momentum=0.9", "norm.eps=0.00001",
+             "trainer.target_acc=0.5", "dataset.num_samples=4000", "model.channels=[32,64,64]", "optim.nesterov=false"]
+    proc = normbench("run", "-m", "hydra/launcher=local", "hydra.launcher.n_jobs=2", "batch_size=1,4", *fixed,
+                     "trainer.progress=none", "hydra.sweep.dir=sweep", cwd=tmp_path)
     assert proc.returncode == 1, proc.stderr
-    sweep_dir = tmp_path / "multirun" / "batch_size=1,4_norm=batch_trainer.eval_every=10_trainer.max_steps=20"
+    sweep_dir = tmp_path / "sweep"
     summaries = {p.parent.name: json.loads(p.read_text()) for p in sweep_dir.glob("*/summary.json")}
     assert sorted((s["batch_size"], s["status"]) for s in summaries.values()) == [(1, "failed"), (4, "completed")]
-    assert "batch_size>=2" in summaries["batch_size=1,norm=batch,trainer.eval_every=10,trainer.max_steps=20"]["error"]
+    names = {bs: sweeps.job_subdir(job, sweeps.nuisance_keys())  # what --dry-run looks for
+             for bs, job in zip((1, 4), sweeps.expand(["batch_size=1,4", *fixed]), strict=True)}
+    assert set(summaries) == set(names.values()) and all(len(n) <= 60 for n in names.values())  # prefix + hash
+    assert "batch_size>=2" in summaries[names[1]]["error"]
     assert proc.stdout.strip().splitlines()[-1].startswith("sweep: 1 completed, 0 diverged, 1 failed")
     assert "Joblib" in proc.stdout + proc.stderr  # the local launcher ran it
     assert "Traceback" not in proc.stderr

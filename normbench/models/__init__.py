@@ -23,7 +23,7 @@ MODEL_DESCRIPTIONS = {
               "(model.depth, model.variant), GN paper init",
     "convpool": "ConvPool-CNN-C of the weight norm paper (CIFAR-10): conv96 x3, conv192 x3, NIN, leaky ReLU, dropout",
     "film": "FiLM visual reasoning (Perez et al. 2018): a GRU's question code gives gamma, beta of each residual "
-            "block's norm; norm=batch is conditional batch norm (datasets clevr_like, clevr)",
+            "block's norm; norm=batch is conditional batch norm (datasets clevr_like, sort_of_clevr, clevr)",
 }
 # Which dataset kinds each model can consume.
 _ACCEPTS = {"mlp": {"signal", "image"}, "cnn": {"signal", "image"}, "lstm": {"signal", "image", "text"},
@@ -32,7 +32,7 @@ _CLASSES = {"mlp": MLP, "cnn": CNN, "lstm": LSTM, "resnet": ResNet, "convpool": 
 # Keys of the norm config group that act on the whole run, not on a layer.
 _RUN_LEVEL_NORM_KEYS = ("name", "sync", "population", "population_samples", "also_exact", "batch_dependent")
 # What to suggest when a model meets data it cannot read.
-_HINTS = {"film": "use dataset=clevr_like (generated offline) or dataset=clevr dataset.root=DIR",
+_HINTS = {"film": "use dataset=clevr_like or sort_of_clevr (generated offline) or dataset=clevr dataset.root=DIR",
           "vqa": "visual question answering needs model=film"}
 
 
