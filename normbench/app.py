@@ -134,17 +134,28 @@ def _round_robin_device(cfg: DictConfig, job_num: int) -> None:
             cfg.trainer.device = f"cuda:{job_num % count}"
 
 
+def start_line(cfg: DictConfig, run_dir: Path) -> str:
+    """What a run says before it imports torch and loads its data (seconds, on a busy machine)."""
+    return (f"starting: {cfg.norm.name} norm, {cfg.model.name} on {cfg.dataset.name}, batch {cfg.batch_size}, "
+            f"seed {cfg.seed} | {run_dir}")
+
+
 def run_job(cfg: DictConfig) -> dict | None:
-    from normbench import distributed
     from normbench.preemption import Interrupted
-    from normbench.resume import finished_summary  # torch loads here, not for `--help`
-    from normbench.train import train
+    from normbench.validation import check_rules
 
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     in_sweep = hydra_cfg.mode == RunMode.MULTIRUN
     created = _created_dirs(run_dir)
     try:
+        check_rules(cfg)  # a bad value answers before the slow imports
+        if cfg.trainer.progress != "none" and os.environ.get("RANK", "0") == "0":
+            print(start_line(cfg, run_dir), flush=True)
+        from normbench import distributed
+        from normbench.resume import finished_summary  # torch loads here, not for `--help`
+        from normbench.train import train
+
         finished = finished_summary(cfg, run_dir)
         if finished is not None:  # a relaunched sweep: nothing to train
             print(skipped_line(finished, run_dir), flush=True)

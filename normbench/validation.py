@@ -1,6 +1,9 @@
 """The run config's values that need no data or model, checked before anything is built: one
 table of rules (:mod:`normbench.rules`), each naming its key and what the key allows. A model's or
 a dataset's own options are declared in its module with the same rules.
+
+The table is checked without importing torch (:func:`check_rules`), so that a bad value on the
+command line answers at once; the norm's own check needs its registry entry (:func:`validate`).
 """
 
 from __future__ import annotations
@@ -10,9 +13,6 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from normbench.errors import ConfigError
-from normbench.models import norm_options
-from normbench.norms import get_norm
-from normbench.population import MODES as POPULATION_MODES
 from normbench.rules import (
     Rule,
     boolean,
@@ -25,6 +25,8 @@ from normbench.rules import (
 )
 
 _ABSENT = object()
+#: ``norm.population``: the statistics batch norm uses at evaluation (see population.py).
+POPULATION_MODES = ("running", "exact")
 
 
 #: (key, rule, value when the key is absent): checked in this order; the first bad value stops.
@@ -61,6 +63,18 @@ RULES: list[tuple[str, Rule, Any]] = [
 def validate(cfg: DictConfig) -> None:
     """Check ``cfg`` against :data:`RULES` and the norm's own check (e.g. ghost batch norm's
     virtual batch against the batch size); raise :class:`ConfigError` naming the first bad value."""
+    from normbench.models import norm_options
+    from normbench.norms import get_norm
+
+    check_rules(cfg)
+    norm = get_norm(cfg.norm.name)
+    if norm.check is not None:
+        norm.check(norm_options(cfg.norm), cfg.batch_size)
+
+
+def check_rules(cfg: DictConfig) -> None:
+    """Check ``cfg`` against :data:`RULES` (no torch needed); raise :class:`ConfigError` naming the
+    first bad value."""
     for key, rule, absent in RULES:
         value = OmegaConf.select(cfg, key, default=absent)
         if value is _ABSENT:
@@ -68,6 +82,3 @@ def validate(cfg: DictConfig) -> None:
         problem = rule(value)
         if problem:
             raise ConfigError(f"{key}={value} {problem}")
-    norm = get_norm(cfg.norm.name)
-    if norm.check is not None:
-        norm.check(norm_options(cfg.norm), cfg.batch_size)

@@ -30,6 +30,27 @@ def test_run_trains_and_records(tmp_path):
     assert last.startswith("completed: group norm") and str(run_dir) in last and "test acc" in last
 
 
+NO_TORCH = """
+import sys
+from typer.testing import CliRunner
+from normbench.cli import app
+listed = CliRunner().invoke(app, ["list", "norms"])
+helped = CliRunner().invoke(app, ["--help"])
+refused = CliRunner().invoke(app, ["run", "batch_size=0", "hydra.run.dir=never"])
+assert listed.exit_code == 0 and "  group " in listed.stdout, listed.output
+assert helped.exit_code == 0 and refused.exit_code == 2, refused.output
+assert refused.stderr == "normbench: error: batch_size=0 must be a positive integer\\n", refused.stderr
+print(sorted(m for m in ("torch", "pandas", "matplotlib") if m in sys.modules))
+"""
+
+
+def test_list_help_and_a_bad_value_answer_without_importing_torch(tmp_path):
+    proc = subprocess.run([sys.executable, "-c", NO_TORCH], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"  # nor pandas, nor matplotlib
+    assert not (tmp_path / "never").exists()
+
+
 def test_version_list_and_help():
     assert normbench("--version", check=True).stdout.strip().startswith("normbench 0.")
     listing = normbench("list", "norms", check=True).stdout

@@ -32,8 +32,8 @@ class ScaleNorm(nn.Module):
         return self.g * x / norms.view(-1, *[1] * (x.dim() - 1))
 
 
-register_norm(Norm("scale", "ScaleNorm: g x / ||x||", lambda num_features, dims, **o: ScaleNorm(num_features, **o),
-                   frozenset({"eps"}), (ScaleNorm,)))
+register_norm(Norm("scale", lambda num_features, dims, **o: ScaleNorm(num_features, **o), frozenset({"eps"}),
+                   (ScaleNorm,)))
 '''
 
 
@@ -42,7 +42,8 @@ def scratch_norm(tmp_path, monkeypatch):
     """A norm in a module of its own (one class, one registry entry) and its YAML in a config dir."""
     (tmp_path / "scratch_norm.py").write_text(textwrap.dedent(SCRATCH))
     (tmp_path / "conf" / "norm").mkdir(parents=True)
-    (tmp_path / "conf" / "norm" / "scale.yaml").write_text("name: scale\nbatch_dependent: false\neps: 1.0e-05\n")
+    (tmp_path / "conf" / "norm" / "scale.yaml").write_text(
+        "name: scale\ndescription: 'ScaleNorm: g x / ||x||'\nbatch_dependent: false\neps: 1.0e-05\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     import scratch_norm  # noqa: F401  (registers the norm, as a user's plugin module would)
 
@@ -63,8 +64,8 @@ def test_a_norm_registered_at_run_time_trains_through_normbench_run(tmp_path, sc
     # Its parameters are norm parameters (e.g. for optim.norm_weight_decay=false)
     net = make_norm("scale", 8, 1)
     assert norm_parameters(net) == [net.g]
-    listed = CliRunner().invoke(app, ["list", "norms"]).stdout
-    assert "scale" in listed and "ScaleNorm" in listed
+    listed = CliRunner().invoke(app, ["list", "norms", f"hydra.searchpath=[file://{scratch_norm}]"]).stdout
+    assert "  scale  " in listed and "ScaleNorm: g x / ||x||" in listed
 
 
 def test_an_unknown_norm_names_the_choices_of_the_search_path_too(scratch_norm):
