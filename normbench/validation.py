@@ -52,6 +52,11 @@ RULES: list[tuple[str, Rule, Any]] = [
      "running"),
     ("norm.population_samples", or_null(positive_int), None),
     ("norm.also_exact", boolean, False),
+    # Every switch of the config groups: a string such as "maybe" or "off" is not a boolean.
+    *((key, boolean, False) for key in (
+        "norm.affine", "norm.mean_only", "norm.sync", "norm.data_init", "norm.batch_dependent", "dataset.permute",
+        "dataset.download", "dataset.normalize", "dataset.augment", "optim.nesterov", "optim.norm_weight_decay",
+        "model.zero_init_residual")),
     ("trainer.progress", one_of("auto", "bar", "lines", "none"), _ABSENT),
     ("trainer.threads", lambda v: None if v == "auto" else positive_int(v) and "must be auto or a positive integer",
      "auto"),

@@ -51,6 +51,19 @@ def test_list_help_and_a_bad_value_answer_without_importing_torch(tmp_path):
     assert not (tmp_path / "never").exists()
 
 
+@pytest.mark.parametrize("override", ["dataset.permute=maybe", "norm.mean_only=off", "norm.affine=yes",
+                                      "optim.nesterov=1", "optim.norm_weight_decay=no"])
+def test_a_switch_takes_only_true_or_false(tmp_path, override):
+    from typer.testing import CliRunner
+
+    from normbench.cli import app
+
+    result = CliRunner().invoke(app, ["run", override, f"hydra.run.dir={tmp_path / 'run'}"])
+    assert result.exit_code == 2
+    assert result.stderr == f"normbench: error: {override} must be true or false\n"
+    assert not (tmp_path / "run").exists()
+
+
 def test_version_list_and_help():
     assert normbench("--version", check=True).stdout.strip().startswith("normbench 0.")
     listing = normbench("list", "norms", check=True).stdout
