@@ -366,6 +366,8 @@ def reproduce(
     runs: Path = typer.Option(Path("multirun/reproduce"), "--runs", help="Where the sweeps' run directories go."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the sweeps, run nothing."),
     report_only: bool = typer.Option(False, "--report-only", help="Train nothing: report and decide from the runs there are."),
+    force: bool = typer.Option(False, "--force", help="Replace verdicts in OUT made from another setup (seeds, scale, "
+                               "overrides); without it they are kept and nothing runs."),
 ) -> None:
     from normbench import experiments
     from normbench.claims import CLAIMS
@@ -384,7 +386,7 @@ def reproduce(
             return
         from normbench.reproduce import reproduce as run_reproduce
 
-        verdicts = run_reproduce(names, scale, seeds, out, runs, extra, report_only=report_only)
+        verdicts = run_reproduce(names, scale, seeds, out, runs, extra, report_only=report_only, force=force)
     except ConfigError as exc:
         typer.echo(f"normbench: error: {exc}", err=True)
         raise typer.Exit(2) from None
