@@ -89,7 +89,7 @@ def _check_group_choices(args: list[str]) -> None:
         parsed = OverridesParser.create().parse_overrides(_overrides(args))
     except (SystemExit, Exception):
         return  # Hydra reports malformed arguments itself
-    roots = [CONFIG_DIR, *_search_path(parsed)]
+    roots = [CONFIG_DIR, *_config_dirs(args), *_search_path(parsed)]
     for override in parsed:
         group = override.key_or_group
         if group.lstrip("+") == "experiment" and not any((root / "experiment").is_dir() for root in roots):
@@ -108,6 +108,17 @@ def _check_group_choices(args: list[str]) -> None:
         for value in values:
             if str(value) not in options:
                 raise _UsageError(f"unknown {group} '{value}'; choose one of: {', '.join(options)}")
+
+
+def _config_dirs(args: list[str]) -> list[Path]:
+    """The directories given with Hydra's ``--config-dir DIR`` (``-cd DIR``, ``--config-dir=DIR``)."""
+    dirs = []
+    for i, arg in enumerate(args):
+        if arg in ("--config-dir", "-cd") and i + 1 < len(args):
+            dirs.append(Path(args[i + 1]))
+        elif arg.startswith("--config-dir="):
+            dirs.append(Path(arg.split("=", 1)[1]))
+    return dirs
 
 
 def _search_path(parsed) -> list[Path]:
@@ -303,11 +314,11 @@ def list_(
 ) -> None:
     """List norms, models, datasets, optimizers, experiments and claims, one line each.
 
-    A config directory of your own joins the lists as it joins a run: `hydra.searchpath=[file://DIR]`.
-    Nothing here imports torch.
+    A config directory of your own joins the lists as it joins a run: `--config-dir DIR` or
+    `hydra.searchpath=[file://DIR]`. Nothing here imports torch.
 
     Examples: `normbench list`, `normbench list norms`, `normbench list claims`,
-    `normbench list norms hydra.searchpath=[file://my_configs]`.
+    `normbench list norms --config-dir my_configs`.
     """
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
@@ -317,9 +328,10 @@ def list_(
         typer.echo(f"normbench: error: cannot list '{what}'; choose one of: {', '.join(_LIST_WHAT)}", err=True)
         raise typer.Exit(2)
     try:
-        roots = _search_path(OverridesParser.create().parse_overrides(ctx.args))
+        roots = [*_config_dirs(ctx.args), *_search_path(OverridesParser.create().parse_overrides(_overrides(ctx.args)))]
     except Exception as exc:
-        typer.echo(f"normbench: error: {_one_line(exc)}; `normbench list` takes hydra.searchpath=[...] only", err=True)
+        typer.echo(f"normbench: error: {_one_line(exc)}; `normbench list` takes --config-dir DIR and "
+                   "hydra.searchpath=[...] only", err=True)
         raise typer.Exit(2) from None
     entries = catalog(roots)
     for section in [what] if what else entries:

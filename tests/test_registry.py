@@ -86,3 +86,24 @@ def test_every_registered_norm_has_a_yaml_it_builds_from_and_says_if_it_depends_
     full, part = layer(x), layer(x[:16])  # in training mode
     # batch_dependent is what the reporter reads: it must say what the layer does
     assert (not torch.allclose(full[:16], part, atol=1e-5)) == cfg.norm.batch_dependent
+
+
+def test_a_user_config_dir_adds_norms_and_experiments(tmp_path):
+    """Hydra's --config-dir: a norm option and an experiment kept outside the package."""
+    (tmp_path / "norm").mkdir()
+    (tmp_path / "norm" / "gn4.yaml").write_text("description: group norm, 4 groups\ndefaults:\n  - group\n"
+                                                "  - _self_\ngroups: 4\n")
+    (tmp_path / "experiment").mkdir()
+    (tmp_path / "experiment" / "short.yaml").write_text("# @package _global_\nbatch_size: 16\n"
+                                                        "trainer:\n  max_steps: 4\n  eval_every: 4\n")
+    run_dir = tmp_path / "run"
+    result = CliRunner().invoke(app, ["run", "--config-dir", str(tmp_path), "norm=gn4", "+experiment=short",
+                                      "trainer.progress=none", f"hydra.run.dir={run_dir}"])
+    assert result.exit_code == 0, result.stderr
+    summary = records.read_summary(run_dir)
+    assert (summary["norm"], summary["batch_size"], summary["steps"]) == ("group", 16, 4)
+    assert "groups: 4" in (run_dir / "config.yaml").read_text()
+    unknown = CliRunner().invoke(app, ["run", "--config-dir", str(tmp_path), "norm=gn5"])
+    assert unknown.exit_code == 2 and "choose one of: batch, ghost, gn4, group," in unknown.stderr
+    listed = CliRunner().invoke(app, ["list", "norms", "--config-dir", str(tmp_path)]).stdout
+    assert "gn4" in listed
