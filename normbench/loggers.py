@@ -69,7 +69,8 @@ class WandbLogger(Logger):
 
     def __init__(self, options: DictConfig, run_dir: Path, config: dict):
         if importlib.util.find_spec("wandb") is None:
-            raise ConfigError("logger=wandb needs the wandb package: pip install wandb")
+            raise ConfigError("logger=wandb needs the wandb package, an extra: pip install \"normbench[wandb]\" "
+                              "(or pip install wandb); logger=none needs nothing")
         self.options, self.run_dir, self.config = options, Path(run_dir), config
         self.run: Any = None
         self.broken = False
