@@ -202,13 +202,31 @@ def _dry_run(overrides: list[str]) -> None:
         typer.echo(line)
 
 
+def _close_keys(key: str) -> list[str]:
+    """Known keys spelled like ``key`` (``trainer.max_step`` -> ``trainer.max_steps``), from the
+    package's config files: the top level and every option of the key's config group."""
+    import difflib
+
+    from omegaconf import OmegaConf
+
+    from normbench.app import CONFIG_DIR
+
+    group, _, _ = key.rpartition(".")
+    files = sorted((CONFIG_DIR / group).glob("**/*.yaml")) if group else [CONFIG_DIR / "config.yaml"]
+    known = {f"{group}.{k}" if group else k for path in files for k in OmegaConf.load(path) if k != "defaults"}
+    if not group:
+        known |= {p.name for p in CONFIG_DIR.iterdir() if p.is_dir()}
+    return difflib.get_close_matches(key, sorted(known), n=2, cutoff=0.75)
+
+
 def _one_line(exc: BaseException) -> str:
     """Hydra's and OmegaConf's multi-line messages, folded into one line."""
     cause = str(exc.__cause__ or "")
     if "not in struct" in cause and "Could not override" in str(exc):
         key = str(exc).split("'")[1]
-        return (f"unknown config key '{key}'; see the keys with `normbench run --cfg job` "
-                f"(add a new key with +{key}=VALUE)")
+        close = _close_keys(key)
+        hint = f"did you mean {' or '.join(repr(k) for k in close)}? " if close else ""
+        return f"unknown config key '{key}'; {hint}see every key with `normbench run --cfg job`"
     parts = [str(exc)]
     if exc.__cause__ is not None:
         parts.append(str(exc.__cause__))

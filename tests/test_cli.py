@@ -93,7 +93,8 @@ def test_cfg_job_prints_the_composed_config_without_training(tmp_path):
     (["norm=group", "norm.groups=5"], "norm.groups=5 does not divide the 32 channels"),
     (["norm=batch", "batch_size=1"], "needs batch_size>=2"),
     (["model=mlp", "norm=instance"], "norm=instance normalizes each channel over its positions"),
-    (["batchsize=3"], "unknown config key 'batchsize'"),
+    (["batchsize=3"], "unknown config key 'batchsize'; did you mean 'batch_size'?"),
+    (["trainer.max_step=3"], "unknown config key 'trainer.max_step'; did you mean 'trainer.max_steps'?"),
     (["-m", "norm=batch,grup"], "unknown norm 'grup'"),
 ])
 def test_bad_input_is_one_line_nonzero_exit_no_traceback_no_record(tmp_path, args, message):
