@@ -69,7 +69,10 @@ class RunDirOwner(Callback):
             return
         new = [p for p in (run_dir, *run_dir.parents) if not p.exists()]
         if new:
-            run_dir.mkdir(parents=True, exist_ok=True)
+            try:
+                run_dir.mkdir(parents=True, exist_ok=True)
+            except OSError:  # Hydra fails on it next, and the command line says which directory
+                return
             records.atomic_write_text(run_dir / _CREATED.format(pid=os.getpid()),
                                       "\n".join([_TOKEN, *map(str, new)]))
 

@@ -276,6 +276,10 @@ def run(ctx: typer.Context) -> None:
         hydra_app.main()
     except SystemExit:
         raise
+    except OSError as exc:  # Hydra could not create the run (or sweep) directory
+        typer.echo(f"normbench: error: cannot create the run directory {exc.filename or ''}: {exc.strerror or exc}; "
+                   "choose a writable place with hydra.run.dir=DIR (hydra.sweep.dir=DIR for -m)", err=True)
+        raise typer.Exit(2) from None
     except Exception as exc:
         typer.echo(f"normbench: error: {_one_line(exc)}", err=True)
         raise typer.Exit(2) from None

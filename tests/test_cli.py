@@ -64,6 +64,18 @@ def test_a_switch_takes_only_true_or_false(tmp_path, override):
     assert not (tmp_path / "run").exists()
 
 
+def test_a_run_directory_that_cannot_be_made_is_named(tmp_path):
+    from typer.testing import CliRunner
+
+    from normbench.cli import app
+
+    (tmp_path / "file").write_text("not a directory")
+    result = CliRunner().invoke(app, ["run", f"hydra.run.dir={tmp_path / 'file' / 'run'}"])
+    assert result.exit_code == 2
+    assert result.stderr.startswith(f"normbench: error: cannot create the run directory {tmp_path / 'file'}")
+    assert "hydra.run.dir=DIR" in result.stderr and result.stderr.count("\n") == 1
+
+
 def test_version_list_and_help():
     assert normbench("--version", check=True).stdout.strip().startswith("normbench 0.")
     listing = normbench("list", "norms", check=True).stdout
