@@ -19,7 +19,8 @@ _ACCEPTS = {"mlp": {"signal", "image"}, "cnn": {"signal", "image"}, "lstm": {"si
             "resnet": {"image"}, "convpool": {"image"}, "film": {"vqa"}}
 _CLASSES = {"mlp": MLP, "cnn": CNN, "lstm": LSTM, "resnet": ResNet, "convpool": ConvPoolCNNC, "film": FiLMNet}
 # Keys of the norm config group that act on the whole run, not on a layer.
-_RUN_LEVEL_NORM_KEYS = ("name", "description", "sync", "population", "population_samples", "also_exact", "batch_dependent")
+_RUN_LEVEL_NORM_KEYS = ("name", "description", "label", "sync", "population", "population_samples", "also_exact",
+                        "batch_dependent")
 # What to suggest when a model meets data it cannot read.
 _HINTS = {"film": "use dataset=clevr_like or sort_of_clevr (generated offline) or dataset=clevr dataset.root=DIR",
           "vqa": "visual question answering needs model=film"}
