@@ -219,6 +219,27 @@ class SweepOutcome(Callback):
         print(f"sweep: {', '.join(parts)} | {config.hydra.sweep.dir}", flush=True)
 
 
+#: What a run that failed, diverged or was refused scores for a sweeper: below any finished run.
+WORST_OBJECTIVE = -1.0e9
+
+
+def objective(summary: dict | None, key: str = "auto") -> float:
+    """The number a run gives Hydra's sweeper (``hydra/sweeper=optuna``), higher is better: the
+    final value of ``key`` in its summary (``auto``: the task's test metric, accuracy, or minus the
+    bits per character of a language model), or :data:`WORST_OBJECTIVE` for a run with none."""
+    from normbench.metrics import higher_is_better
+
+    final = (summary or {}).get("final") or {}
+    if summary is None or summary.get("status") != "completed":
+        return WORST_OBJECTIVE
+    if key == "auto":
+        key = f"test_{summary.get('primary_metric', 'acc')}"
+    value = final.get(key)
+    if value is None:
+        return WORST_OBJECTIVE
+    return float(value) if higher_is_better(key) else -float(value)
+
+
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="config")
-def main(cfg: DictConfig) -> dict | None:
-    return run_job(cfg)
+def main(cfg: DictConfig) -> float:
+    return objective(run_job(cfg), str(cfg.get("objective", "auto")))
