@@ -122,8 +122,9 @@ def _config_dirs(args: list[str]) -> list[Path]:
 
 
 def _search_path(parsed) -> list[Path]:
-    """The config directories added with ``hydra.searchpath=[file://DIR,pkg://module]``."""
-    import importlib.resources
+    """The config directories added with ``hydra.searchpath=[file://DIR,pkg://module]`` (a package's
+    every directory: a namespace package, one without ``__init__.py``, may have several)."""
+    import importlib.util
 
     roots = []
     for override in parsed:
@@ -131,11 +132,14 @@ def _search_path(parsed) -> list[Path]:
             continue
         for entry in override.value():
             scheme, _, where = str(entry).partition("://")
+            if scheme == "file":
+                roots.append(Path(where))
+                continue
             try:
-                roots.append(Path(where) if scheme == "file" else
-                             Path(str(importlib.resources.files(where.replace("/", ".")))))
-            except (ImportError, TypeError, ValueError):
+                spec = importlib.util.find_spec(where.replace("/", "."))
+            except (ImportError, ValueError):
                 continue  # Hydra reports a search path it cannot use
+            roots += [Path(p) for p in (spec.submodule_search_locations or [])] if spec else []
     return roots
 
 

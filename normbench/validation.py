@@ -66,15 +66,30 @@ RULES: list[tuple[str, Rule, Any]] = [
 
 
 def validate(cfg: DictConfig) -> None:
-    """Check ``cfg`` against :data:`RULES` and the norm's own check (e.g. ghost batch norm's
-    virtual batch against the batch size); raise :class:`ConfigError` naming the first bad value."""
+    """Import the run's ``plugins``, then check ``cfg`` against :data:`RULES` and the norm's own
+    check (e.g. ghost batch norm's virtual batch against the batch size); raise
+    :class:`ConfigError` naming the first bad value."""
     from normbench.models import norm_options
     from normbench.norms import get_norm
 
+    import_plugins(cfg.get("plugins") or [])
     check_rules(cfg)
     norm = get_norm(cfg.norm.name)
     if norm.check is not None:
         norm.check(norm_options(cfg.norm), cfg.batch_size)
+
+
+def import_plugins(modules) -> None:
+    """Import the user's ``plugins`` modules (in this process: every job of a sweep does), which
+    register their norms, models and datasets with normbench's registries."""
+    import importlib
+
+    for module in modules:
+        try:
+            importlib.import_module(str(module))
+        except ImportError as exc:
+            raise ConfigError(f"plugins: cannot import {module!r} ({exc}); put its directory on PYTHONPATH or "
+                              "pip install it") from None
 
 
 def check_rules(cfg: DictConfig) -> None:

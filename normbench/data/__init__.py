@@ -50,6 +50,12 @@ DATASETS: dict[str, Dataset] = {d.name: d for d in (
 )}
 
 
+def register_dataset(dataset: Dataset) -> Dataset:
+    """Add ``dataset`` to :data:`DATASETS` (a user's module: see ``plugins`` and ``examples/``)."""
+    DATASETS[dataset.name] = dataset
+    return dataset
+
+
 def load_dataset(cfg) -> TensorData | FolderData:
     """The dataset named by ``cfg.name``, with ``permute`` and ``label_noise`` applied.
 
@@ -65,4 +71,4 @@ def load_dataset(cfg) -> TensorData | FolderData:
     return DATASETS[name].load(cfg)
 
 
-__all__ = ["DATASETS", "Dataset", "FolderData", "TensorData", "load_dataset"]
+__all__ = ["DATASETS", "Dataset", "FolderData", "TensorData", "load_dataset", "register_dataset"]

@@ -36,6 +36,14 @@ def norm_options(norm_cfg) -> dict:
     return {k: v for k, v in plain(norm_cfg).items() if k not in _RUN_LEVEL_NORM_KEYS}
 
 
+def register_model(name: str, cls: type[nn.Module], reads: set[str]) -> type[nn.Module]:
+    """Make ``model=name`` build ``cls(input_shape, num_classes, norm, norm_options, **model options)``
+    for data of the kinds ``reads`` (``signal``, ``image``, ``text``, ``vqa``); a user's module
+    calls it (see ``plugins`` and ``examples/``). Its layers ask :func:`~normbench.norms.make_norm`."""
+    _CLASSES[name], _ACCEPTS[name] = cls, set(reads)
+    return cls
+
+
 def check_model_reads(name: str, dataset: str, kind: str) -> None:
     """Raise :class:`ConfigError` unless model ``name`` exists and reads ``kind`` data (of ``dataset``)."""
     if name not in _CLASSES:
@@ -66,4 +74,4 @@ def build_model(model_cfg, norm_cfg, data) -> nn.Module:
     return norm.prepare_model(model) if norm.prepare_model else model
 
 
-__all__ = ["build_model", "check_model_reads", "norm_options"]
+__all__ = ["register_model", "build_model", "check_model_reads", "norm_options"]
