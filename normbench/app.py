@@ -69,7 +69,10 @@ class RunDirOwner(Callback):
             return
         new = [p for p in (run_dir, *run_dir.parents) if not p.exists()]
         if new:
-            run_dir.mkdir(parents=True, exist_ok=True)
+            try:
+                run_dir.mkdir(parents=True, exist_ok=True)
+            except OSError:  # Hydra fails on it next, and the command line says which directory
+                return
             records.atomic_write_text(run_dir / _CREATED.format(pid=os.getpid()),
                                       "\n".join([_TOKEN, *map(str, new)]))
 
@@ -134,17 +137,28 @@ def _round_robin_device(cfg: DictConfig, job_num: int) -> None:
             cfg.trainer.device = f"cuda:{job_num % count}"
 
 
+def start_line(cfg: DictConfig, run_dir: Path) -> str:
+    """What a run says before it imports torch and loads its data (seconds, on a busy machine)."""
+    return (f"starting: {cfg.norm.name} norm, {cfg.model.name} on {cfg.dataset.name}, batch {cfg.batch_size}, "
+            f"seed {cfg.seed} | {run_dir}")
+
+
 def run_job(cfg: DictConfig) -> dict | None:
-    from normbench import distributed
     from normbench.preemption import Interrupted
-    from normbench.resume import finished_summary  # torch loads here, not for `--help`
-    from normbench.train import train
+    from normbench.validation import check_rules
 
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     in_sweep = hydra_cfg.mode == RunMode.MULTIRUN
     created = _created_dirs(run_dir)
     try:
+        check_rules(cfg)  # a bad value answers before the slow imports
+        if cfg.trainer.progress != "none" and os.environ.get("RANK", "0") == "0":
+            print(start_line(cfg, run_dir), flush=True)
+        from normbench import distributed
+        from normbench.resume import finished_summary  # torch loads here, not for `--help`
+        from normbench.train import train
+
         finished = finished_summary(cfg, run_dir)
         if finished is not None:  # a relaunched sweep: nothing to train
             print(skipped_line(finished, run_dir), flush=True)
@@ -205,6 +219,27 @@ class SweepOutcome(Callback):
         print(f"sweep: {', '.join(parts)} | {config.hydra.sweep.dir}", flush=True)
 
 
+#: What a run that failed, diverged or was refused scores for a sweeper: below any finished run.
+WORST_OBJECTIVE = -1.0e9
+
+
+def objective(summary: dict | None, key: str = "auto") -> float:
+    """The number a run gives Hydra's sweeper (``hydra/sweeper=optuna``), higher is better: the
+    final value of ``key`` in its summary (``auto``: the task's test metric, accuracy, or minus the
+    bits per character of a language model), or :data:`WORST_OBJECTIVE` for a run with none."""
+    from normbench.metrics import higher_is_better
+
+    final = (summary or {}).get("final") or {}
+    if summary is None or summary.get("status") != "completed":
+        return WORST_OBJECTIVE
+    if key == "auto":
+        key = f"test_{summary.get('primary_metric', 'acc')}"
+    value = final.get(key)
+    if value is None:
+        return WORST_OBJECTIVE
+    return float(value) if higher_is_better(key) else -float(value)
+
+
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="config")
-def main(cfg: DictConfig) -> dict | None:
-    return run_job(cfg)
+def main(cfg: DictConfig) -> float:
+    return objective(run_job(cfg), str(cfg.get("objective", "auto")))

@@ -99,8 +99,13 @@ class TensorSource:
         """
         d = self.data
         idx = fixed_subset(len(d.x_train), train_eval_samples).to(d.x_train.device)
-        out = {"train": task.evaluate(model, d.x_train[idx], d.y_train[idx], eval_batch_size, forward),
-               "test": task.evaluate(model, d.x_test, d.y_test, eval_batch_size, forward)}
+        out = {"train": task.evaluate(model, d.x_train[idx], d.y_train[idx], eval_batch_size, forward)}
+        if d.test_groups:  # the parts of the test set from the same pass
+            out["test"], parts = task.evaluate_groups(model, d.x_test, d.y_test, d.test_groups, eval_batch_size,
+                                                      forward)
+            out.update(parts)
+        else:
+            out["test"] = task.evaluate(model, d.x_test, d.y_test, eval_batch_size, forward)
         for label, (x, y) in d.extra_tests.items():
             out[label] = task.evaluate(model, x, y, eval_batch_size, forward)
         return out

@@ -1,30 +1,39 @@
-"""What `normbench list` shows: every norm, model, dataset and optimizer with one line each."""
+"""What `normbench list` shows: every norm, model, dataset and optimizer with one line each.
+
+The lines are the config groups' own ``description`` keys, and the claims' titles come from their
+spec files: plain data, read without importing torch (or pandas), so `normbench list` answers at
+once.
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
 
-def catalog() -> dict[str, dict[str, str]]:
-    from normbench.data import DATASETS
-    from normbench.models import MODEL_DESCRIPTIONS
-    from normbench.norms import NORMS
-    from normbench.optim import OPTIMIZER_DESCRIPTIONS
+from omegaconf import OmegaConf
 
-    return {
-        "norms": {name: norm.description for name, norm in NORMS.items()},
-        "models": MODEL_DESCRIPTIONS,
-        "datasets": {name: d.description for name, d in DATASETS.items()},
-        "optimizers": OPTIMIZER_DESCRIPTIONS,
-        **claims_catalog(),
-    }
+CONFIG_DIR = Path(__file__).parent / "configs"
+#: the section of `normbench list` -> its config group
+GROUPS = {"norms": "norm", "models": "model", "datasets": "dataset", "optimizers": "optim"}
+
+
+def group_options(group: str, roots=()) -> dict[str, str]:
+    """Each option of config group ``group`` (its YAML files, in normbench's config directory and
+    ``roots``, the search path's other directories) and its one-line description."""
+    paths = {path.stem: path for root in (CONFIG_DIR, *roots) for path in Path(root, group).glob("*.yaml")}
+    return {name: str(OmegaConf.load(paths[name]).get("description", "")) for name in sorted(paths)}
+
+
+def catalog(roots=()) -> dict[str, dict[str, str]]:
+    """Every section of `normbench list`; ``roots``: config directories added to the search path."""
+    return {**{section: group_options(group, roots) for section, group in GROUPS.items()}, **claims_catalog()}
 
 
 def claims_catalog() -> dict[str, dict[str, str]]:
-    """Claims and experiments, without importing torch."""
-    from normbench.claims import CLAIMS
+    """Claims and experiments, from their spec files."""
     from normbench.experiments import experiment_names, load_experiment
 
+    specs = {name: load_experiment(name) for name in experiment_names()}
     return {
-        "experiments": {name: str(load_experiment(name).get("description", "")) for name in experiment_names()},
-        "claims": {c.id: f"{c.title} ({c.paper})"
-                   for c in CLAIMS.values()},
+        "experiments": {name: str(spec.get("description", "")) for name, spec in specs.items()},
+        "claims": {name: f"{spec.get('title', '')} ({spec.get('paper', '')})" for name, spec in specs.items()},
     }

@@ -89,7 +89,7 @@ def _check_group_choices(args: list[str]) -> None:
         parsed = OverridesParser.create().parse_overrides(_overrides(args))
     except (SystemExit, Exception):
         return  # Hydra reports malformed arguments itself
-    roots = [CONFIG_DIR, *_search_path(parsed)]
+    roots = [CONFIG_DIR, *_config_dirs(args), *_search_path(parsed)]
     for override in parsed:
         group = override.key_or_group
         if group.lstrip("+") == "experiment" and not any((root / "experiment").is_dir() for root in roots):
@@ -110,9 +110,21 @@ def _check_group_choices(args: list[str]) -> None:
                 raise _UsageError(f"unknown {group} '{value}'; choose one of: {', '.join(options)}")
 
 
+def _config_dirs(args: list[str]) -> list[Path]:
+    """The directories given with Hydra's ``--config-dir DIR`` (``-cd DIR``, ``--config-dir=DIR``)."""
+    dirs = []
+    for i, arg in enumerate(args):
+        if arg in ("--config-dir", "-cd") and i + 1 < len(args):
+            dirs.append(Path(args[i + 1]))
+        elif arg.startswith("--config-dir="):
+            dirs.append(Path(arg.split("=", 1)[1]))
+    return dirs
+
+
 def _search_path(parsed) -> list[Path]:
-    """The config directories added with ``hydra.searchpath=[file://DIR,pkg://module]``."""
-    import importlib.resources
+    """The config directories added with ``hydra.searchpath=[file://DIR,pkg://module]`` (a package's
+    every directory: a namespace package, one without ``__init__.py``, may have several)."""
+    import importlib.util
 
     roots = []
     for override in parsed:
@@ -120,11 +132,14 @@ def _search_path(parsed) -> list[Path]:
             continue
         for entry in override.value():
             scheme, _, where = str(entry).partition("://")
+            if scheme == "file":
+                roots.append(Path(where))
+                continue
             try:
-                roots.append(Path(where) if scheme == "file" else
-                             Path(str(importlib.resources.files(where.replace("/", ".")))))
-            except (ImportError, TypeError, ValueError):
+                spec = importlib.util.find_spec(where.replace("/", "."))
+            except (ImportError, ValueError):
                 continue  # Hydra reports a search path it cannot use
+            roots += [Path(p) for p in (spec.submodule_search_locations or [])] if spec else []
     return roots
 
 
@@ -191,13 +206,31 @@ def _dry_run(overrides: list[str]) -> None:
         typer.echo(line)
 
 
+def _close_keys(key: str) -> list[str]:
+    """Known keys spelled like ``key`` (``trainer.max_step`` -> ``trainer.max_steps``), from the
+    package's config files: the top level and every option of the key's config group."""
+    import difflib
+
+    from omegaconf import OmegaConf
+
+    from normbench.app import CONFIG_DIR
+
+    group, _, _ = key.rpartition(".")
+    files = sorted((CONFIG_DIR / group).glob("**/*.yaml")) if group else [CONFIG_DIR / "config.yaml"]
+    known = {f"{group}.{k}" if group else k for path in files for k in OmegaConf.load(path) if k != "defaults"}
+    if not group:
+        known |= {p.name for p in CONFIG_DIR.iterdir() if p.is_dir()}
+    return difflib.get_close_matches(key, sorted(known), n=2, cutoff=0.75)
+
+
 def _one_line(exc: BaseException) -> str:
     """Hydra's and OmegaConf's multi-line messages, folded into one line."""
     cause = str(exc.__cause__ or "")
     if "not in struct" in cause and "Could not override" in str(exc):
         key = str(exc).split("'")[1]
-        return (f"unknown config key '{key}'; see the keys with `normbench run --cfg job` "
-                f"(add a new key with +{key}=VALUE)")
+        close = _close_keys(key)
+        hint = f"did you mean {' or '.join(repr(k) for k in close)}? " if close else ""
+        return f"unknown config key '{key}'; {hint}see every key with `normbench run --cfg job`"
     parts = [str(exc)]
     if exc.__cause__ is not None:
         parts.append(str(exc.__cause__))
@@ -247,6 +280,10 @@ def run(ctx: typer.Context) -> None:
         hydra_app.main()
     except SystemExit:
         raise
+    except OSError as exc:  # Hydra could not create the run (or sweep) directory
+        typer.echo(f"normbench: error: cannot create the run directory {exc.filename or ''}: {exc.strerror or exc}; "
+                   "choose a writable place with hydra.run.dir=DIR (hydra.sweep.dir=DIR for -m)", err=True)
+        raise typer.Exit(2) from None
     except Exception as exc:
         typer.echo(f"normbench: error: {_one_line(exc)}", err=True)
         raise typer.Exit(2) from None
@@ -296,20 +333,33 @@ def report(
         raise typer.Exit(code)
 
 
-@app.command("list")
+@app.command("list", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def list_(
+    ctx: typer.Context,
     what: str = typer.Argument(None, help=f"One of: {', '.join(_LIST_WHAT)}. All when left out."),
 ) -> None:
     """List norms, models, datasets, optimizers, experiments and claims, one line each.
 
-    Examples: `normbench list`, `normbench list norms`, `normbench list claims`.
+    A config directory of your own joins the lists as it joins a run: `--config-dir DIR` or
+    `hydra.searchpath=[file://DIR]`. Nothing here imports torch.
+
+    Examples: `normbench list`, `normbench list norms`, `normbench list claims`,
+    `normbench list norms --config-dir my_configs`.
     """
-    from normbench.catalog import catalog, claims_catalog
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from normbench.catalog import catalog
 
     if what is not None and what not in _LIST_WHAT:
         typer.echo(f"normbench: error: cannot list '{what}'; choose one of: {', '.join(_LIST_WHAT)}", err=True)
         raise typer.Exit(2)
-    entries = claims_catalog() if what in ("experiments", "claims") else catalog()
+    try:
+        roots = [*_config_dirs(ctx.args), *_search_path(OverridesParser.create().parse_overrides(_overrides(ctx.args)))]
+    except Exception as exc:
+        typer.echo(f"normbench: error: {_one_line(exc)}; `normbench list` takes --config-dir DIR and "
+                   "hydra.searchpath=[...] only", err=True)
+        raise typer.Exit(2) from None
+    entries = catalog(roots)
     for section in [what] if what else entries:
         typer.echo(f"{section}:")
         width = max(len(name) for name in entries[section])
@@ -354,6 +404,8 @@ def reproduce(
     runs: Path = typer.Option(Path("multirun/reproduce"), "--runs", help="Where the sweeps' run directories go."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the sweeps, run nothing."),
     report_only: bool = typer.Option(False, "--report-only", help="Train nothing: report and decide from the runs there are."),
+    force: bool = typer.Option(False, "--force", help="Replace verdicts in OUT made from another setup (seeds, scale, "
+                               "overrides); without it they are kept and nothing runs."),
 ) -> None:
     from normbench import experiments
     from normbench.claims import CLAIMS
@@ -372,7 +424,7 @@ def reproduce(
             return
         from normbench.reproduce import reproduce as run_reproduce
 
-        verdicts = run_reproduce(names, scale, seeds, out, runs, extra, report_only=report_only)
+        verdicts = run_reproduce(names, scale, seeds, out, runs, extra, report_only=report_only, force=force)
     except ConfigError as exc:
         typer.echo(f"normbench: error: {exc}", err=True)
         raise typer.Exit(2) from None

@@ -1,4 +1,4 @@
-"""External experiment loggers (``logger=none`` or ``logger=wandb``).
+"""External experiment loggers (``logger=none``, ``logger=wandb`` or ``logger=tensorboard``).
 
 The trainer calls :meth:`Logger.log` at every evaluation and :meth:`Logger.finish` at the end.
 The run directory stays the record of a run; a logger is a copy for dashboards, and its failure
@@ -10,6 +10,10 @@ the run's overrides (its subdirectory). A resumed run continues the same wandb r
 kept in ``<run dir>/.wandb_id``). Offline: ``WANDB_MODE=offline`` or ``logger.mode=offline``;
 wandb then writes ``wandb/offline-run-*`` under ``logger.dir``, ``$WANDB_DIR`` or the run
 directory, for ``wandb sync`` later.
+
+``logger=tensorboard`` writes TensorBoard event files into ``<run dir>/tensorboard`` (or
+``logger.dir``): every evaluation's numbers as scalars at the training step, and the summary
+and config as text; ``tensorboard --logdir multirun/...`` shows a sweep's runs side by side.
 """
 
 from __future__ import annotations
@@ -69,7 +73,8 @@ class WandbLogger(Logger):
 
     def __init__(self, options: DictConfig, run_dir: Path, config: dict):
         if importlib.util.find_spec("wandb") is None:
-            raise ConfigError("logger=wandb needs the wandb package: pip install wandb")
+            raise ConfigError("logger=wandb needs the wandb package, an extra: pip install \"normbench[wandb]\" "
+                              "(or pip install wandb); logger=none needs nothing")
         self.options, self.run_dir, self.config = options, Path(run_dir), config
         self.run: Any = None
         self.broken = False
@@ -128,12 +133,56 @@ class WandbLogger(Logger):
         self.run = None
 
 
+class TensorboardLogger(Logger):
+    """TensorBoard event files (``torch.utils.tensorboard``); the writer opens at the first call."""
+
+    def __init__(self, options: DictConfig, run_dir: Path, config: dict):
+        if importlib.util.find_spec("tensorboard") is None:
+            raise ConfigError("logger=tensorboard needs the tensorboard package, an extra: pip install "
+                              "\"normbench[tensorboard]\" (or pip install tensorboard); logger=none needs nothing")
+        self.log_dir = Path(options.get("dir") or Path(run_dir) / "tensorboard")
+        self.config = config
+        self.writer: Any = None
+
+    def _start(self) -> Any:
+        if self.writer is None:
+            import json
+
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(log_dir=str(self.log_dir))
+            self.writer.add_text("config", f"```\n{json.dumps(self.config, indent=2, default=str)}\n```")
+        return self.writer
+
+    def log(self, record: dict) -> None:
+        writer, step = self._start(), int(record["step"])
+        for key, value in record.items():
+            if key != "step" and isinstance(value, (int, float)) and not isinstance(value, bool):
+                writer.add_scalar(key, value, step)
+        writer.flush()
+
+    def finish(self, summary: dict, interrupted: bool = False) -> None:
+        import json
+
+        writer = self._start()
+        flat = {k: v for k, v in _flatten({k: v for k, v in summary.items() if k != "env"}).items()
+                if v is not None}
+        writer.add_text("summary", f"```\n{json.dumps(flat, indent=2, default=str)}\n```",
+                        global_step=int(summary.get("steps") or 0))
+        writer.close()
+        self.writer = None
+
+
+#: ``logger=`` choice -> its class
+LOGGERS = {"wandb": WandbLogger, "tensorboard": TensorboardLogger}
+
+
 def make_logger(cfg: DictConfig, run_dir: Path, config: dict) -> Logger:
     """The logger that ``cfg.logger`` names; ConfigError for an unknown one."""
     options = cfg.get("logger") or {}
     name = options.get("name", "none")
     if name == "none":
         return Logger()
-    if name == "wandb":
-        return WandbLogger(options, run_dir, config)
-    raise ConfigError(f"unknown logger '{name}'; choose one of: none, wandb")
+    if name not in LOGGERS:
+        raise ConfigError(f"unknown logger '{name}'; choose one of: none, {', '.join(LOGGERS)}")
+    return LOGGERS[name](options, run_dir, config)

@@ -10,11 +10,7 @@ from torch import nn
 from normbench import rules
 from normbench.errors import ConfigError
 
-OPTIMIZER_DESCRIPTIONS = {
-    "sgd": "SGD with momentum (lr 0.05, momentum 0.9)",
-    "adam": "Adam (lr 1e-3)",
-    "rmsprop": "RMSProp (lr 1e-3; the recurrent BN paper's optimizer)",
-}
+OPTIMIZERS = ("sgd", "adam", "rmsprop")
 
 
 def effective_lr(cfg, batch_size: int) -> float:
@@ -59,7 +55,7 @@ def build_optimizer(cfg, model: nn.Module, batch_size: int) -> tuple[torch.optim
         opt = torch.optim.RMSprop(params, lr=lr, alpha=cfg.alpha, eps=cfg.eps, momentum=cfg.momentum,
                                   weight_decay=cfg.weight_decay)
     else:
-        raise ConfigError(f"unknown optimizer '{cfg.name}'; known: {', '.join(OPTIMIZER_DESCRIPTIONS)}")
+        raise ConfigError(f"unknown optimizer '{cfg.name}'; known: {', '.join(OPTIMIZERS)}")
     return opt, lr
 
 

@@ -42,7 +42,6 @@ from normbench.norms import MeanOnlyBatchNorm, RecurrentBatchNorm
 #: The layers whose evaluation uses population statistics (conditional BN and the ResNets'
 #: BN are ``nn.BatchNorm2d`` inside the model; mean-only BN follows weight norm).
 BATCH_STATISTICS_LAYERS = (nn.modules.batchnorm._BatchNorm, MeanOnlyBatchNorm, RecurrentBatchNorm)
-MODES = ("running", "exact")
 
 
 def batch_statistics_layers(model: nn.Module) -> list[nn.Module]:

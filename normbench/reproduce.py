@@ -25,6 +25,7 @@ from pathlib import Path
 from normbench import experiments
 from normbench.checks import INCONCLUSIVE, NOT_RUN, RULE, Check, Verdict
 from normbench.claims import CLAIMS, claim
+from normbench.errors import ConfigError
 
 VERDICT_FILE = "verdict.json"
 #: What made the intervals of a verdict.json; records without it used the percentile bootstrap,
@@ -198,15 +199,59 @@ def write_index(out: Path, scale: str) -> Path:
     return path
 
 
+def _setting(extra: Sequence[str]) -> list[str]:
+    """The overrides among ``extra`` that change what runs compute (not the launcher, not display)."""
+    from normbench.sweeps import nuisance_keys
+
+    skip = set(nuisance_keys())
+    return [o for o in extra if "=" in o and not o.lstrip("+~").startswith("hydra")
+            and o.split("=", 1)[0].lstrip("+~") not in skip]
+
+
+def _recorded_extra(command: str) -> list[str]:
+    """The KEY=VALUE overrides of a recorded ``normbench reproduce`` command line."""
+    return [t for t in shlex.split(command) if "=" in t and not t.startswith("-")]
+
+
+def check_replaceable(out: Path, names: Sequence[str], scale: str, seeds: int, runs_root, extra) -> None:
+    """Refuse to replace a claim's verdict in ``out`` made from another setup (scale, seed count,
+    the claim's spec, any override that changes the runs): a published "reproduced" must not turn
+    into a short pilot's "inconclusive" unnoticed. The same setup again (more runs finished, new
+    verdict code, another launcher) may replace it."""
+    for name in names:
+        path = out / name / VERDICT_FILE
+        if not path.exists():
+            continue
+        try:
+            old = json.loads(path.read_text(encoding="utf-8"))
+        except ValueError:
+            continue  # not a record: nothing worth keeping to compare with
+        new = (scale, seeds, [s.sweep_dir.name for s in experiments.sweeps(name, scale, seeds, runs_root, extra)],
+               _setting(extra))
+        before = (old.get("scale"), old.get("seeds"), [Path(d).name for d in old.get("sweep_dirs", [])],
+                  _setting(_recorded_extra(old.get("command", ""))))
+        if new != before:
+            raise ConfigError(
+                f"{path.parent} holds a verdict made by `{old.get('command', '?')}`; this setup (--seeds {seeds}, "
+                f"--scale {scale}{''.join(' ' + o for o in _setting(extra))}) would replace it; write elsewhere "
+                "with --out DIR, or replace it with --force")
+
+
 def reproduce(claims: Sequence[str], scale: str = "small", seeds: int = DEFAULT_SEEDS, out: str | Path = "results",
               runs_root: str | Path = experiments.DEFAULT_RUNS_ROOT, extra: Sequence[str] = (),
-              report_only: bool = False, quiet: bool = False) -> dict[str, Verdict]:
-    """Run (unless ``report_only``), report and decide ``claims`` (all when empty)."""
+              report_only: bool = False, quiet: bool = False, force: bool = False) -> dict[str, Verdict]:
+    """Run (unless ``report_only``), report and decide ``claims`` (all when empty).
+
+    A verdict already in ``out`` made from another setup is not replaced unless ``force``
+    (:func:`check_replaceable`), and nothing runs then.
+    """
     names = list(claims) or list(CLAIMS)
     for name in names:
         claim(name)
         experiments.load_experiment(name)
     out = Path(out)
+    if not force:
+        check_replaceable(out, names, scale, seeds, runs_root, extra)
     verdicts = {}
     for name in names:
         start = time.perf_counter()

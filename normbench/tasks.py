@@ -46,6 +46,29 @@ class Classification:
         model.train(was_training)
         return float(loss_sum) / n, int(correct) / n
 
+    @torch.no_grad()
+    def evaluate_groups(self, model: nn.Module, x, y: torch.Tensor, groups: dict[str, torch.Tensor],
+                        batch_size: int, forward=None) -> tuple[tuple[float, float], dict[str, tuple[float, float]]]:
+        """:meth:`evaluate` of the whole of ``x``, and of each part ``groups[label]`` (indices that
+        partition ``x``), from one pass: the sums are kept per group on the device."""
+        ids = torch.empty(len(y), dtype=torch.int64, device=y.device)
+        for k, index in enumerate(groups.values()):
+            ids[index] = k
+        sums = torch.zeros(3, len(groups), dtype=torch.float64, device=y.device)  # loss, correct, count
+        was_training = model.training
+        model.eval()
+        for start in range(0, len(y), batch_size):
+            logits = (forward(model, x[start:start + batch_size]) if forward else
+                      model(x[start:start + batch_size])).float()
+            target, group = y[start:start + batch_size], ids[start:start + batch_size]
+            per_sample = torch.stack([F.cross_entropy(logits, target, reduction="none").double(),
+                                      (logits.argmax(1) == target).double(), torch.ones_like(group).double()])
+            sums.index_add_(1, group, per_sample)
+        model.train(was_training)
+        loss, correct, count = sums.tolist()
+        parts = {label: (loss[k] / count[k], correct[k] / count[k]) for k, label in enumerate(groups)}
+        return (sum(loss) / len(y), sum(correct) / len(y)), parts
+
 
 class LanguageModelling:
     """A prediction per position: logits ``(N, T, vocab)`` for targets ``(N, T)``.

@@ -195,8 +195,9 @@ def test_loader_reads_the_generated_set(generated):
     assert len(data.x_train) == 200 and len(data.x_test) == 60
     assert data.x_train["images"].shape == (40, 3, 32, 32) and data.x_train["images"].dtype == torch.uint8
     assert data.x_train["question"].dtype == torch.int64 and data.x_train["length"].max() == data.info["question_length"]
-    assert set(data.extra_tests) == set(clevr_like.QUESTION_TYPES)
-    assert sum(len(x) for x, _ in data.extra_tests.values()) == len(data.x_test)
+    assert set(data.test_groups) == set(clevr_like.QUESTION_TYPES)
+    together = torch.cat(list(data.test_groups.values()))
+    assert torch.equal(together.sort().values, torch.arange(len(data.x_test)))  # a partition of the test set
     assert 0 <= data.reference["prior_test_acc"] <= 1
     assert {f"prior_test_acc_{t}" for t in clevr_like.QUESTION_TYPES} <= set(data.reference)
     limited = load_dataset({"name": "clevr", "root": str(generated), "image_size": 32, "train_samples": 7,
@@ -256,7 +257,7 @@ def test_loader_reads_real_clevr_format_and_builds_vocabularies(tmp_path):
     assert data.x_train["images"].shape == (2, 3, 16, 16)
     assert data.x_train["images"][0, 0].float().mean() > 190 and data.x_train["images"][0, 2].max() == 0
     assert data.y_test.tolist() == [1, 4, 4, 4]
-    assert sorted(data.extra_tests) == ["count", "exist", "query_attribute"]
+    assert sorted(data.test_groups) == ["count", "exist", "query_attribute"]
     # Prior: majority training answer per type (count: '3', exist: 'yes', query: 'red'): right once in 4.
     assert data.reference["prior_test_acc"] == 0.25
     assert data.reference["prior_test_acc_count"] == 0.5 and data.reference["prior_test_acc_exist"] == 0.0

@@ -30,6 +30,52 @@ def test_run_trains_and_records(tmp_path):
     assert last.startswith("completed: group norm") and str(run_dir) in last and "test acc" in last
 
 
+NO_TORCH = """
+import sys
+from typer.testing import CliRunner
+from normbench.cli import app
+listed = CliRunner().invoke(app, ["list", "norms"])
+helped = CliRunner().invoke(app, ["--help"])
+refused = CliRunner().invoke(app, ["run", "batch_size=0", "hydra.run.dir=never"])
+assert listed.exit_code == 0 and "  group " in listed.stdout, listed.output
+assert helped.exit_code == 0 and refused.exit_code == 2, refused.output
+assert refused.stderr == "normbench: error: batch_size=0 must be a positive integer\\n", refused.stderr
+print(sorted(m for m in ("torch", "pandas", "matplotlib") if m in sys.modules))
+"""
+
+
+def test_list_help_and_a_bad_value_answer_without_importing_torch(tmp_path):
+    proc = subprocess.run([sys.executable, "-c", NO_TORCH], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"  # nor pandas, nor matplotlib
+    assert not (tmp_path / "never").exists()
+
+
+@pytest.mark.parametrize("override", ["dataset.permute=maybe", "norm.mean_only=off", "norm.affine=yes",
+                                      "optim.nesterov=1", "optim.norm_weight_decay=no"])
+def test_a_switch_takes_only_true_or_false(tmp_path, override):
+    from typer.testing import CliRunner
+
+    from normbench.cli import app
+
+    result = CliRunner().invoke(app, ["run", override, f"hydra.run.dir={tmp_path / 'run'}"])
+    assert result.exit_code == 2
+    assert result.stderr == f"normbench: error: {override} must be true or false\n"
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_run_directory_that_cannot_be_made_is_named(tmp_path):
+    from typer.testing import CliRunner
+
+    from normbench.cli import app
+
+    (tmp_path / "file").write_text("not a directory")
+    result = CliRunner().invoke(app, ["run", f"hydra.run.dir={tmp_path / 'file' / 'run'}"])
+    assert result.exit_code == 2
+    assert result.stderr.startswith(f"normbench: error: cannot create the run directory {tmp_path / 'file'}")
+    assert "hydra.run.dir=DIR" in result.stderr and result.stderr.count("\n") == 1
+
+
 def test_version_list_and_help():
     assert normbench("--version", check=True).stdout.strip().startswith("normbench 0.")
     listing = normbench("list", "norms", check=True).stdout
@@ -59,7 +105,8 @@ def test_cfg_job_prints_the_composed_config_without_training(tmp_path):
     (["norm=group", "norm.groups=5"], "norm.groups=5 does not divide the 32 channels"),
     (["norm=batch", "batch_size=1"], "needs batch_size>=2"),
     (["model=mlp", "norm=instance"], "norm=instance normalizes each channel over its positions"),
-    (["batchsize=3"], "unknown config key 'batchsize'"),
+    (["batchsize=3"], "unknown config key 'batchsize'; did you mean 'batch_size'?"),
+    (["trainer.max_step=3"], "unknown config key 'trainer.max_step'; did you mean 'trainer.max_steps'?"),
     (["-m", "norm=batch,grup"], "unknown norm 'grup'"),
 ])
 def test_bad_input_is_one_line_nonzero_exit_no_traceback_no_record(tmp_path, args, message):

@@ -157,6 +157,20 @@ def test_inputs_and_tensors_give_the_same_answer_and_padding_is_ignored():
     torch.testing.assert_close(net(x["images"][x["image"]], padded, x["length"]), a)
 
 
+def test_groups_of_the_test_set_score_as_separate_sets_from_one_pass():
+    from normbench.tasks import Classification
+
+    torch.manual_seed(0)
+    data = tiny_data(n=10)
+    net = model().eval()
+    groups = {"a": torch.tensor([0, 3, 4, 9]), "b": torch.tensor([1, 2, 5, 6, 7, 8])}
+    task = Classification()
+    whole, parts = task.evaluate_groups(net, data.x_train, data.y_train, groups, batch_size=3)
+    assert whole == pytest.approx(task.evaluate(net, data.x_train, data.y_train, 4))
+    for label, index in groups.items():
+        assert parts[label] == pytest.approx(task.evaluate(net, data.x_train[index], data.y_train[index], 4))
+
+
 def test_inputs_index_slice_and_move_together():
     data = tiny_data()
     x = data.x_train

@@ -45,6 +45,14 @@ def test_swept_group_count_and_label_noise_become_columns_and_labels(tmp_path):
     assert labels == {"bn": "batch", "g1": "group (groups=1)", "g8": "group (groups=8)"}
 
 
+def test_norms_are_labelled_as_papers_write_them_when_their_config_says_how(tmp_path):
+    write_run(tmp_path, "gn", norm="group", groups=8, config_extra={"norm.label": "GN"})
+    write_run(tmp_path, "bn", norm="batch", config_extra={"norm.label": "BN"})
+    write_run(tmp_path, "old", norm="layer")  # a run recorded before norm.label: its name
+    labels = dict(zip(*load_runs([tmp_path]).runs[["run_id", "label"]].T.values, strict=True))
+    assert labels == {"gn": "GN", "bn": "BN", "old": "layer"}
+
+
 def test_nuisance_keys_do_not_make_settings(tmp_path):
     write_run(tmp_path, "cpu", config_extra={"trainer.device": "cpu", "dataset.root": "/a"})
     write_run(tmp_path, "gpu", seed=1, config_extra={"trainer.device": "cuda",

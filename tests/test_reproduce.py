@@ -161,6 +161,18 @@ def test_reproduce_end_to_end_and_relaunch(tmp_path):
     assert again.stdout.count("skipped, already completed") == 8
     assert json.loads((results / "bn-sigmoid" / "verdict.json").read_text())["checks"] == verdict["checks"]
 
+    # Another budget or seed count does not replace the verdict unless asked.
+    before = (results / "bn-sigmoid" / "verdict.json").read_text()
+    for other in (("trainer.max_steps=10",), ("--seeds", "3", "--report-only")):
+        refused = cli(*args, *other, cwd=tmp_path)
+        assert refused.returncode == 2 and refused.stderr.count("\n") == 1, refused.stderr
+        assert refused.stderr.startswith("normbench: error: results/bn-sigmoid holds a verdict made by "
+                                         "`normbench reproduce bn-sigmoid --scale small --seeds 2")
+        assert "--out DIR" in refused.stderr and "--force" in refused.stderr and "skipped" not in refused.stdout
+        assert (results / "bn-sigmoid" / "verdict.json").read_text() == before
+    forced = cli(*args, "--seeds", "3", "--report-only", "--force", cwd=tmp_path)
+    assert forced.returncode == 0 and json.loads((results / "bn-sigmoid" / "verdict.json").read_text())["seeds"] == 3
+
 
 def test_a_claim_that_cannot_run_says_so_and_fails(tmp_path):
     out = cli("reproduce", "bn-sigmoid", "model=transformer", "trainer.max_steps=2", cwd=tmp_path)

@@ -90,7 +90,7 @@ def test_loader_reads_it_with_types_and_the_prior(tmp_path, monkeypatch):
     cfg.update({"train_images": 60, "val_images": 20, "questions_per_image": 6})
     data = load_dataset(cfg)
     assert data.kind == "vqa" and data.name == "sort_of_clevr"
-    assert set(data.extra_tests) == {"non_relational", "relational"}
+    assert set(data.test_groups) == {"non_relational", "relational"}
     assert data.x_train["images"].shape[1:] == (3, 32, 32)
     assert 0 < data.reference["prior_test_acc"] < 1 and "prior_test_acc_relational" in data.reference
     assert len(list(tmp_path.glob("sort_of_clevr-*"))) == 1

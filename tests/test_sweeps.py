@@ -103,3 +103,34 @@ def test_sweep_jobs_take_the_gpus_round_robin_when_there_are_several(monkeypatch
     cfg = compose([])
     _round_robin_device(cfg, 3)
     assert cfg.trainer.device == "auto"
+
+
+def test_a_run_gives_a_sweeper_its_objective():
+    from normbench.app import WORST_OBJECTIVE, objective
+
+    done = {"status": "completed", "primary_metric": "acc", "final": {"test_acc": 0.8, "test_acc_relational": 0.6}}
+    assert objective(done) == 0.8 and objective(done, "test_acc_relational") == 0.6
+    text = {"status": "completed", "primary_metric": "bpc", "final": {"test_bpc": 1.4}}
+    assert objective(text) == -1.4  # higher is better: minus bits per character
+    assert objective({**done, "status": "diverged"}) == objective(None) == WORST_OBJECTIVE
+    assert objective(done, "test_acc_missing") == WORST_OBJECTIVE
+
+
+def test_optuna_tunes_the_learning_rate_of_each_norm(tmp_path):
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper", reason='needs pip install -e ".[optuna]"')
+    import yaml
+
+    for norm in ("batch", "group"):
+        sweep = tmp_path / norm
+        proc = normbench("run", "-m", "hydra/sweeper=optuna", "hydra.sweeper.direction=maximize",
+                         "hydra.sweeper.n_trials=3", "hydra.sweeper.sampler.seed=0", "optim.lr=tag(log,interval(0.01,1.0))",
+                         f"norm={norm}", "model=mlp", "model.width=16", "trainer.max_steps=20", "trainer.eval_every=20",
+                         "trainer.progress=none", "hydra.callbacks.report.enabled=false", f"hydra.sweep.dir={sweep}",
+                         cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr
+        summaries = [json.loads(p.read_text()) for p in sweep.glob("*/summary.json")]
+        lrs = {s["lr"] for s in summaries}
+        assert len(summaries) == 3 and len(lrs) == 3 and all(0.01 <= lr <= 1.0 for lr in lrs)
+        best = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
+        assert best["best_value"] == max(s["final"]["test_acc"] for s in summaries)
+        assert proc.stdout.strip().splitlines()[-1].startswith("sweep: 3 completed")

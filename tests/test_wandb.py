@@ -86,3 +86,17 @@ def test_wandb_offline_logs_config_metrics_and_summary_grouped_by_sweep(tmp_path
     final = records.read_summary(run_dir)
     assert summary["status"] == "completed" and summary["steps"] == 20
     assert summary["final/test_acc"] == pytest.approx(final["final"]["test_acc"])
+
+
+def test_logger_wandb_without_the_extra_says_how_to_install_it(tmp_path, monkeypatch):
+    import importlib.util
+
+    from omegaconf import OmegaConf
+
+    from normbench.errors import ConfigError
+    from normbench.loggers import WandbLogger
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "wandb" else real(name, *a))
+    with pytest.raises(ConfigError, match=r'logger=wandb needs the wandb package, an extra: pip install "normbench\[wandb\]"'):
+        WandbLogger(OmegaConf.create({}), tmp_path, {})

@@ -27,36 +27,33 @@ from normbench.errors import ConfigError
 
 @dataclass(frozen=True)
 class Dataset:
-    """A dataset: its ``dataset=`` name, one line for ``normbench list``, the kind of data it gives
-    (``TensorData.kind``, known before loading, so that a model that cannot read it is refused
-    before any file is read or any set generated), and its loader."""
+    """A dataset: its ``dataset=`` name, the kind of data it gives (``TensorData.kind``, known
+    before loading, so that a model that cannot read it is refused before any file is read or any
+    set generated), and its loader. Its one line for ``normbench list`` is its YAML's
+    ``description``."""
 
     name: str
-    description: str
     kind: str
     load: Callable
 
 
 DATASETS: dict[str, Dataset] = {d.name: d for d in (
-    Dataset("mnist1d", "MNIST-1D: 4000/1000 signals of length 40, 10 classes, generated offline (default)", "signal",
-            mnist1d.load),
-    Dataset("digits", "scikit-learn digits: 1437/360 grey 8x8 images, 10 classes, ships offline", "image", digits.load),
-    Dataset("mnist", "MNIST from its IDX files in dataset.root: 60000/10000 28x28 digits (sequential/permuted with "
-            "model=lstm)", "image", mnist.load),
-    Dataset("cifar10", "CIFAR-10 from its pickled batches in dataset.root: 50000/10000 32x32 RGB images, crop+flip on "
-            "the device", "image", cifar10.load),
-    Dataset("imagenet", "ImageNet image folders (dataset.root/train, val): DataLoader with workers, 224 crops", "image",
-            imagenet.load),
-    Dataset("text", "character-level text for language modelling (bits per character): a file, Penn Treebank's char "
-            "files in dataset.root, or Python's documentation topics (default, offline)", "text", text.load),
-    Dataset("clevr_like", "a CLEVR-like VQA set (rendered scenes, CLEVR's 5 question types, balanced answers), "
-            "generated offline and cached; default for model=film", "vqa", clevr_like.load),
-    Dataset("sort_of_clevr", "a Sort-of-CLEVR VQA set (6 uniquely coloured objects, non-relational and relational "
-            "questions, balanced answers), generated offline in seconds; FiLM's small-scale proxy", "vqa",
-            sort_of_clevr.load),
-    Dataset("clevr", "CLEVR v1.0 from dataset.root (images/, questions/; val serves as test), pixels or ResNet-101 "
-            "features", "vqa", clevr.load),
+    Dataset("mnist1d", "signal", mnist1d.load),
+    Dataset("digits", "image", digits.load),
+    Dataset("mnist", "image", mnist.load),
+    Dataset("cifar10", "image", cifar10.load),
+    Dataset("imagenet", "image", imagenet.load),
+    Dataset("text", "text", text.load),
+    Dataset("clevr_like", "vqa", clevr_like.load),
+    Dataset("sort_of_clevr", "vqa", sort_of_clevr.load),
+    Dataset("clevr", "vqa", clevr.load),
 )}
+
+
+def register_dataset(dataset: Dataset) -> Dataset:
+    """Add ``dataset`` to :data:`DATASETS` (a user's module: see ``plugins`` and ``examples/``)."""
+    DATASETS[dataset.name] = dataset
+    return dataset
 
 
 def load_dataset(cfg) -> TensorData | FolderData:
@@ -74,4 +71,4 @@ def load_dataset(cfg) -> TensorData | FolderData:
     return DATASETS[name].load(cfg)
 
 
-__all__ = ["DATASETS", "Dataset", "FolderData", "TensorData", "load_dataset"]
+__all__ = ["DATASETS", "Dataset", "FolderData", "TensorData", "load_dataset", "register_dataset"]

@@ -78,6 +78,8 @@ class TensorData:
 
     ``extra_tests`` maps a label (``"len200"``) to further ``(x, y)`` test sets, evaluated next
     to the main one and recorded as ``test_<metric>_<label>`` (text: longer test segments).
+    ``test_groups`` maps a label to the indices of a part of the test set itself (VQA: the
+    questions of one type), scored from the same pass over the test set and recorded alike.
 
     A model with several inputs gets ``x_*`` as :class:`Inputs` (``kind="vqa"``: image and
     question). ``info`` holds what such a model needs to know beyond shapes (vocabulary size,
@@ -93,6 +95,7 @@ class TensorData:
     y_test: torch.Tensor
     num_classes: int
     extra_tests: dict[str, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
+    test_groups: dict[str, torch.Tensor] = field(default_factory=dict)
     source: str = ""  # where the data came from, when it is worth recording (files, corpus hash)
     # Batched on-device training augmentation (see normbench.data.augment.DeviceAugment):
     # e.g. {"pad": 4, "flip": True} for CIFAR's random crop and horizontal flip; None: none.
@@ -114,6 +117,7 @@ class TensorData:
             x_test=self.x_test.to(device),
             y_test=self.y_test.to(device),
             extra_tests={k: (x.to(device), y.to(device)) for k, (x, y) in self.extra_tests.items()},
+            test_groups={k: index.to(device) for k, index in self.test_groups.items()},
         )
 
 

@@ -29,8 +29,9 @@ answer never seen in training gets the class ``<unk>`` (always wrong).
 Each question's type is its ``question_type`` key when it has one (the generated set), else
 it follows from the last function of its program, as in the FiLM paper's table: ``exist``,
 ``count``, ``compare_number`` (equal_integer, less_than, greater_than), ``query_attribute``
-(query_*), ``compare_attribute`` (equal_*). The test questions of each type form an extra test
-set, so a run records ``test_acc_<type>``. Question-only priors are scored on the test set and
+(query_*), ``compare_attribute`` (equal_*). The test questions of each type form a group of the
+test set (``TensorData.test_groups``, scored from the same pass), so a run records
+``test_acc_<type>``. Question-only priors are scored on the test set and
 recorded in the run's summary: the most frequent training answer of each template
 (``prior_test_acc``, ``prior_test_acc_<type>``; the template is the question's ``template`` key
 or CLEVR's ``question_family_index``) and of each type (``type_prior_test_acc``, ...).
@@ -248,10 +249,7 @@ def read(root: Path, cfg, name: str) -> TensorData:
 
     test_types = [question_type(q) for q in test_q]
     types = sorted(set(test_types))
-    extra = {}
-    for t in types:
-        index = torch.tensor([i for i, s in enumerate(test_types) if s == t], dtype=torch.int64)
-        extra[t] = (x_test[index], y_test[index])
+    groups = {t: torch.tensor([i for i, s in enumerate(test_types) if s == t], dtype=torch.int64) for t in types}
 
     reference = question_prior(train_q, test_q)
 
@@ -261,7 +259,7 @@ def read(root: Path, cfg, name: str) -> TensorData:
     source = (f"{root}: {len(train_q)} {train_split} + {len(test_q)} {test_split} questions, "
               f"{len(x_train['images'])} + {len(x_test['images'])} images, {len(vocab)} words, {len(answers)} answers")
     return TensorData(name=name, kind="vqa", x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test,
-                      num_classes=len(answers), extra_tests=extra, source=source, info=info, reference=reference)
+                      num_classes=len(answers), test_groups=groups, source=source, info=info, reference=reference)
 
 
 def load(cfg) -> TensorData:

@@ -14,23 +14,13 @@ from normbench.models.recurrent import LSTM
 from normbench.models.resnet import ResNet
 from normbench.norms import get_norm
 
-MODEL_DESCRIPTIONS = {
-    "mlp": "fully connected: Linear -> norm -> activation blocks (the BN and LN papers' MNIST nets)",
-    "cnn": "convolutional: conv -> norm -> ReLU blocks, 1-D for signals, 2-D for images",
-    "lstm": "LSTM over sequences (signals, image pixels or rows) or characters; norm=batch is Cooijmans' "
-            "BN-LSTM, norm=layer Ba's LN-LSTM",
-    "resnet": "residual network: CIFAR ResNet-20/32/44/56/110 (He et al. 2016) or torchvision's ResNet-18/34/50/101 "
-              "(model.depth, model.variant), GN paper init",
-    "convpool": "ConvPool-CNN-C of the weight norm paper (CIFAR-10): conv96 x3, conv192 x3, NIN, leaky ReLU, dropout",
-    "film": "FiLM visual reasoning (Perez et al. 2018): a GRU's question code gives gamma, beta of each residual "
-            "block's norm; norm=batch is conditional batch norm (datasets clevr_like, sort_of_clevr, clevr)",
-}
 # Which dataset kinds each model can consume.
 _ACCEPTS = {"mlp": {"signal", "image"}, "cnn": {"signal", "image"}, "lstm": {"signal", "image", "text"},
             "resnet": {"image"}, "convpool": {"image"}, "film": {"vqa"}}
 _CLASSES = {"mlp": MLP, "cnn": CNN, "lstm": LSTM, "resnet": ResNet, "convpool": ConvPoolCNNC, "film": FiLMNet}
 # Keys of the norm config group that act on the whole run, not on a layer.
-_RUN_LEVEL_NORM_KEYS = ("name", "sync", "population", "population_samples", "also_exact", "batch_dependent")
+_RUN_LEVEL_NORM_KEYS = ("name", "description", "label", "sync", "population", "population_samples", "also_exact",
+                        "batch_dependent")
 # What to suggest when a model meets data it cannot read.
 _HINTS = {"film": "use dataset=clevr_like or sort_of_clevr (generated offline) or dataset=clevr dataset.root=DIR",
           "vqa": "visual question answering needs model=film"}
@@ -44,6 +34,14 @@ def plain(cfg) -> dict:
 def norm_options(norm_cfg) -> dict:
     """The options of a ``norm`` config group, as ``make_norm`` takes them."""
     return {k: v for k, v in plain(norm_cfg).items() if k not in _RUN_LEVEL_NORM_KEYS}
+
+
+def register_model(name: str, cls: type[nn.Module], reads: set[str]) -> type[nn.Module]:
+    """Make ``model=name`` build ``cls(input_shape, num_classes, norm, norm_options, **model options)``
+    for data of the kinds ``reads`` (``signal``, ``image``, ``text``, ``vqa``); a user's module
+    calls it (see ``plugins`` and ``examples/``). Its layers ask :func:`~normbench.norms.make_norm`."""
+    _CLASSES[name], _ACCEPTS[name] = cls, set(reads)
+    return cls
 
 
 def check_model_reads(name: str, dataset: str, kind: str) -> None:
@@ -66,7 +64,7 @@ def build_model(model_cfg, norm_cfg, data) -> nn.Module:
     """
     name = model_cfg.name
     check_model_reads(name, data.name, data.kind)
-    options = {k: v for k, v in plain(model_cfg).items() if k != "name"}
+    options = {k: v for k, v in plain(model_cfg).items() if k not in ("name", "description")}
     if getattr(_CLASSES[name], "data_kind_aware", False):
         options["data_kind"] = data.kind
     if getattr(_CLASSES[name], "data_info_aware", False):
@@ -76,4 +74,4 @@ def build_model(model_cfg, norm_cfg, data) -> nn.Module:
     return norm.prepare_model(model) if norm.prepare_model else model
 
 
-__all__ = ["MODEL_DESCRIPTIONS", "build_model", "check_model_reads", "norm_options"]
+__all__ = ["register_model", "build_model", "check_model_reads", "norm_options"]

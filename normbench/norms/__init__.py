@@ -15,8 +15,9 @@ normalizes, 0 for ``(N, C)``, 1 for ``(N, C, L)``, 2 for ``(N, C, H, W)``. Recur
 :func:`make_recurrent_norm`, whose layers take the time step as a second argument, ``norm(x, t)``.
 
 Adding a norm: write the layer (a PyTorch-style docstring, a formula test), then
-``register_norm(Norm("name", "what it is", build, options={...}, layer_types=(Layer,)))`` and a
-``configs/norm/name.yaml`` with ``name`` and the options. A norm registered from another module
+``register_norm(Norm("name", build, options={...}, layer_types=(Layer,)))`` and a
+``configs/norm/name.yaml`` with ``name``, a one-line ``description`` (what ``normbench list``
+shows, read without importing torch) and the options. A norm registered from another module
 (``hydra.searchpath`` for its YAML) is found the same way.
 """
 
@@ -52,7 +53,6 @@ class Norm:
 
     Attributes:
         name: the ``norm=`` choice.
-        description: one line for ``normbench list norms``.
         build: ``build(num_features, dims, **options) -> nn.Module``; options already checked
             against ``options``.
         options: the option keys the layer takes (the YAML's other keys are run-level).
@@ -70,7 +70,6 @@ class Norm:
     """
 
     name: str
-    description: str
     build: Callable[..., nn.Module]
     options: frozenset[str] = frozenset()
     layer_types: tuple[type, ...] = ()

@@ -13,9 +13,18 @@ intervals, the batch-norm threshold), ``plots`` (figures), ``tables`` (display t
 ``callback`` (end-of-sweep Hydra callback), ``__main__`` (``python -m normbench.report``).
 """
 
-from normbench.report.api import PLOTS, Report, ReportError, build_report, make_report
-from normbench.report.load import RunSet, load_runs
-from normbench.report.terminal import print_summary, summary_rich_table
+import importlib
 
-__all__ = ["PLOTS", "Report", "ReportError", "RunSet", "build_report", "load_runs",
-           "make_report", "print_summary", "summary_rich_table"]
+# Where each public name lives; loaded on first use (PEP 562), so that importing a submodule
+# (the end-of-sweep callback, in every run's process) does not load pandas and matplotlib.
+_PUBLIC = {"PLOTS": "api", "Report": "api", "ReportError": "api", "build_report": "api", "make_report": "api",
+           "RunSet": "load", "load_runs": "load", "print_summary": "terminal", "summary_rich_table": "terminal"}
+
+
+def __getattr__(name: str):
+    if name in _PUBLIC:
+        return getattr(importlib.import_module(f"normbench.report.{_PUBLIC[name]}"), name)
+    raise AttributeError(f"module 'normbench.report' has no attribute {name!r}")
+
+
+__all__ = sorted(_PUBLIC)

@@ -260,6 +260,7 @@ def _run_row(run_id: str, run_dir: Path, cfg: dict, summary: dict) -> dict[str, 
         "error": summary.get("error"),
         "eval_statistics": summary.get("eval_statistics"),  # running, exact, or None
         "batch_dependent": batch_dependent(cfg),
+        "norm_label": cfg.get("norm.label"),  # as papers write it (BN, GN, ...); runs before it: the name
     }
     final = summary.get("final") or {}
     if isinstance(final, dict):
@@ -380,8 +381,10 @@ def _add_derived(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def _label(row: dict, norm_params: list[str]) -> str:
-    """The name a norm goes by in legends: ``group (groups=8)`` when group counts were swept."""
-    name = str(row.get("norm"))
+    """The name a norm goes by in legends: its ``norm.label`` (``GN``; else its name), with
+    ``(groups=8)`` when group counts were swept."""
+    label = row.get("norm_label")
+    name = label if isinstance(label, str) and label else str(row.get("norm"))
     parts = []
     for key in norm_params:
         value = row.get(key)

@@ -99,7 +99,7 @@ def batch_size(rs, figs: dict, out_dir, thresholds, thresh_metric: str) -> Secti
                     "batch size": bs, "best batch-independent": t.best_other[i],
                     "BN worse by": tables.fmt(t.diff[i], scale),
                     "95% CI": (f"[{tables.fmt(lo, scale)}, {tables.fmt(hi, scale)}]"
-                               if lo == lo else "– (one seed)"),
+                               if lo == lo else "– (fewer than 2 seeds a side)"),
                     "BN behind": "yes" if t.behind[i] else "no"})
                 rows.append(row)
         independent = sorted(set(runs.loc[runs["batch_dependent"].eq(False), "norm"].dropna()))

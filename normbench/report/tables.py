@@ -190,7 +190,7 @@ def difference_table(rs: RunSet, metric: str, reference: str | None = None) -> p
         if np.isfinite(r["ci_lo"]):
             row["95% CI"] = f"[{fmt(r['ci_lo'], scale)}, {fmt(r['ci_hi'], scale)}]"
         else:
-            row["95% CI"] = "– (one seed)"
+            row["95% CI"] = f"– ({r['n_a']} vs {r['n_b']} seeds: an interval needs 2 a side)"
         row["excludes 0"] = "yes" if r["significant"] else "no"
         row["MDE"] = fmt(r["mde"], scale) if np.isfinite(r["mde"]) else "–"
         rows.append(row)
