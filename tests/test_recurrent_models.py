@@ -102,56 +102,6 @@ def test_bn_lstm_matches_cooijmans_et_al_formula_in_training():
     torch.testing.assert_close(out, expected, rtol=1e-4, atol=1e-5)
 
 
-def eager_cell(layer: LSTMLayer, x):
-    """The cell as plain eager operations, one autograd node each (the implementation CellUpdate
-    replaced), with the layer's own norm modules."""
-    N, T, _ = x.shape
-    H = layer.hidden_size
-    h = c = x.new_zeros(N, H)
-    wx = layer.norm_x(layer.x_proj(x.reshape(N * T, -1)).view(N, T, 4 * H), 0) + layer.bias
-    outputs = []
-    for t in range(T):
-        gates = wx[:, t] + layer.norm_h(F.linear(h, layer.h_proj.weight), t)
-        i, f, g, o = gates.chunk(4, dim=1)
-        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
-        h = torch.sigmoid(o) * torch.tanh(layer.norm_c(c, t))
-        outputs.append(h)
-    return torch.stack(outputs, dim=1), c
-
-
-@pytest.mark.parametrize("norm", ["none", "batch", "layer", "weight"])
-def test_fused_cell_equals_the_eager_cell_in_float64(norm):
-    import copy
-
-    from normbench.norms import apply_weight_norm
-
-    torch.manual_seed(3)
-    layer = LSTMLayer(3, 6, norm, NORM_OPTIONS[norm], max_steps=7).double()
-    if norm == "weight":
-        apply_weight_norm(layer)
-    randomize(layer)
-    twin = copy.deepcopy(layer)  # batch norm's running statistics move on each forward
-    x = torch.randn(5, 7, 3, dtype=torch.float64)
-    out, (_, c) = layer(x)
-    ref, ref_c = eager_cell(twin, x)
-    torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
-    torch.testing.assert_close(c, ref_c, rtol=1e-12, atol=1e-12)
-    weights = torch.randn_like(out)
-    (out * weights).sum().add(c.sum()).backward()
-    (ref * weights).sum().add(ref_c.sum()).backward()
-    for (name, p), q in zip(layer.named_parameters(), twin.parameters(), strict=True):
-        torch.testing.assert_close(p.grad, q.grad, rtol=1e-10, atol=1e-12, msg=name)
-
-
-def test_cell_update_gradient_is_the_derivative():
-    from normbench.models.recurrent import CellUpdate
-
-    torch.manual_seed(0)
-    gates = torch.randn(3, 8, dtype=torch.float64, requires_grad=True)
-    c_prev = torch.randn(3, 2, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(CellUpdate.apply, (gates, c_prev))
-
-
 def test_plain_cell_is_the_lstm_of_pytorch():
     torch.manual_seed(2)
     layer = LSTMLayer(3, 6, "none", {}, max_steps=7)

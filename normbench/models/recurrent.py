@@ -103,51 +103,14 @@ class LSTMLayer(nn.Module):
         wx = self.norm_x(wx, 0) + self.bias
         w_h = self.h_proj.weight  # fetched once: weight norm computes g v/||v|| here, not per step
         norm_h, norm_c = self.norm_h, self.norm_c
-        plain_h = getattr(norm_h, "is_identity", False)  # then W_h h + W_x x is one addmm
         outputs = []
         for t in range(T):
-            if plain_h:
-                gates = torch.addmm(wx[:, t], h, w_h.t())
-            else:
-                gates = wx[:, t] + norm_h(F.linear(h, w_h), t)
-            c, out_gate = CellUpdate.apply(gates, c)
-            h = out_gate * torch.tanh(norm_c(c, t))
+            gates = wx[:, t] + norm_h(F.linear(h, w_h), t)
+            i, f, g, o = gates.chunk(4, dim=1)
+            c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+            h = torch.sigmoid(o) * torch.tanh(norm_c(c, t))
             outputs.append(h)
         return torch.stack(outputs, dim=1), (h, c)
-
-
-class CellUpdate(torch.autograd.Function):
-    r"""The LSTM cell's element-wise work as one autograd node.
-
-    .. math::
-        c_t = \sigma(f) \odot c_{t-1} + \sigma(i) \odot \tanh(g), \qquad \text{and } \sigma(o)
-
-    from the gate pre-activations :math:`(i, f, g, o)`, with the gradient written out. Eager
-    PyTorch pays a fixed cost per operation and per autograd node, which dominates a small cell
-    run step by step; this replaces seven nodes per step, forward and backward, with one.
-
-    Shape:
-        - Input: ``gates`` :math:`(N, 4H)`, ``c_prev`` :math:`(N, H)`.
-        - Output: :math:`c_t` and :math:`\sigma(o)`, each :math:`(N, H)`.
-    """
-
-    @staticmethod
-    def forward(ctx, gates: torch.Tensor, c_prev: torch.Tensor):
-        H = c_prev.shape[1]
-        s = torch.sigmoid(gates)  # all four; the g slot is replaced by tanh below
-        tanh_g = torch.tanh(gates[:, 2 * H:3 * H])
-        c = torch.addcmul(s[:, H:2 * H] * c_prev, s[:, :H], tanh_g)
-        ctx.save_for_backward(s, tanh_g, c_prev)
-        return c, s[:, 3 * H:].contiguous()
-
-    @staticmethod
-    def backward(ctx, grad_c: torch.Tensor, grad_o: torch.Tensor):
-        s, tanh_g, c_prev = ctx.saved_tensors
-        H = c_prev.shape[1]
-        d = torch.cat([grad_c * tanh_g, grad_c * c_prev, grad_c * s[:, :H], grad_o], dim=1)
-        d = d * s * (1 - s)  # sigmoid' for i, f, o
-        d[:, 2 * H:3 * H] = grad_c * s[:, :H] * (1 - tanh_g * tanh_g)  # tanh' for g
-        return d, grad_c * s[:, H:2 * H]
 
 
 #: The LSTM's options and what each may be (:mod:`normbench.rules`).
