@@ -9,7 +9,7 @@ from pathlib import Path
 import typer
 
 import normbench
-from normbench import records
+from normbench import records, usage
 
 app = typer.Typer(
     name="normbench",
@@ -75,110 +75,6 @@ def _main(
     pass
 
 
-def _check_group_choices(args: list[str]) -> None:
-    """Reject an unknown config-group option (``norm=grup``) in one line, sweeps included.
-
-    Hydra would say so too, over several lines and only when it reaches the job that uses it;
-    checking every swept value up front means a sweep never starts with a bad one in it.
-    """
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    from normbench.app import CONFIG_DIR
-
-    try:
-        parsed = OverridesParser.create().parse_overrides(_overrides(args))
-    except (SystemExit, Exception):
-        return  # Hydra reports malformed arguments itself
-    roots = [CONFIG_DIR, *_config_dirs(args), *_search_path(parsed)]
-    for override in parsed:
-        group = override.key_or_group
-        if group.lstrip("+") == "experiment" and not any((root / "experiment").is_dir() for root in roots):
-            name = override.value()
-            raise _UsageError(f"{override.input_line}: a claim's experiment is not a Hydra config group; run it with "
-                              f"`normbench reproduce {name}` (`normbench reproduce {name} --dry-run` prints the "
-                              "`normbench run -m` commands it runs)")
-        group_dirs = [root / group for root in roots if (root / group).is_dir()]
-        if override.is_delete() or group.startswith("hydra") or not group_dirs:
-            continue
-        options = sorted({p.stem for group_dir in group_dirs for p in group_dir.glob("*.yaml")})
-        try:
-            values = list(override.sweep_string_iterator()) if override.is_sweep_override() else [override.value()]
-        except Exception:
-            continue
-        for value in values:
-            if str(value) not in options:
-                raise _UsageError(f"unknown {group} '{value}'; choose one of: {', '.join(options)}")
-
-
-def _config_dirs(args: list[str]) -> list[Path]:
-    """The directories given with Hydra's ``--config-dir DIR`` (``-cd DIR``, ``--config-dir=DIR``)."""
-    dirs = []
-    for i, arg in enumerate(args):
-        if arg in ("--config-dir", "-cd") and i + 1 < len(args):
-            dirs.append(Path(args[i + 1]))
-        elif arg.startswith("--config-dir="):
-            dirs.append(Path(arg.split("=", 1)[1]))
-    return dirs
-
-
-def _search_path(parsed) -> list[Path]:
-    """The config directories added with ``hydra.searchpath=[file://DIR,pkg://module]`` (a package's
-    every directory: a namespace package, one without ``__init__.py``, may have several)."""
-    import importlib.util
-
-    roots = []
-    for override in parsed:
-        if override.key_or_group != "hydra.searchpath" or not isinstance(override.value(), list):
-            continue
-        for entry in override.value():
-            scheme, _, where = str(entry).partition("://")
-            if scheme == "file":
-                roots.append(Path(where))
-                continue
-            try:
-                spec = importlib.util.find_spec(where.replace("/", "."))
-            except (ImportError, ValueError):
-                continue  # Hydra reports a search path it cannot use
-            roots += [Path(p) for p in (spec.submodule_search_locations or [])] if spec else []
-    return roots
-
-
-class _UsageError(Exception):
-    pass
-
-
-# Hydra's command-line flags that take a value (``--cfg job``, ``-cn NAME``); ``--info`` may.
-_FLAGS_WITH_VALUE = {"--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name", "-cn",
-                     "--config-dir", "-cd", "--experimental-rerun"}
-_INFO_TOPICS = {"all", "config", "defaults", "defaults-tree", "plugins", "searchpath"}
-
-
-def _overrides(args: list[str]) -> list[str]:
-    """The KEY=VALUE arguments, apart from Hydra's flags and their values (as ``hydra.main`` reads them)."""
-    out, skip = [], False
-    for i, arg in enumerate(args):
-        if skip:
-            skip = False
-        elif arg in _FLAGS_WITH_VALUE:
-            skip = True
-        elif arg in ("--info", "-i"):
-            skip = i + 1 < len(args) and args[i + 1] in _INFO_TOPICS
-        elif not arg.startswith("-"):
-            out.append(arg)
-    return out
-
-
-def _check_launcher(args: list[str]) -> None:
-    """``hydra/launcher=slurm`` or ``local`` without its plugin: say what to install, in one line."""
-    from normbench.launchers import missing_plugin
-
-    for arg in args:
-        if arg.lstrip("+").startswith("hydra/launcher="):
-            message = missing_plugin(arg.split("=", 1)[1])
-            if message:
-                raise _UsageError(message)
-
-
 def _with_sweep_dir(args: list[str], overrides: list[str]) -> list[str]:
     """A sweep's directory derived from its overrides (no timestamp), unless the user chose one."""
     from normbench import sweeps
@@ -200,43 +96,10 @@ def _dry_run(overrides: list[str]) -> None:
     try:
         lines = sweeps.dry_run(overrides)
     except Exception as exc:
-        typer.echo(f"normbench: error: {_one_line(exc)}", err=True)
+        typer.echo(f"normbench: error: {usage.one_line(exc)}", err=True)
         raise typer.Exit(2) from None
     for line in lines:
         typer.echo(line)
-
-
-def _close_keys(key: str) -> list[str]:
-    """Known keys spelled like ``key`` (``trainer.max_step`` -> ``trainer.max_steps``), from the
-    package's config files: the top level and every option of the key's config group."""
-    import difflib
-
-    from omegaconf import OmegaConf
-
-    from normbench.app import CONFIG_DIR
-
-    group, _, _ = key.rpartition(".")
-    files = sorted((CONFIG_DIR / group).glob("**/*.yaml")) if group else [CONFIG_DIR / "config.yaml"]
-    known = {f"{group}.{k}" if group else k for path in files for k in OmegaConf.load(path) if k != "defaults"}
-    if not group:
-        known |= {p.name for p in CONFIG_DIR.iterdir() if p.is_dir()}
-    return difflib.get_close_matches(key, sorted(known), n=2, cutoff=0.75)
-
-
-def _one_line(exc: BaseException) -> str:
-    """Hydra's and OmegaConf's multi-line messages, folded into one line."""
-    cause = str(exc.__cause__ or "")
-    if "not in struct" in cause and "Could not override" in str(exc):
-        key = str(exc).split("'")[1]
-        close = _close_keys(key)
-        hint = f"did you mean {' or '.join(repr(k) for k in close)}? " if close else ""
-        return f"unknown config key '{key}'; {hint}see every key with `normbench run --cfg job`"
-    parts = [str(exc)]
-    if exc.__cause__ is not None:
-        parts.append(str(exc.__cause__))
-    lines = [line.strip() for part in parts for line in part.splitlines() if line.strip()]
-    lines = [line for line in lines if not line.startswith(("full_key:", "object_type=", "Set the environment"))]
-    return "; ".join(dict.fromkeys(lines))
 
 
 @app.command(
@@ -251,12 +114,12 @@ def run(ctx: typer.Context) -> None:
     dry_run = "--dry-run" in args
     args = [a for a in args if a != "--dry-run"]
     try:
-        _check_group_choices(args)
-        _check_launcher(args)
-    except _UsageError as exc:
+        usage.check_group_choices(args)
+        usage.check_launcher(args)
+    except usage.UsageError as exc:
         typer.echo(f"normbench: error: {exc}", err=True)
         raise typer.Exit(2) from None
-    overrides = _overrides(args)
+    overrides = usage.overrides(args)
     if dry_run:
         _dry_run(overrides)
         return
@@ -285,7 +148,7 @@ def run(ctx: typer.Context) -> None:
                    "choose a writable place with hydra.run.dir=DIR (hydra.sweep.dir=DIR for -m)", err=True)
         raise typer.Exit(2) from None
     except Exception as exc:
-        typer.echo(f"normbench: error: {_one_line(exc)}", err=True)
+        typer.echo(f"normbench: error: {usage.one_line(exc)}", err=True)
         raise typer.Exit(2) from None
     finally:
         sys.argv = argv
@@ -299,7 +162,7 @@ def _sweep_dir(args: list[str]) -> Path | None:
     (an interpolation such as ``${now:...}``)."""
     from normbench import sweeps
 
-    value = sweeps.user_sweep_dir(_overrides(args))
+    value = sweeps.user_sweep_dir(usage.overrides(args))
     if value is None or "${" in value:
         return None
     return Path(value.strip("'\""))
@@ -354,9 +217,10 @@ def list_(
         typer.echo(f"normbench: error: cannot list '{what}'; choose one of: {', '.join(_LIST_WHAT)}", err=True)
         raise typer.Exit(2)
     try:
-        roots = [*_config_dirs(ctx.args), *_search_path(OverridesParser.create().parse_overrides(_overrides(ctx.args)))]
+        parsed = OverridesParser.create().parse_overrides(usage.overrides(ctx.args))
+        roots = [*usage.config_dirs(ctx.args), *usage.search_path(parsed)]
     except Exception as exc:
-        typer.echo(f"normbench: error: {_one_line(exc)}; `normbench list` takes --config-dir DIR and "
+        typer.echo(f"normbench: error: {usage.one_line(exc)}; `normbench list` takes --config-dir DIR and "
                    "hydra.searchpath=[...] only", err=True)
         raise typer.Exit(2) from None
     entries = catalog(roots)

@@ -74,15 +74,15 @@ def test_local_launcher_runs_in_parallel_and_isolates_a_failing_run(tmp_path):
 def test_a_launcher_without_its_plugin_says_what_to_install(monkeypatch):
     import importlib.util
 
-    from normbench import cli
+    from normbench import usage
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec",
                         lambda name, *a: None if name.startswith("hydra_plugins.hydra_") else real(name, *a))
     for preset in ("slurm", "local"):
-        with pytest.raises(cli._UsageError, match=r'needs the hydra-.*-launcher plugin.*pip install -e "\.\[cluster\]"'):
-            cli._check_launcher(["-m", f"hydra/launcher={preset}", "norm=batch"])
-    cli._check_launcher(["-m", "hydra/launcher=basic"])  # Hydra's own: nothing to install
+        with pytest.raises(usage.UsageError, match=r'needs the hydra-.*-launcher plugin.*pip install -e "\.\[cluster\]"'):
+            usage.check_launcher(["-m", f"hydra/launcher={preset}", "norm=batch"])
+    usage.check_launcher(["-m", "hydra/launcher=basic"])  # Hydra's own: nothing to install
 
 
 def test_sweep_jobs_take_the_gpus_round_robin_when_there_are_several(monkeypatch):

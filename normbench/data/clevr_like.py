@@ -261,25 +261,35 @@ def load(cfg):
     return read(Path(str(root)).expanduser(), cfg, "clevr_like")
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m normbench.data.clevr_like", description=(
-        "Generate a CLEVR-like VQA set in CLEVR v1.0's layout (images/, questions/, scenes/); train on it with "
-        "`normbench run model=film dataset=clevr dataset.root=OUT`."))
+def generator_parser(module: str, what: str, train: int, val: int, per_image: int, image_size: int):
+    """The command line of a generator module (``python -m normbench.data.<module> --out DIR``)."""
+    parser = argparse.ArgumentParser(prog=f"python -m normbench.data.{module}", description=(
+        f"Generate {what} in CLEVR v1.0's layout (images/, questions/, scenes/); train on it with "
+        f"`normbench run model=film dataset={module} dataset.root=OUT`."))
     parser.add_argument("--out", required=True, help="output directory")
-    parser.add_argument("--train", type=int, default=2000, help="training images (default 2000)")
-    parser.add_argument("--val", type=int, default=400, help="validation (test) images (default 400)")
-    parser.add_argument("--questions-per-image", type=int, default=5)
-    parser.add_argument("--image-size", type=int, default=64, help="rendered size in pixels (default 64)")
+    parser.add_argument("--train", type=int, default=train, help=f"training images (default {train})")
+    parser.add_argument("--val", type=int, default=val, help=f"validation (test) images (default {val})")
+    parser.add_argument("--questions-per-image", type=int, default=per_image)
+    parser.add_argument("--image-size", type=int, default=image_size, help=f"rendered size in pixels (default {image_size})")
+    parser.add_argument("--seed", type=int, default=0)
+    return parser
+
+
+def print_written(out: Path) -> int:
+    """Say where a generator wrote each split's questions; the exit status."""
+    for split in ("train", "val"):
+        path = out / "questions" / f"CLEVR_{split}_questions.json"
+        print(f"{split}: {len(json.loads(path.read_text())['questions'])} questions -> {path}")
+    return 0
+
+
+def main(argv=None) -> int:
+    parser = generator_parser("clevr_like", "a CLEVR-like VQA set", 2000, 400, 5, 64)
     parser.add_argument("--min-objects", type=int, default=3)
     parser.add_argument("--max-objects", type=int, default=6)
-    parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    out = generate(args.out, args.train, args.val, args.questions_per_image, args.image_size,
-                   args.min_objects, args.max_objects, args.seed)
-    for split in ("train", "val"):
-        n = len(json.loads((out / "questions" / f"CLEVR_{split}_questions.json").read_text())["questions"])
-        print(f"{split}: {n} questions -> {out / 'questions' / f'CLEVR_{split}_questions.json'}")
-    return 0
+    return print_written(generate(args.out, args.train, args.val, args.questions_per_image, args.image_size,
+                                  args.min_objects, args.max_objects, args.seed))
 
 
 if __name__ == "__main__":

@@ -33,7 +33,6 @@ Questions carry no ``program`` (CLEVR's functions have no "closest"). Generate o
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -179,21 +178,11 @@ def load(cfg):
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m normbench.data.sort_of_clevr", description=(
-        "Generate a Sort-of-CLEVR VQA set in CLEVR v1.0's layout; train on it with "
-        "`normbench run model=film dataset=sort_of_clevr dataset.root=OUT`."))
-    parser.add_argument("--out", required=True, help="output directory")
-    parser.add_argument("--train", type=int, default=10000, help="training images (default 10000)")
-    parser.add_argument("--val", type=int, default=2000, help="validation (test) images (default 2000)")
-    parser.add_argument("--questions-per-image", type=int, default=10)
-    parser.add_argument("--image-size", type=int, default=32, help="rendered size in pixels (default 32)")
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    out = generate(args.out, args.train, args.val, args.questions_per_image, args.image_size, args.seed)
-    for split in ("train", "val"):
-        n = len(json.loads((out / "questions" / f"CLEVR_{split}_questions.json").read_text())["questions"])
-        print(f"{split}: {n} questions -> {out / 'questions' / f'CLEVR_{split}_questions.json'}")
-    return 0
+    from normbench.data.clevr_like import generator_parser, print_written
+
+    args = generator_parser("sort_of_clevr", "a Sort-of-CLEVR VQA set", 10000, 2000, 10, 32).parse_args(argv)
+    return print_written(generate(args.out, args.train, args.val, args.questions_per_image, args.image_size,
+                                  args.seed))
 
 
 if __name__ == "__main__":

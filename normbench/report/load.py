@@ -383,8 +383,7 @@ def _add_derived(runs: pd.DataFrame) -> pd.DataFrame:
 def _label(row: dict, norm_params: list[str]) -> str:
     """The name a norm goes by in legends: its ``norm.label`` (``GN``; else its name), with
     ``(groups=8)`` when group counts were swept."""
-    label = row.get("norm_label")
-    name = label if isinstance(label, str) and label else str(row.get("norm"))
+    name = row["norm_label"] if isinstance(row.get("norm_label"), str) else str(row.get("norm"))
     parts = []
     for key in norm_params:
         value = row.get(key)
