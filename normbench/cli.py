@@ -170,12 +170,17 @@ def _sweep_dir(args: list[str]) -> Path | None:
 
 @app.command()
 def report(
-    dirs: list[Path] = typer.Argument(..., help="Run or sweep directories, searched recursively."),
-    out: Path = typer.Option(None, "-o", "--out", help="Output directory (default: DIR/report for one DIR, else ./report)."),
-    x: str = typer.Option(None, "--x", help="Config key for the x axis of a sweep plot, e.g. batch_size, optim.lr."),
-    metric: str = typer.Option(None, "--metric", help="Metric to compare, e.g. test_acc, test_error, best_test_acc, test_bpc."),
-    plot: list[str] = typer.Option(None, "--plot", help="Plot to draw (repeatable): convergence, convergence_steps, "
-                                   "convergence_time, batch_size, generalization, label_noise, sweep, all. Default: chosen from what varies."),
+    dirs: list[Path] = typer.Argument(..., metavar="DIR", show_default=False,
+                                      help="Run or sweep directories, searched recursively."),
+    out: Path = typer.Option(None, "-o", "--out", metavar="OUT",
+                             help="Output directory (default: DIR/report for one DIR, else ./report)."),
+    x: str = typer.Option(None, "--x", metavar="KEY", help="Config key for the x axis of a sweep plot, e.g. batch_size, "
+                          "optim.lr."),
+    metric: str = typer.Option(None, "--metric", metavar="NAME", help="Metric to compare, e.g. test_acc, test_error, "
+                               "best_test_acc, test_bpc."),
+    plot: list[str] = typer.Option(None, "--plot", metavar="NAME", help="Plot to draw (repeatable): convergence, "
+                                   "convergence_steps, convergence_time, batch_size, generalization, label_noise, sweep, "
+                                   "all. Default: chosen from what varies."),
     quiet: bool = typer.Option(False, "-q", "--quiet", help="No summary table in the terminal."),
 ) -> None:
     """Turn runs and sweeps into comparison plots, tables (CSV) and a Markdown report.
@@ -185,8 +190,8 @@ def report(
 
     Examples:
 
-      normbench report "multirun/batch_size=4,32_norm=batch,group,layer_seed=0,1" -o reports/gn
-
+    \b
+      normbench report "multirun/norm=batch,group_seed=0,1" -o reports/gn
       normbench report runs/ --x batch_size --metric test_acc
     """
     from normbench.report.terminal import report_command
