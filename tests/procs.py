@@ -43,7 +43,10 @@ def signal_when_started(cmd, cwd, run_dir: Path, sig=signal.SIGUSR2):
     The run's handler is in place before that checkpoint, so the signal is acted on at the next
     step boundary: the checkpoint it asks for is of a step between 0 and the budget.
     """
-    proc = subprocess.Popen(cmd, cwd=cwd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # As from a terminal: a suite started in the background (nohup, `&`) hands its children SIGINT
+    # ignored, and normbench rightly leaves an ignored Ctrl-C ignored.
+    proc = subprocess.Popen(cmd, cwd=cwd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     wait_for(lambda: (run_dir / records.CHECKPOINT_FILE).exists() or proc.poll() is not None)
     proc.send_signal(sig)
     out, err = proc.communicate(timeout=120)
