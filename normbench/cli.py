@@ -179,9 +179,10 @@ def report(
     metric: str = typer.Option(None, "--metric", metavar="NAME", help="Metric to compare, e.g. test_acc, test_error, "
                                "best_test_acc, test_bpc."),
     plot: list[str] = typer.Option(None, "--plot", metavar="NAME", help="Plot to draw (repeatable): convergence, "
-                                   "convergence_steps, convergence_time, batch_size, generalization, label_noise, sweep, "
-                                   "all. Default: chosen from what varies."),
+                                   "convergence_steps, convergence_time, convergence_epochs, convergence_samples, batch_size, "
+                                   "generalization, label_noise, sweep, all. Default: chosen from what varies."),
     quiet: bool = typer.Option(False, "-q", "--quiet", help="No summary table in the terminal."),
+    seed_lines: bool = typer.Option(False, "--seed-lines", help="Convergence plots also draw each seed's curve."),
 ) -> None:
     """Turn runs and sweeps into comparison plots, tables (CSV) and a Markdown report.
 
@@ -196,7 +197,7 @@ def report(
     """
     from normbench.report.terminal import report_command
 
-    code = report_command(dirs, out, x, metric, plot or None, quiet)
+    code = report_command(dirs, out, x, metric, plot or None, quiet, seed_lines)
     if code:
         raise typer.Exit(code)
 

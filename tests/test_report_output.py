@@ -235,3 +235,27 @@ def test_hydra_callback_writes_report_and_never_raises(tmp_path, caplog, monkeyp
     ReportCallback().on_multirun_end(
         config=OmegaConf.create({"hydra": {"sweep": {"dir": str(off)}}}))
     assert not (off / "report").exists()
+
+
+def test_convergence_against_epochs_and_samples_with_each_seed_and_honest_interval_notes(tmp_path):
+    sweep = tiny_sweep(tmp_path / "sweep")
+    report = build_report([sweep], tmp_path / "out", plots=["convergence_epochs", "convergence_samples",
+                                                            "generalization"], seed_lines=True)
+    assert set(report.figures) == {"convergence_epochs", "convergence_samples", "generalization"}
+    epochs_svg = report.figures["convergence_epochs"][1].read_text()
+    assert "against epochs" in epochs_svg and "thin: each seed" in epochs_svg
+    assert "mean over 2 seeds; shaded: 95% t band; at 2 seeds a t interval is wide" in epochs_svg
+    assert "training samples seen" in report.figures["convergence_samples"][1].read_text()
+    generalization = report.figures["generalization"][1].read_text()
+    assert "batch 2<" in generalization and "batch 32<" in generalization  # one marker per batch size, in the legend
+    md = report.path.read_text()
+    assert "plots/convergence_epochs.png" in md and "plots/convergence_samples.png" in md
+
+
+def test_a_setting_with_one_seed_is_said_to_have_no_interval():
+    from normbench.report.plots import seeds_note
+
+    runs = pd.DataFrame({"label": ["BN", "BN", "GN"], "batch_size": [2, 2, 2], "run_id": ["a", "b", "c"]})
+    assert seeds_note(runs, ["batch_size"], "shaded: 95% t band") == (
+        "mean over 1 to 2 seeds; shaded: 95% t band; a setting with one seed has none")
+    assert seeds_note(runs.iloc[[0, 2]], [], "x") == "one seed per line: no interval"

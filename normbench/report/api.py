@@ -23,8 +23,8 @@ from normbench.report.markdown import render
 from normbench.report.stats import aggregate, batch_threshold
 
 #: Plot names a user can ask for (``--plot``); ``convergence`` means both convergence plots.
-PLOTS = ("convergence_steps", "convergence_time", "batch_size", "generalization",
-         "label_noise", "sweep")
+PLOTS = ("convergence_steps", "convergence_time", "convergence_epochs", "convergence_samples", "batch_size",
+         "generalization", "label_noise", "sweep")
 PLOT_ALIASES = {"convergence": ("convergence_steps", "convergence_time"),
                 "batch": ("batch_size",), "noise": ("label_noise",),
                 "all": ("convergence_steps", "convergence_time", "batch_size",
@@ -103,6 +103,7 @@ def make_report(
     metric: str | None = None,
     plots: Sequence[str] | None = None,
     title: str | None = None,
+    seed_lines: bool = False,
 ) -> Path:
     """Read the runs under ``dirs`` and write a report into ``out_dir``; returns report.md.
 
@@ -116,12 +117,13 @@ def make_report(
         plots: plot names to draw (see :data:`PLOTS`, or ``convergence``/``all``); default:
             chosen from what varies between the runs.
         title: the report's heading.
+        seed_lines: the convergence plots also draw each seed's curve, thin.
 
     Raises:
         ReportError: a directory does not exist, no run was found, or a metric, key or plot
             name is unknown. A single unreadable run is never an error: it is listed.
     """
-    return build_report(dirs, out_dir, x=x, metric=metric, plots=plots, title=title).path
+    return build_report(dirs, out_dir, x=x, metric=metric, plots=plots, title=title, seed_lines=seed_lines).path
 
 
 def _portable(runs: pd.DataFrame, out_dir: Path) -> pd.DataFrame:
@@ -141,6 +143,7 @@ def build_report(
     metric: str | None = None,
     plots: Sequence[str] | None = None,
     title: str | None = None,
+    seed_lines: bool = False,
 ) -> Report:
     """:func:`make_report`, returning the loaded runs and the figures as well."""
     if isinstance(dirs, (str, Path)):
@@ -175,7 +178,7 @@ def build_report(
     report = Report(path=out_dir / "report.md", runs=rs)
     colors = plots_colors(rs)
 
-    _draw(report, chosen, plot_dir, colors, x, metric if user_metric else None, metric)
+    _draw(report, chosen, plot_dir, colors, x, metric if user_metric else None, metric, seed_lines)
     keys = tables.setting_columns(rs)
     diffs = _write_tables(rs, out_dir, metric, keys)
     # The batch-size finding is stated in the batch-size plot's metric (error by default).
@@ -193,22 +196,28 @@ def build_report(
     return report
 
 
-# Each figure a report can draw: (runs, plot dir, colours, x key, the user's metric, the metric) -> paths.
+def _convergence(axis: str):
+    """The convergence figure against ``axis`` (see :data:`~normbench.report.plots.CONVERGENCE_AXES`)."""
+    return lambda rs, d, c, x, user, m, seeds: figures.plot_convergence(rs, d, c, xaxis=axis, seed_lines=seeds)
+
+
+# Each figure a report can draw: (runs, plot dir, colours, x key, the user's metric, the metric,
+# seed lines) -> paths.
 _FIGURES = {
-    "convergence_steps": lambda rs, d, c, x, user, m: figures.plot_convergence(rs, d, c, xaxis="step"),
-    "convergence_time": lambda rs, d, c, x, user, m: figures.plot_convergence(
-        rs, d, c, xaxis="wall_time_s" if "wall_time_s" in rs.curves else "train_time_s"),
+    **{name: _convergence(axis) for axis, (name, _) in figures.CONVERGENCE_AXES.items()},
+    "convergence_time": lambda rs, d, c, x, user, m, seeds: figures.plot_convergence(
+        rs, d, c, xaxis="wall_time_s" if "wall_time_s" in rs.curves else "train_time_s", seed_lines=seeds),
     # GN Fig. 1 plots error; a metric the user named replaces it.
-    "batch_size": lambda rs, d, c, x, user, m: figures.plot_batch_size(rs, d, c, metric=user),
-    "generalization": lambda rs, d, c, x, user, m: generalization_figures.plot_generalization(rs, d, c),
-    "label_noise": lambda rs, d, c, x, user, m: generalization_figures.plot_label_noise(rs, d, c),
-    "sweep": lambda rs, d, c, x, user, m: figures.plot_sweep(rs, d, c, x, m),
+    "batch_size": lambda rs, d, c, x, user, m, seeds: figures.plot_batch_size(rs, d, c, metric=user),
+    "generalization": lambda rs, d, c, x, user, m, seeds: generalization_figures.plot_generalization(rs, d, c),
+    "label_noise": lambda rs, d, c, x, user, m, seeds: generalization_figures.plot_label_noise(rs, d, c),
+    "sweep": lambda rs, d, c, x, user, m, seeds: figures.plot_sweep(rs, d, c, x, m),
 }
 
 
-def _draw(report: Report, chosen, plot_dir: Path, colors, x, user_metric, metric) -> None:
+def _draw(report: Report, chosen, plot_dir: Path, colors, x, user_metric, metric, seed_lines=False) -> None:
     for name in chosen:
-        paths = _FIGURES[name](report.runs, plot_dir, colors, x, user_metric, metric)
+        paths = _FIGURES[name](report.runs, plot_dir, colors, x, user_metric, metric, seed_lines)
         if paths:
             report.figures[name] = paths
         else:

@@ -52,6 +52,17 @@ SHORT = {"batch_size": "batch size", "dataset.label_noise": "label noise", "opti
          "lr": "lr", "norm.groups": "groups"}
 
 
+#: The labels papers use (each norm's YAML ``label``) and the norms they stand for: a norm keeps
+#: its colour, marker and place (BN first) whichever name its runs recorded.
+PAPER_LABELS = {"BN": "batch", "GN": "group", "LN": "layer", "IN": "instance", "WN": "weight", "no norm": "none"}
+
+
+def base_norm(label: str) -> str:
+    """The norm a legend label stands for: ``GN (groups=8)`` -> ``group``, ``batch`` -> ``batch``."""
+    head = str(label).split(" (", 1)[0]
+    return PAPER_LABELS.get(head, head)
+
+
 def short(key: str) -> str:
     """A config key as a table column head."""
     return SHORT.get(key, key)

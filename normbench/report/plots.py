@@ -35,6 +35,7 @@ NORM_COLORS = {
 _SPARE = ["#56B4E9", "#F0E442", "#882255", "#44AA99", "#999933", "#AA4499", "#332288",
           "#117733", "#88CCEE", "#DDCC77"]
 MARKERS = {"batch": "o", "group": "s", "layer": "^", "instance": "D", "weight": "v", "none": "x"}
+_base = names.base_norm
 
 DPI = 200
 STYLE = {
@@ -75,7 +76,7 @@ def color_map(labels: Sequence[str]) -> dict[str, str]:
     variant of that norm, so a sweep over one group count still shows group norm in orange.
     """
     labels = sorted(set(map(str, labels)))
-    base = {lab: lab.split(" (", 1)[0] for lab in labels}
+    base = {lab: _base(lab) for lab in labels}
     counts: dict[str, int] = {}
     for b in base.values():
         counts[b] = counts.get(b, 0) + 1
@@ -92,13 +93,13 @@ def color_map(labels: Sequence[str]) -> dict[str, str]:
 
 
 def _marker(label: str) -> str:
-    return MARKERS.get(label.split(" (", 1)[0], "o")
+    return MARKERS.get(_base(label), "o")
 
 
 def label_order(labels: Sequence[str]) -> list[str]:
     """Batch norm first (the reference), then the other norms alphabetically."""
     labels = sorted(set(map(str, labels)))
-    return sorted(labels, key=lambda s: (not s.startswith("batch"), s))
+    return sorted(labels, key=lambda s: (_base(s) != "batch", s))
 
 
 def _new_figure(ncols: int, nrows: int, width: float = 3.4, height: float = 2.7,
@@ -168,13 +169,14 @@ def _legend(fig: Figure, colors: dict[str, str], order: list[str], extra=(),
 @_styled
 def plot_convergence(
     rs: RunSet, out_dir: Path, colors: dict[str, str], xaxis: str = "step",
-    metrics: Sequence[str] | None = None,
+    metrics: Sequence[str] | None = None, seed_lines: bool = False,
 ) -> list[Path]:
-    """Test metric and training loss against ``xaxis`` (``step`` or ``wall_time_s``).
+    """Test metric and training loss against ``xaxis`` (a key of :data:`CONVERGENCE_AXES`).
 
     One panel column per setting of the other swept keys (batch size, ...), one line per norm:
-    the mean over seeds with its pointwise 95% t band. Runs that failed or diverged are left out
-    of the curves (the report's tables count them).
+    the mean over seeds with its pointwise 95% t band, and with ``seed_lines`` each seed's own
+    curve, thin. Runs that failed or diverged are left out of the curves (the report's tables
+    count them). The subtitle says how many seeds the bands rest on.
     """
     curves = rs.curves
     done = rs.runs[rs.runs["status"] == "completed"]
@@ -198,7 +200,7 @@ def plot_convergence(
             ax = axes[row * ncols + col]
             for lab in order:
                 ids = frame.loc[frame["label"] == lab, "run_id"]
-                _band(ax, curves[curves["run_id"].isin(ids)], xaxis, metric, colors[lab], lab)
+                _band(ax, curves[curves["run_id"].isin(ids)], xaxis, metric, colors[lab], lab, seed_lines)
             if metric == "train_loss":
                 _log_if_wide(ax, curves[metric])
             ax.set_xlabel(names.label(xaxis) if row == len(metrics) - 1 else "")
@@ -209,20 +211,40 @@ def plot_convergence(
             if row == 0 and facet_keys:
                 ax.set_title(_facet_title(facet_keys, fkey))
             ax.set_xlim(left=0)
-    what = "training steps" if xaxis == "step" else "wall-clock time"
+    name, what = CONVERGENCE_AXES.get(xaxis, ("convergence_time", "wall-clock time"))
     metric_names = " and ".join(names.label(m) for m in metrics)
     _title(fig, f"Convergence: {metric_names} against {what}",
-           "mean over seeds; shaded: 95% t band")
+           seeds_note(done, facet_keys, "shaded: 95% t band") + ("; thin: each seed" if seed_lines else ""))
     _legend(fig, colors, order, markers=False)
-    name = "convergence_steps" if xaxis == "step" else "convergence_time"
     return save(fig, out_dir, name)
 
 
-def _band(ax, c: pd.DataFrame, xaxis: str, metric: str, color: str, label: str) -> None:
-    """One norm's curve: the mean over its runs ``c`` and the pointwise 95% t band. Against time,
-    on a common grid up to where the shortest run ends."""
+#: The x axes of the convergence plots: the curves' key -> (figure name, words for the title).
+CONVERGENCE_AXES = {"step": ("convergence_steps", "training steps"), "epoch": ("convergence_epochs", "epochs"),
+                    "samples_seen": ("convergence_samples", "training samples seen")}
+
+
+def seeds_note(done: pd.DataFrame, keys: Sequence[str], interval: str) -> str:
+    """What the intervals of a figure rest on: ``mean over 5 seeds; <interval>``, the range when the
+    settings (norm label and ``keys``) differ, and plainly when one has one seed (no interval) or
+    two (a wide one)."""
+    counts = done.groupby(["label", *keys], dropna=False)["run_id"].count()
+    lo, hi = int(counts.min()), int(counts.max())
+    seeds = f"{lo} seed{'s' if lo != 1 else ''}" if lo == hi else f"{lo} to {hi} seeds"
+    if hi < 2:
+        return "one seed per line: no interval"
+    caveat = "; a setting with one seed has none" if lo < 2 else ("; at 2 seeds a t interval is wide" if lo == 2 else "")
+    return f"mean over {seeds}; {interval}{caveat}"
+
+
+def _band(ax, c: pd.DataFrame, xaxis: str, metric: str, color: str, label: str, seed_lines: bool = False) -> None:
+    """One norm's curve: the mean over its runs ``c`` and the pointwise 95% t band (and each run,
+    thin). Against time, on a common grid up to where the shortest run ends."""
     if c.empty or metric not in c:
         return
+    if seed_lines:
+        for _, run in c.groupby("run_id"):
+            ax.plot(run[xaxis], run[metric] * _scale(metric), color=color, linewidth=0.5, alpha=0.45)
     grid = None
     if xaxis != "step":
         grid = np.linspace(0.0, float(c.groupby("run_id")[xaxis].max().min()), 200)
@@ -315,7 +337,7 @@ def plot_sweep(
         if facet_keys:
             ax.set_title(_facet_title(facet_keys, fkey))
     _title(fig, title or f"Final {names.label(metric)} against {names.short(x)}",
-           "mean over seeds; error bars: 95% t interval")
+           seeds_note(done, [x, *facet_keys], "error bars: 95% t interval"))
     _legend(fig, colors, order)
     return save(fig, out_dir, name or f"{metric}_vs_{x.replace('.', '_')}")
 

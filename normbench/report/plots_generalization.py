@@ -25,6 +25,7 @@ from normbench.report.plots import (
     _yerr,
     label_order,
     save,
+    seeds_note,
 )
 from normbench.report.stats import aggregate
 
@@ -56,26 +57,36 @@ def plot_generalization(rs: RunSet, out_dir: Path, colors: dict[str, str]) -> li
     facet_keys = _facets(rs, exclude=())
     _train_against_test(ax, done, facet_keys, order, colors, tr, te, scale)
     _gap_bars(bx, done, facet_keys, order, colors, scale, what)
-    _title(fig, f"Generalization: train against test {what}", "mean over seeds; error bars: 95% t interval")
-    _legend(fig, colors, order)
+    _title(fig, f"Generalization: train against test {what}", seeds_note(done, facet_keys, "error bars: 95% t interval"))
+    _legend(fig, colors, order, markers=False)  # colour: the norm; markers: the settings
     return save(fig, out_dir, "generalization")
+
+
+SETTING_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 
 
 def _train_against_test(ax, done, facet_keys, order, colors, tr, te, scale) -> None:
     # One point per run (faint) and one per norm and setting (mean ± 95% CI both ways): a
-    # mean pooled over batch sizes would mix settings.
+    # mean pooled over batch sizes would mix settings. Colour: the norm; marker: the setting.
     agg = aggregate(done, [tr, te], ["label", *facet_keys])
+    settings = sorted({tuple(row) for row in agg[facet_keys].itertuples(index=False)}, key=str) if facet_keys else [()]
+    marker = {setting: SETTING_MARKERS[i % len(SETTING_MARKERS)] for i, setting in enumerate(settings)}
     for lab in order:
         d = done[done["label"] == lab]
         ax.scatter(d[tr] * scale, d[te] * scale, s=10, color=colors[lab], alpha=0.35,
                    linewidths=0)
-        a = agg[agg["label"] == lab]
-        mx, my = a[f"{tr}_mean"] * scale, a[f"{te}_mean"] * scale
-        xerr = _yerr(mx, a[f"{tr}_ci_lo"] * scale, a[f"{tr}_ci_hi"] * scale)
-        yerr = _yerr(my, a[f"{te}_ci_lo"] * scale, a[f"{te}_ci_hi"] * scale)
-        ax.errorbar(mx, my, xerr=xerr, yerr=yerr, linestyle="none", color=colors[lab],
-                    marker=_marker(lab), markersize=5, markeredgecolor="black",
-                    markeredgewidth=0.5, elinewidth=0.8, capsize=1.5, zorder=3)
+        for _, a in agg[agg["label"] == lab].iterrows():
+            setting = tuple(a[k] for k in facet_keys)
+            mx, my = a[f"{tr}_mean"] * scale, a[f"{te}_mean"] * scale
+            xerr = _yerr([mx], [a[f"{tr}_ci_lo"] * scale], [a[f"{tr}_ci_hi"] * scale])
+            yerr = _yerr([my], [a[f"{te}_ci_lo"] * scale], [a[f"{te}_ci_hi"] * scale])
+            ax.errorbar([mx], [my], xerr=xerr, yerr=yerr, linestyle="none", color=colors[lab],
+                        marker=marker.get(setting, _marker(lab)), markersize=5, markeredgecolor="black",
+                        markeredgewidth=0.5, elinewidth=0.8, capsize=1.5, zorder=3)
+    if len(settings) > 1:  # which marker is which setting
+        for setting in settings:
+            ax.plot([], [], linestyle="none", marker=marker[setting], color="grey", markeredgecolor="black",
+                    label=_facet_title(facet_keys, setting))
     lo = np.nanmin(done[[tr, te]].to_numpy()) * scale
     hi = np.nanmax(done[[tr, te]].to_numpy()) * scale
     pad = 0.05 * (hi - lo or 1.0)
@@ -155,6 +166,7 @@ def plot_label_noise(rs: RunSet, out_dir: Path, colors: dict[str, str]) -> list[
             ax.set_title(_facet_title(facet_keys, fkey))
     extra = [Line2D([], [], color="black", linestyle="-", label="test"),
              Line2D([], [], color="black", linestyle="--", label="train")]
-    _title(fig, f"Label noise: final train and test {what}", "mean over seeds; error bars: 95% t interval")
+    _title(fig, f"Label noise: final train and test {what}", seeds_note(done, [x, *facet_keys],
+                                                                       "error bars: 95% t interval"))
     _legend(fig, colors, order, extra=extra)
     return save(fig, out_dir, "label_noise")

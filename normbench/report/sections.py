@@ -65,11 +65,11 @@ def summary(rs) -> Section:
 
 def convergence(rs, figs: dict, out_dir) -> Section:
     section = Section("1. Convergence speed")
-    for name, alt in (("convergence_steps", "Convergence against steps"),
-                      ("convergence_time", "Convergence against wall-clock time")):
-        if name in figs:
-            section.image(figs[name][0], out_dir, alt, figs[name][1])
-    if figs.get("convergence_steps") or figs.get("convergence_time"):
+    shown = [name for name in ("convergence_steps", "convergence_epochs", "convergence_samples", "convergence_time")
+             if name in figs]
+    for name in shown:
+        section.image(figs[name][0], out_dir, f"Convergence against {name.split('_', 1)[1]}", figs[name][1])
+    if shown:
         tt = tables.target_table(rs)
         if not tt.empty:
             target = tt.attrs.get("target")

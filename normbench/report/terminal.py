@@ -71,11 +71,12 @@ def default_out_dir(dirs: Sequence[Path]) -> Path:
 
 
 def report_command(dirs: Sequence[Path], out: Path | None = None, x: str | None = None,
-                   metric: str | None = None, plots: Sequence[str] | None = None, quiet: bool = False) -> int:
+                   metric: str | None = None, plots: Sequence[str] | None = None, quiet: bool = False,
+                   seed_lines: bool = False) -> int:
     """Write the report and print the summary table; returns the exit code (0, or 2 for bad input)."""
     out = out or default_out_dir(dirs)
     try:
-        report = build_report(dirs, out, x=x, metric=metric, plots=plots)
+        report = build_report(dirs, out, x=x, metric=metric, plots=plots, seed_lines=seed_lines)
     except ReportError as exc:
         print(f"normbench: error: {exc}", file=sys.stderr)
         return 2
