@@ -195,13 +195,20 @@ def generate(out: str | Path, train_images: int = 2000, val_images: int = 400, q
                 "directions": DIRECTIONS, "relationships": relationships(objects),
             })
         questions = make_questions(scenes, questions_per_image, max_objects, rng)
-        for i, q in enumerate(questions):
-            q.update(split=split, question_index=i, image_filename=scene_records[q["image_index"]]["image_filename"])
-        info = {"generator": "normbench.data.clevr_like", "version": GENERATOR_VERSION, "split": split, **params}
-        for kind, key, items in (("questions", "questions", questions), ("scenes", "scenes", scene_records)):
-            (out / kind).mkdir(exist_ok=True)
-            (out / kind / f"CLEVR_{split}_{kind}.json").write_text(json.dumps({"info": info, key: items}))
+        write_split(out, split, questions, scene_records,
+                    {"generator": "normbench.data.clevr_like", "version": GENERATOR_VERSION, **params})
     return out
+
+
+def write_split(out: Path, split: str, questions: list[dict], scenes: list[dict], info: dict) -> None:
+    """A split's question and scene files in CLEVR's layout: each question numbered and given its
+    split and image file name (from its scene), both files under the same ``info``."""
+    for i, q in enumerate(questions):
+        q.update(split=split, question_index=i, image_filename=scenes[q["image_index"]]["image_filename"])
+    info = {**info, "split": split}
+    for kind, items in (("questions", questions), ("scenes", scenes)):
+        (out / kind).mkdir(exist_ok=True)
+        (out / kind / f"CLEVR_{split}_{kind}.json").write_text(json.dumps({"info": info, kind: items}))
 
 
 def cached(prefix: str, generate_set, version: int, **params) -> Path:

@@ -33,7 +33,6 @@ Questions carry no ``program`` (CLEVR's functions have no "closest"). Generate o
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -135,6 +134,8 @@ def generate(out: str | Path, train_images: int = 10000, val_images: int = 2000,
     """Write a Sort-of-CLEVR set in CLEVR v1.0's layout into ``out``; return ``out``."""
     from PIL import Image
 
+    from normbench.data.clevr_like import write_split
+
     out = Path(out)
     params = {"train_images": train_images, "val_images": val_images, "questions_per_image": questions_per_image,
               "image_size": image_size, "seed": seed, "generator_version": GENERATOR_VERSION}
@@ -152,12 +153,8 @@ def generate(out: str | Path, train_images: int = 10000, val_images: int = 2000,
                 for k, c in enumerate(COLORS)]})
         questions = balanced_questions(candidate_answers(xy, shapes, image_size),
                                        n * questions_per_image // len(TEMPLATES), rng)
-        for i, q in enumerate(questions):
-            q.update(split=split, question_index=i, image_filename=scenes[q["image_index"]]["image_filename"])
-        info = {"generator": "normbench.data.sort_of_clevr", "version": GENERATOR_VERSION, "split": split, **params}
-        for kind, items in (("questions", questions), ("scenes", scenes)):
-            (out / kind).mkdir(exist_ok=True)
-            (out / kind / f"CLEVR_{split}_{kind}.json").write_text(json.dumps({"info": info, kind: items}))
+        write_split(out, split, questions, scenes,
+                    {"generator": "normbench.data.sort_of_clevr", "version": GENERATOR_VERSION, **params})
     return out
 
 
