@@ -21,10 +21,10 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from normbench import records
+from normbench.catalog import CONFIG_DIR
 from normbench.errors import ConfigError
 from normbench.sweeps import short_name
 
-CONFIG_DIR = Path(__file__).parent / "configs"
 # config.yaml names a sweep's run directories through it (a long name: a prefix and a hash).
 if not OmegaConf.has_resolver("normbench_short"):
     OmegaConf.register_new_resolver("normbench_short", short_name)

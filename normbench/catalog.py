@@ -16,10 +16,16 @@ CONFIG_DIR = Path(__file__).parent / "configs"
 GROUPS = {"norms": "norm", "models": "model", "datasets": "dataset", "optimizers": "optim"}
 
 
+def option_files(group: str, roots) -> dict[str, Path]:
+    """The options of config group ``group``: its YAML files in the config directories ``roots``
+    (a later directory's file of the same name wins, as on Hydra's search path)."""
+    return {path.stem: path for root in roots for path in Path(root, group).glob("*.yaml")}
+
+
 def group_options(group: str, roots=()) -> dict[str, str]:
-    """Each option of config group ``group`` (its YAML files, in normbench's config directory and
-    ``roots``, the search path's other directories) and its one-line description."""
-    paths = {path.stem: path for root in (CONFIG_DIR, *roots) for path in Path(root, group).glob("*.yaml")}
+    """Each option of config group ``group`` (in normbench's config directory and ``roots``, the
+    search path's other directories) and its one-line description."""
+    paths = option_files(group, (CONFIG_DIR, *roots))
     return {name: str(OmegaConf.load(paths[name]).get("description", "")) for name in sorted(paths)}
 
 

@@ -23,19 +23,16 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from normbench import records
+from normbench.catalog import CONFIG_DIR
 
 SWEEPS_ROOT = "multirun"
 _SAFE = re.compile(r"^[A-Za-z0-9._,=+:@\-\[\]]+$")
 _MAX_NAME = 100
 
 
-def _config_dir() -> Path:
-    return Path(__file__).parent / "configs"
-
-
 @functools.cache
 def _nuisance_keys() -> tuple[str, ...]:
-    cfg = OmegaConf.load(_config_dir() / "config.yaml")
+    cfg = OmegaConf.load(CONFIG_DIR / "config.yaml")
     return tuple(cfg.hydra.job.config.override_dirname.exclude_keys)
 
 

@@ -16,7 +16,7 @@ def check_group_choices(args: list[str]) -> None:
     """
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    from normbench.app import CONFIG_DIR
+    from normbench.catalog import CONFIG_DIR, option_files
 
     try:
         parsed = OverridesParser.create().parse_overrides(overrides(args))
@@ -33,7 +33,7 @@ def check_group_choices(args: list[str]) -> None:
         group_dirs = [root / group for root in roots if (root / group).is_dir()]
         if override.is_delete() or group.startswith("hydra") or not group_dirs:
             continue
-        options = sorted({p.stem for group_dir in group_dirs for p in group_dir.glob("*.yaml")})
+        options = sorted(option_files(group, roots))
         try:
             values = list(override.sweep_string_iterator()) if override.is_sweep_override() else [override.value()]
         except Exception:
@@ -119,7 +119,7 @@ def close_keys(key: str) -> list[str]:
 
     from omegaconf import OmegaConf
 
-    from normbench.app import CONFIG_DIR
+    from normbench.catalog import CONFIG_DIR
 
     group, _, _ = key.rpartition(".")
     files = sorted((CONFIG_DIR / group).glob("**/*.yaml")) if group else [CONFIG_DIR / "config.yaml"]
