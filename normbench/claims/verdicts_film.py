@@ -66,8 +66,8 @@ def prior_notes(runs: pd.DataFrame) -> list[str]:
         overall = _prior(runs, column)
         if overall is None:
             continue
-        parts = [f"{c[len(column) + 1:]} {100 * _prior(runs, c):.1f}" for c in sorted(runs.columns)
-                 if c.startswith(column + "_") and _prior(runs, c) is not None]
+        by_type = {c[len(column) + 1:]: _prior(runs, c) for c in sorted(runs.columns) if c.startswith(column + "_")}
+        parts = [f"{t} {100 * v:.1f}" for t, v in by_type.items() if v is not None]
         notes.append(f"question-only prior {what}: {100 * overall:.1f}" + (f" ({', '.join(parts)})" if parts else ""))
     return notes
 
