@@ -6,6 +6,7 @@ metric (its label, its unit, whether lower is better).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 
 from normbench import metrics
@@ -52,15 +53,22 @@ SHORT = {"batch_size": "batch size", "dataset.label_noise": "label noise", "opti
          "lr": "lr", "norm.groups": "groups"}
 
 
-#: The labels papers use (each norm's YAML ``label``) and the norms they stand for: a norm keeps
-#: its colour, marker and place (BN first) whichever name its runs recorded.
-PAPER_LABELS = {"BN": "batch", "GN": "group", "LN": "layer", "IN": "instance", "WN": "weight", "no norm": "none"}
+@functools.cache
+def paper_labels() -> dict[str, str]:
+    """The labels papers use, from each norm's YAML ``label`` (``GN``), and the norms they stand for."""
+    from omegaconf import OmegaConf
+
+    from normbench.catalog import CONFIG_DIR, option_files
+
+    configs = {name: OmegaConf.load(path) for name, path in option_files("norm", [CONFIG_DIR]).items()}
+    return {str(cfg.label): name for name, cfg in configs.items() if cfg.get("label")}
 
 
 def base_norm(label: str) -> str:
-    """The norm a legend label stands for: ``GN (groups=8)`` -> ``group``, ``batch`` -> ``batch``."""
+    """The norm a legend label stands for: ``GN (groups=8)`` -> ``group``, ``batch`` -> ``batch``; a
+    norm keeps its colour, marker and place (BN first) whichever name its runs recorded."""
     head = str(label).split(" (", 1)[0]
-    return PAPER_LABELS.get(head, head)
+    return paper_labels().get(head, head)
 
 
 def short(key: str) -> str:
