@@ -116,6 +116,8 @@ def run(ctx: typer.Context) -> None:
     try:
         usage.check_group_choices(args)
         usage.check_launcher(args)
+        if flags:
+            usage.check_sweep_values(args)
     except usage.UsageError as exc:
         typer.echo(f"normbench: error: {exc}", err=True)
         raise typer.Exit(2) from None
@@ -148,7 +150,7 @@ def run(ctx: typer.Context) -> None:
                    "choose a writable place with hydra.run.dir=DIR (hydra.sweep.dir=DIR for -m)", err=True)
         raise typer.Exit(2) from None
     except Exception as exc:
-        typer.echo(f"normbench: error: {usage.one_line(exc)}", err=True)
+        typer.echo(f"normbench: error: {usage.one_line(exc, args)}", err=True)
         raise typer.Exit(2) from None
     finally:
         sys.argv = argv

@@ -7,7 +7,6 @@ import math
 import torch
 from torch import nn
 
-from normbench import rules
 from normbench.errors import ConfigError
 
 OPTIMIZERS = ("sgd", "adam", "rmsprop")
@@ -21,7 +20,6 @@ def effective_lr(cfg, batch_size: int) -> float:
     """
     if cfg.lr_scaling == "linear":
         return cfg.lr * batch_size / cfg.base_batch_size
-    rules.check("optim", {"lr_scaling": cfg.lr_scaling}, {"lr_scaling": rules.one_of("none", "linear")})
     return cfg.lr
 
 
@@ -59,16 +57,6 @@ def build_optimizer(cfg, model: nn.Module, batch_size: int) -> tuple[torch.optim
     return opt, lr
 
 
-#: The schedule's options and what each may be (:mod:`normbench.rules`).
-SCHEDULE_RULES = {
-    "schedule": rules.one_of("constant", "cosine", "step"),
-    "warmup_steps": rules.or_null(rules.non_negative_int),
-    "warmup_epochs": rules.explained(rules.at_least_zero, "must be a non-negative number of epochs"),
-    "milestones": rules.explained(rules.increasing_positives, "must be increasing positive epochs, e.g. [30, 60, 90]"),
-    "gamma": rules.explained(rules.positive_number, "must be a positive factor, e.g. 0.1"),
-}
-
-
 def schedule_factor(cfg, total_steps: int, steps_per_epoch: int):
     """The learning-rate multiplier as a function of the step (the number of updates made), or None.
 
@@ -80,8 +68,6 @@ def schedule_factor(cfg, total_steps: int, steps_per_epoch: int):
     """
     kind, warmup_steps = cfg.schedule, cfg.get("warmup_steps")
     epochs, raw, gamma = cfg.get("warmup_epochs", 0) or 0, list(cfg.get("milestones") or []), cfg.get("gamma", 0.1)
-    rules.check("optim", {"schedule": kind, "warmup_steps": warmup_steps, "warmup_epochs": epochs, "milestones": raw,
-                          "gamma": gamma}, SCHEDULE_RULES)
     warmup = warmup_steps if warmup_steps is not None else round(epochs * steps_per_epoch)
     milestones: list[int] = []
     if kind == "step":

@@ -85,3 +85,32 @@ def check(prefix: str, values: Mapping[str, Any], rules: Mapping[str, Rule]) -> 
             problem = rule(values[key])
             if problem:
                 raise ConfigError(f"{prefix}.{key}={values[key]} {problem}")
+
+
+def text(value) -> str | None:
+    return None if isinstance(value, str) else "must be a string"
+
+
+def number(value) -> str | None:
+    return None if isinstance(value, (int, float)) and not isinstance(value, bool) else "must be a number"
+
+
+def open_fraction(value) -> str | None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value < 1
+    return None if ok else "must lie strictly between 0 and 1"
+
+
+def below_one(value) -> str | None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value < 1
+    return None if ok else "must be a number in [0, 1)"
+
+
+def list_of(rule: Rule, length: int | None = None) -> Rule:
+    """A list whose every item passes ``rule`` (``length`` items, when given)."""
+    def check_list(value) -> str | None:
+        if not isinstance(value, (list, tuple)) or (length is not None and len(value) != length):
+            return f"must be a list of {length} items" if length is not None else "must be a list"
+        problems = [rule(v) for v in value]
+        bad = next((p for p in problems if p), None)
+        return f"has an item that {bad}" if bad else None
+    return check_list

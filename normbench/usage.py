@@ -5,42 +5,118 @@ that Hydra's and OmegaConf's exceptions become. Nothing here imports torch.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
 
 
 def check_group_choices(args: list[str]) -> None:
     """Reject an unknown config-group option (``norm=grup``) in one line, sweeps included.
 
-    Hydra would say so too, over several lines and only when it reaches the job that uses it;
-    checking every swept value up front means a sweep never starts with a bad one in it.
+    The options are those of Hydra's own config repository: normbench's configs, Hydra's plugins',
+    and the user's (``--config-dir``, ``hydra.searchpath``). Hydra would refuse an unknown one too,
+    over several lines and only when it reaches the job that uses it; checking every swept value
+    up front means a sweep never starts with a bad one in it.
     """
+    from hydra.core.object_type import ObjectType
+
+    parsed = _parse(args)
+    if parsed is None:
+        return  # Hydra reports malformed arguments itself
+    with _hydra(args, parsed) as (loader, search):
+        def options(group: str, kind=ObjectType.CONFIG) -> list[str]:
+            return sorted(loader.get_group_options(group, kind, config_name="config", overrides=search))
+
+        for override in parsed:
+            group = override.key_or_group
+            parent, _, name = group.rpartition("/")
+            if override.is_delete() or group.startswith("hydra") or name not in options(parent, ObjectType.GROUP):
+                if group == "experiment":
+                    value = override.value()
+                    raise UsageError(f"{override.input_line}: a claim's experiment is not a Hydra config group; "
+                                     f"run it with `normbench reproduce {value}` (`normbench reproduce {value} "
+                                     "--dry-run` prints the `normbench run -m` commands it runs)")
+                continue
+            known = options(group)
+            for value in _values(override) or []:
+                if str(value) not in known:
+                    raise UsageError(f"unknown {group} '{value}'; choose one of: {', '.join(known)}")
+
+
+def check_sweep_values(args: list[str]) -> None:
+    """Compose the config of every value of a sweep (``-m``) and check it against the schema, so
+    that ``dataset.permute=false,maybe`` is refused in one line before any job starts.
+
+    Each swept value is composed with the other keys at their first value: a value's rule may
+    depend on the component its group chose (``dataset.train_split``), not on the other values.
+    """
+    from hydra import compose
+
+    from normbench.errors import ConfigError
+    from normbench.validation import check_rules
+
+    parsed = _parse(args)
+    if parsed is None:
+        return
+    swept = {o.input_line: _values(o) for o in parsed if not o.key_or_group.startswith("hydra")}
+    swept = {line: values for line, values in swept.items() if values}  # a range Hydra cannot list: not ours
+    keys = {o.input_line: o.get_key_element() for o in parsed}
+    base = {line: f"{keys[line]}={values[0]}" for line, values in swept.items()}
+    variants = [base] + [{**base, line: f"{keys[line]}={value}"} for line, values in swept.items()
+                         for value in values[1:]]
+    problem = None
+    with _hydra(args, parsed) as (_, search):
+        for variant in variants:
+            try:
+                cfg = compose(config_name="config", overrides=[*variant.values(), *search])
+            except Exception as exc:
+                problem = exc
+                break
+            try:
+                check_rules(cfg)
+            except ConfigError as exc:
+                raise UsageError(str(exc)) from None
+            except Exception:
+                continue  # e.g. an interpolation only a job can resolve: the job reports it
+    if problem is not None:  # outside Hydra's context: the message composes configs of its own
+        raise UsageError(one_line(problem, args))
+
+
+def _parse(args: list[str]):
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    from normbench.catalog import CONFIG_DIR, option_files
-
     try:
-        parsed = OverridesParser.create().parse_overrides(overrides(args))
+        return OverridesParser.create().parse_overrides(overrides(args))
     except (SystemExit, Exception):
-        return  # Hydra reports malformed arguments itself
-    roots = [CONFIG_DIR, *config_dirs(args), *search_path(parsed)]
+        return None
+
+
+def _values(override) -> list | None:
+    """The values an override gives its key (a sweep's every value); None when Hydra cannot list them."""
+    try:
+        return list(override.sweep_string_iterator()) if override.is_sweep_override() else [override.value()]
+    except Exception:
+        return None
+
+
+@contextmanager
+def _hydra(args: list[str], parsed):
+    """Hydra's config loader over normbench's configs, and the ``hydra.searchpath`` override that adds
+    the user's (``--config-dir`` and ``hydra.searchpath`` entries) to its search path."""
+    import warnings
+
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from normbench.catalog import CONFIG_DIR
+
+    entries = [f"file://{Path(d).absolute()}" for d in config_dirs(args)]
     for override in parsed:
-        group = override.key_or_group
-        if group.lstrip("+") == "experiment" and not any((root / "experiment").is_dir() for root in roots):
-            name = override.value()
-            raise UsageError(f"{override.input_line}: a claim's experiment is not a Hydra config group; run it with "
-                              f"`normbench reproduce {name}` (`normbench reproduce {name} --dry-run` prints the "
-                              "`normbench run -m` commands it runs)")
-        group_dirs = [root / group for root in roots if (root / group).is_dir()]
-        if override.is_delete() or group.startswith("hydra") or not group_dirs:
-            continue
-        options = sorted(option_files(group, roots))
-        try:
-            values = list(override.sweep_string_iterator()) if override.is_sweep_override() else [override.value()]
-        except Exception:
-            continue
-        for value in values:
-            if str(value) not in options:
-                raise UsageError(f"unknown {group} '{value}'; choose one of: {', '.join(options)}")
+        if override.key_or_group == "hydra.searchpath" and isinstance(override.value(), list):
+            entries += [str(entry) for entry in override.value()]
+    search = [f"hydra.searchpath=[{','.join(entries)}]"] if entries else []
+    with warnings.catch_warnings(), initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        warnings.simplefilter("ignore")  # a search path entry that is not there: Hydra reports it in the run
+        yield GlobalHydra.instance().config_loader(), search
 
 
 def config_dirs(args: list[str]) -> list[Path]:
@@ -56,7 +132,8 @@ def config_dirs(args: list[str]) -> list[Path]:
 
 def search_path(parsed) -> list[Path]:
     """The config directories added with ``hydra.searchpath=[file://DIR,pkg://module]`` (a package's
-    every directory: a namespace package, one without ``__init__.py``, may have several)."""
+    every directory: a namespace package, one without ``__init__.py``, may have several), where
+    `normbench list` reads the options' descriptions."""
     import importlib.util
 
     roots = []
@@ -112,30 +189,49 @@ def check_launcher(args: list[str]) -> None:
                 raise UsageError(message)
 
 
-def close_keys(key: str) -> list[str]:
-    """Known keys spelled like ``key`` (``trainer.max_step`` -> ``trainer.max_steps``), from the
-    package's config files: the top level and every option of the key's config group."""
+def key_hint(key: str, args: list[str] = ()) -> str:
+    """What a misspelt or misplaced ``key`` may have meant: a known key spelled like it
+    (``trainer.max_step`` -> ``trainer.max_steps``) in the config that the arguments' group choices
+    compose (their first value in a sweep), else the group's other options that have it
+    (``optim.betas`` -> ``optim=adam``)."""
     import difflib
 
+    from hydra import compose
+    from hydra.core.object_type import ObjectType
     from omegaconf import OmegaConf
 
-    from normbench.catalog import CONFIG_DIR
+    parsed = _parse(list(args)) or []
+    group, _, leaf = key.rpartition(".")
+    try:
+        with _hydra(list(args), parsed) as (loader, search):
+            groups = loader.get_group_options("", ObjectType.GROUP, config_name="config", overrides=search)
+            choices = {o.key_or_group: f"{o.get_key_element()}={(_values(o) or [''])[0]}" for o in parsed
+                       if o.key_or_group in groups and not o.is_delete()}
+            cfg = OmegaConf.to_container(compose(config_name="config", overrides=[*choices.values(), *search]))
+            close = difflib.get_close_matches(key, _paths(cfg), n=2, cutoff=0.75)
+            if close:
+                return f"did you mean {' or '.join(repr(k) for k in close)}? "
+            others = [name for name in loader.get_group_options(group, config_name="config", overrides=search)
+                      if leaf in compose(config_name="config", overrides=[
+                          *{**choices, group: f"{group}={name}"}.values(), *search])[group]]
+    except Exception:
+        return ""
+    return f"{key} belongs to {' and '.join(f'{group}={name}' for name in others)}; " if others else ""
 
-    group, _, _ = key.rpartition(".")
-    files = sorted((CONFIG_DIR / group).glob("**/*.yaml")) if group else [CONFIG_DIR / "config.yaml"]
-    known = {f"{group}.{k}" if group else k for path in files for k in OmegaConf.load(path) if k != "defaults"}
-    if not group:
-        known |= {p.name for p in CONFIG_DIR.iterdir() if p.is_dir()}
-    return difflib.get_close_matches(key, sorted(known), n=2, cutoff=0.75)
+
+def _paths(node: dict, prefix: str = "") -> list[str]:
+    """Every key of a nested dict, dotted (``trainer``, ``trainer.max_steps``, ...)."""
+    return [f"{prefix}{k}" for k in node] + [p for k, v in node.items() if isinstance(v, dict)
+                                             for p in _paths(v, f"{prefix}{k}.")]
 
 
-def one_line(exc: BaseException) -> str:
-    """Hydra's and OmegaConf's multi-line messages, folded into one line."""
+def one_line(exc: BaseException, args: list[str] = ()) -> str:
+    """Hydra's and OmegaConf's multi-line messages, folded into one line (``args``: the command
+    line's, for the keys a misspelt one may have meant)."""
     cause = str(exc.__cause__ or "")
     if "not in struct" in cause and "Could not override" in str(exc):
         key = str(exc).split("'")[1]
-        close = close_keys(key)
-        hint = f"did you mean {' or '.join(repr(k) for k in close)}? " if close else ""
+        hint = key_hint(key, args)
         return f"unknown config key '{key}'; {hint}see every key with `normbench run --cfg job`"
     parts = [str(exc)]
     if exc.__cause__ is not None:

@@ -1,72 +1,19 @@
-"""The run config's values that need no data or model, checked before anything is built: one
-table of rules (:mod:`normbench.rules`), each naming its key and what the key allows. A model's or
-a dataset's own options are declared in its module with the same rules.
-
-The table is checked without importing torch (:func:`check_rules`), so that a bad value on the
-command line answers at once; the norm's own check needs its registry entry (:func:`validate`).
+"""The config's values checked before anything is built: every key against its rule in
+:mod:`normbench.schema` (without importing torch, so that a bad value on the command line answers
+at once: :func:`check_rules`), then what needs the registries: the run's plugins and the norm's own
+check against the batch size (:func:`validate`).
 """
 
 from __future__ import annotations
 
-from typing import Any
-
 from omegaconf import DictConfig, OmegaConf
 
+from normbench import schema
 from normbench.errors import ConfigError
-from normbench.rules import (
-    Rule,
-    boolean,
-    fraction,
-    integer,
-    one_of,
-    or_null,
-    positive_int,
-    positive_number,
-)
-
-_ABSENT = object()
-#: ``norm.population``: the statistics batch norm uses at evaluation (see population.py).
-POPULATION_MODES = ("running", "exact")
-
-
-#: (key, rule, value when the key is absent): checked in this order; the first bad value stops.
-RULES: list[tuple[str, Rule, Any]] = [
-    ("batch_size", positive_int, _ABSENT),
-    ("seed", integer, _ABSENT),
-    ("trainer.max_steps", or_null(positive_int), _ABSENT),
-    ("trainer.epochs", positive_int, _ABSENT),
-    ("trainer.eval_every", or_null(positive_int), _ABSENT),
-    ("trainer.eval_batch_size", positive_int, _ABSENT),
-    ("trainer.train_eval_samples", positive_int, _ABSENT),
-    ("trainer.log_every", positive_int, _ABSENT),
-    ("trainer.target_acc", or_null(fraction), None),
-    ("trainer.target_bpc", or_null(lambda v: positive_number(v) and "must be a positive number of bits per "
-                                    "character"), None),
-    ("trainer.amp", boolean, False),
-    ("trainer.channels_last", boolean, False),
-    ("trainer.compile", boolean, False),
-    ("trainer.deterministic", boolean, False),
-    ("trainer.compile_mode", one_of("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"),
-     "default"),
-    ("norm.population", one_of(*POPULATION_MODES, why=" (the statistics batch norm uses at evaluation)"),
-     "running"),
-    ("norm.population_samples", or_null(positive_int), None),
-    ("norm.also_exact", boolean, False),
-    # Every switch of the config groups: a string such as "maybe" or "off" is not a boolean.
-    *((key, boolean, False) for key in (
-        "norm.affine", "norm.mean_only", "norm.sync", "norm.data_init", "norm.batch_dependent", "dataset.permute",
-        "dataset.download", "dataset.normalize", "dataset.augment", "optim.nesterov", "optim.norm_weight_decay",
-        "model.zero_init_residual")),
-    ("trainer.progress", one_of("auto", "bar", "lines", "none"), _ABSENT),
-    ("trainer.threads", lambda v: None if v == "auto" else positive_int(v) and "must be auto or a positive integer",
-     "auto"),
-    ("optim.lr", positive_number, None),
-    ("optim.grad_clip_norm", or_null(positive_number), None),
-]
 
 
 def validate(cfg: DictConfig) -> None:
-    """Import the run's ``plugins``, then check ``cfg`` against :data:`RULES` and the norm's own
+    """Import the run's ``plugins``, then check ``cfg`` against :mod:`normbench.schema` and the norm's own
     check (e.g. ghost batch norm's virtual batch against the batch size); raise
     :class:`ConfigError` naming the first bad value."""
     from normbench.models import norm_options
@@ -93,12 +40,21 @@ def import_plugins(modules) -> None:
 
 
 def check_rules(cfg: DictConfig) -> None:
-    """Check ``cfg`` against :data:`RULES` (no torch needed); raise :class:`ConfigError` naming the
-    first bad value."""
-    for key, rule, absent in RULES:
+    """Check ``cfg`` against :mod:`normbench.schema`: the run's keys, then each config group's
+    (no torch needed); raise :class:`ConfigError` naming the first bad value."""
+    from normbench.rules import check
+
+    for key, rule, absent in schema.RUN_RULES:
         value = OmegaConf.select(cfg, key, default=absent)
-        if value is _ABSENT:
+        if OmegaConf.is_config(value):
+            value = OmegaConf.to_container(value, resolve=True)
+        if value is schema.ABSENT:
             raise ConfigError(f"{key} is missing from the config")
         problem = rule(value)
         if problem:
             raise ConfigError(f"{key}={value} {problem}")
+    for group in schema.GROUP_RULES:
+        section = cfg.get(group)
+        if isinstance(section, DictConfig):
+            values = OmegaConf.to_container(section, resolve=True)
+            check(group, values, schema.rules_for(group, values.get("name")))

@@ -283,7 +283,6 @@ def test_prior_per_template_sees_what_the_wording_tells():
     ({"name": "clevr"}, "set dataset.root=DIR"),
     ({"name": "clevr", "root": "/nonexistent/clevr"}, "dataset.root=/nonexistent/clevr does not exist"),
     ({"name": "clevr", "root": "EMPTY"}, "lacks questions/CLEVR_train_questions.json, images/train"),
-    ({"name": "clevr", "root": "REAL", "features": "vgg"}, "dataset.features=vgg is not one of pixels, resnet101"),
     ({"name": "clevr", "root": "REAL", "permute": True}, "dataset.permute=true is not defined"),
     ({"name": "clevr", "root": "REAL", "features": "resnet101"}, "needs weights"),
 ])

@@ -9,11 +9,11 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from normbench import records
+from normbench import records, schema
 from normbench.data.base import Inputs, TensorData
 from normbench.errors import ConfigError
 from normbench.models import build_model
-from normbench.models.film import FILM_MODES, ConditionalNorm, FiLMNet, coordinate_maps
+from normbench.models.film import ConditionalNorm, FiLMNet, coordinate_maps
 
 VOCAB, ANSWERS, LENGTH = 12, 7, 6
 INFO = {"vocab_size": VOCAB, "image_kind": "pixels", "image_shape": (3, 32, 32)}
@@ -128,7 +128,7 @@ def test_block_output_follows_the_formula():
 
 
 @pytest.mark.parametrize("norm", ["batch", "group", "layer", "instance", "none", "weight"])
-@pytest.mark.parametrize("mode", FILM_MODES)
+@pytest.mark.parametrize("mode", schema.FILM_MODES)
 def test_every_norm_and_mode_trains_and_question_gets_gradients(norm, mode):
     torch.manual_seed(0)
     data = tiny_data()

@@ -250,19 +250,19 @@ def load(cfg):
     generator's parameters; it is rendered at ``dataset.image_size``. Then it is read like CLEVR
     (:func:`normbench.data.clevr.read`).
     """
-    from normbench.data.clevr import _positive, read
+    from normbench.data.clevr import read
     from normbench.errors import ConfigError
 
     root = cfg.get("root")
     if root is None:
-        params = {key: _positive(cfg, key, None) for key in _GENERATOR_KEYS}
+        params = {key: cfg.get(key) for key in _GENERATOR_KEYS}
         if not params["min_objects"] <= params["max_objects"] <= MAX_OBJECTS:
             raise ConfigError(f"dataset.min_objects={params['min_objects']} and dataset.max_objects="
                               f"{params['max_objects']}: need min_objects <= max_objects <= {MAX_OBJECTS}")
         seed = cfg.get("generator_seed", 0)
         try:
             root = cached("clevr_like", generate, GENERATOR_VERSION, **params,
-                          image_size=_positive(cfg, "image_size", 64), seed=seed)
+                          image_size=cfg.get("image_size", 64), seed=seed)
         except ValueError as exc:
             raise ConfigError(f"dataset={cfg.get('name', 'clevr_like')}: {exc}") from None
     return read(Path(str(root)).expanduser(), cfg, "clevr_like")

@@ -18,7 +18,6 @@ import copy
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from normbench import rules
 from normbench.errors import ConfigError
 
 MEAN = (0.485, 0.456, 0.406)
@@ -81,9 +80,6 @@ def load(cfg) -> FolderData:
     if crop < 1 or resize < crop:
         raise ConfigError(f"dataset.crop={crop} and dataset.resize={resize}: need 1 <= crop <= resize")
     workers = cfg.get("workers", 8)
-    rules.check("dataset", {"workers": workers},
-                {"workers": rules.explained(rules.non_negative_int, "must be a non-negative integer (0: load in the "
-                                                                    "main process)")})
     normalize = T.Normalize(MEAN, STD)
     train_tf = T.Compose([T.RandomResizedCrop(crop), T.RandomHorizontalFlip(), T.ToTensor(), normalize])
     eval_tf = T.Compose([T.Resize(resize), T.CenterCrop(crop), T.ToTensor(), normalize])

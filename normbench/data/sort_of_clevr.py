@@ -163,13 +163,13 @@ _GENERATOR_KEYS = ("train_images", "val_images", "questions_per_image")
 
 def load(cfg):
     """``dataset=sort_of_clevr``: the set in ``dataset.root``, or the one the config's keys generate (cached)."""
-    from normbench.data.clevr import _positive, read
+    from normbench.data.clevr import read
     from normbench.data.clevr_like import cached
 
     root = cfg.get("root")
     if root is None:
-        params = {key: _positive(cfg, key, None) for key in _GENERATOR_KEYS}
-        params.update(image_size=_positive(cfg, "image_size", 32), seed=cfg.get("generator_seed", 0))
+        params = {key: cfg.get(key) for key in _GENERATOR_KEYS}
+        params.update(image_size=cfg.get("image_size", 32), seed=cfg.get("generator_seed", 0))
         root = cached("sort_of_clevr", generate, GENERATOR_VERSION, **params)
     return read(Path(str(root)).expanduser(), cfg, "sort_of_clevr")
 

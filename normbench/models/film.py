@@ -13,12 +13,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from normbench import rules
 from normbench.errors import ConfigError
 from normbench.norms import SKIP_DATA_INIT, get_norm, make_norm
+from normbench.rules import check
+from normbench.schema import FILM_SIZES, rules_for
 
-FILM_MODES = ("full", "gamma_only", "beta_only", "image_only", "late_fusion")
-INITS = ("default", "kaiming_uniform")
 PRESETS = {
     # Trains in minutes on 2 CPU cores at 64x64 (the default).
     "small": {"blocks": 4, "maps": 32, "embedding_dim": 64, "gru_size": 128, "stem_layers": 3,
@@ -29,7 +28,6 @@ PRESETS = {
     "paper": {"blocks": 4, "maps": 128, "embedding_dim": 200, "gru_size": 4096, "stem_layers": 4,
               "classifier_channels": 512, "classifier_hidden": 1024, "init": "kaiming_uniform"},
 }
-SIZES = ("blocks", "maps", "embedding_dim", "gru_size", "stem_layers", "classifier_channels", "classifier_hidden")
 
 
 def coordinate_maps(n: int, height: int, width: int, device, dtype) -> torch.Tensor:
@@ -117,11 +115,6 @@ class FiLMBlock(nn.Module):
         return r + F.relu(h)
 
 
-#: FiLMNet's options and what each may be (:mod:`normbench.rules`).
-OPTION_RULES = {"film": rules.one_of(*FILM_MODES), "preset": rules.one_of(*PRESETS), "init": rules.one_of(*INITS),
-                **{k: rules.positive_int for k in SIZES}}
-
-
 class FiLMNet(nn.Module):
     r"""FiLM for visual question answering (Perez et al. 2018), sized by ``preset``.
 
@@ -170,11 +163,11 @@ class FiLMNet(nn.Module):
     def __init__(self, input_shape, num_classes, norm, norm_options, data_info=None, preset="small", film="full",
                  init=None, **given):
         super().__init__()
-        unknown = set(given) - set(SIZES)
+        unknown = set(given) - set(FILM_SIZES)
         if unknown:
-            raise ConfigError(f"model=film takes no option {', '.join(sorted(unknown))}; its sizes: {', '.join(SIZES)}")
+            raise ConfigError(f"model=film takes no option {', '.join(sorted(unknown))}; its sizes: {', '.join(FILM_SIZES)}")
         given = {k: v for k, v in {**given, "init": init}.items() if v is not None}
-        rules.check("model", {"film": film, "preset": preset, **given}, OPTION_RULES)
+        check("model", {"film": film, "preset": preset, **given}, rules_for("model", "film"))  # from Python too
         self.sizes = sizes = {**PRESETS[preset], **given}
         info = data_info or {}
         if "vocab_size" not in info:

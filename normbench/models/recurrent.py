@@ -31,14 +31,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from normbench import rules
 from normbench.errors import ConfigError
 from normbench.norms import SKIP_DATA_INIT, make_recurrent_norm
-
-INPUT_INITS = ("orthogonal", "xavier", "default")
-RECURRENT_INITS = ("orthogonal", "identity", "xavier", "default")
-IMAGE_SEQUENCES = ("pixels", "rows")
-IMPLEMENTATIONS = ("cell", "torch")
+from normbench.rules import check
+from normbench.schema import rules_for
 
 
 def _init_blocks(weight: torch.Tensor, scheme: str, hidden_size: int) -> None:
@@ -113,13 +109,6 @@ class LSTMLayer(nn.Module):
         return torch.stack(outputs, dim=1), (h, c)
 
 
-#: The LSTM's options and what each may be (:mod:`normbench.rules`).
-OPTION_RULES = {"image_sequence": rules.one_of(*IMAGE_SEQUENCES), "input_init": rules.one_of(*INPUT_INITS),
-                "recurrent_init": rules.one_of(*RECURRENT_INITS), "impl": rules.one_of(*IMPLEMENTATIONS),
-                "hidden_size": rules.positive_int, "num_layers": rules.positive_int,
-                "values_per_step": rules.positive_int, "h0_noise": rules.at_least_zero}
-
-
 class LSTM(nn.Module):
     """An LSTM classifier for sequences, or a character-level language model for text.
 
@@ -158,10 +147,9 @@ class LSTM(nn.Module):
                  num_layers=1, image_sequence="pixels", input_init="orthogonal", recurrent_init="orthogonal",
                  forget_bias=1.0, h0_noise=0.0, impl="cell", values_per_step=1):
         super().__init__()
-        rules.check("model", {"image_sequence": image_sequence, "input_init": input_init,
-                              "recurrent_init": recurrent_init, "impl": impl, "hidden_size": hidden_size,
-                              "num_layers": num_layers, "values_per_step": values_per_step, "h0_noise": h0_noise},
-                    OPTION_RULES)
+        check("model", {"image_sequence": image_sequence, "input_init": input_init, "recurrent_init": recurrent_init,
+                        "impl": impl, "hidden_size": hidden_size, "num_layers": num_layers,
+                        "values_per_step": values_per_step, "h0_noise": h0_noise}, rules_for("model", "lstm"))
         if impl == "torch" and norm != "none":
             raise ConfigError(f"model.impl=torch is PyTorch's fused nn.LSTM, which has no place for norm={norm}; "
                               "use model.impl=cell (or norm=none)")

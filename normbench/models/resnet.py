@@ -28,7 +28,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from normbench import rules
 from normbench.errors import ConfigError
 from normbench.norms import make_norm, needs_bias
 
@@ -142,7 +141,7 @@ class ResNet(nn.Module):
             variant = "cifar" if input_shape[-1] <= 64 else "imagenet"
         if variant == "cifar":
             self.net = CifarResNet(input_shape[0], num_classes, depth, norm, norm_options, width)
-        elif variant == "imagenet":
+        else:  # imagenet (normbench.schema allows no other)
             if depth not in IMAGENET_DEPTHS:
                 raise ConfigError(f"model.depth={depth} is not an ImageNet ResNet depth; use one of "
                                   f"{', '.join(map(str, IMAGENET_DEPTHS))}, or model.variant=cifar for "
@@ -154,8 +153,6 @@ class ResNet(nn.Module):
                                norm_layer=lambda channels: make_norm(norm, channels, 2, **norm_options))
             if input_shape[0] != 3:
                 self.net.conv1 = nn.Conv2d(input_shape[0], 64, 7, 2, 3, bias=False)
-        else:
-            rules.check("model", {"variant": variant}, {"variant": rules.one_of("auto", "cifar", "imagenet")})
         self.variant = variant
         init_weights(self.net, zero_init_residual)
 

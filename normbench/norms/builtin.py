@@ -5,7 +5,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from normbench import rules
 from normbench.errors import ConfigError
 from normbench.norms import Norm, register_norm
 from normbench.norms.layers import (
@@ -26,9 +25,6 @@ def _init_gamma(layer: nn.Module, gamma_init, kind: str) -> nn.Module:
     """Set a norm layer's initial gain :math:`\\gamma` (``None``: leave the layer's default)."""
     if gamma_init is None:
         return layer
-    rules.check("norm", {"gamma_init": gamma_init},
-                {"gamma_init": rules.explained(rules.positive_number, "must be a positive number (Cooijmans et al. "
-                                                                      "use 0.1)")})
     if getattr(layer, "weight", None) is None:
         raise ConfigError(f"norm.gamma_init={gamma_init} needs a gamma, and norm={kind} with affine=false has "
                           "none; drop norm.gamma_init or set norm.affine=true")
@@ -66,7 +62,7 @@ def _recurrent_batch(num_features, max_steps, center, **options):
 
 
 def _group(num_features, dims, groups=32, eps=1e-5, affine=True):
-    if rules.positive_int(groups) or num_features % groups:
+    if num_features % groups:
         hint = ", ".join(str(d) for d in range(1, num_features + 1) if num_features % d == 0 and d <= 64)
         raise ConfigError(f"norm.groups={groups} does not divide the {num_features} channels of a layer; "
                           f"choose a divisor of {num_features} (e.g. {hint})")
@@ -80,19 +76,9 @@ def _per_step(layer_type):
 
 def _check_ghost(options: dict, batch_size: int) -> None:
     v = options.get("virtual_batch_size", 32)
-    rules.check("norm", {"virtual_batch_size": v}, {"virtual_batch_size": rules.positive_int})
     if batch_size > v and batch_size % v:
         raise ConfigError(f"norm.virtual_batch_size={v} does not divide batch_size={batch_size}; choose a divisor "
                           f"of {batch_size}, or a batch size that is a multiple of {v}")
-
-
-_IOFFE = " (Ioffe relaxes to r_max=3, d_max=5)"
-_RENORM_RULES = {"r_max": rules.at_least(1, _IOFFE), "d_max": rules.at_least(0, _IOFFE), "relax_from": rules.steps,
-                 "r_max_at": rules.steps, "d_max_at": rules.steps}
-
-
-def _check_renorm(options: dict, batch_size: int) -> None:
-    rules.check("norm", options, _RENORM_RULES)
 
 
 def _weight_data_init(model: nn.Module, inputs, options: dict) -> None:
@@ -132,6 +118,6 @@ for _entry in (
          frozenset({"virtual_batch_size", "eps", "momentum", "affine"}), (GhostBatchNorm,), check=_check_ghost),
     Norm("renorm", lambda num_features, dims, **o: BatchRenorm(num_features, **o),
          frozenset({"r_max", "d_max", "relax_from", "r_max_at", "d_max_at", "eps", "momentum", "affine"}),
-         (BatchRenorm,), check=_check_renorm),
+         (BatchRenorm,)),
 ):
     register_norm(_entry)
