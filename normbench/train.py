@@ -330,10 +330,10 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
     :class:`Interrupted`. Running the same config again resumes from that step.
     """
     ctx = distributed.from_env()
+    validate(cfg)  # before the lock makes the run directory: bad input leaves nothing behind
     if not ctx.enabled:
         with records.RunLock(run_dir):  # one writer per run directory
             return _train(cfg, Path(run_dir), ctx)
-    validate(cfg)
     distributed.init(ctx, resolve_device(cfg.trainer.device, ctx))
     # Every rank reads and resumes rank 0's run directory; only rank 0 writes it (and locks it).
     run_dir = Path(distributed.broadcast_object(ctx, str(run_dir)))
