@@ -141,7 +141,7 @@ def test_cosine_schedule_reaches_zero(tmp_path, tiny_overrides):
     ("batch_size=1", "needs batch_size>=2"),
     ("batch_size=5000", "exceeds the 4000 training samples"),
     ("optim.lr=-1", "optim.lr=-1"),
-    ("trainer.device=tpu", "trainer.device='tpu'"),
+    ("trainer.device=tpu", "trainer.device=tpu is not a device"),
     ("trainer.target_acc=2", "trainer.target_acc=2"),
 ])
 def test_bad_values_raise_before_anything_is_written(tmp_path, override, message):
