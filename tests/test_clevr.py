@@ -2,6 +2,8 @@
 
 import json
 import os
+import subprocess
+import sys
 from collections import Counter
 
 import numpy as np
@@ -319,3 +321,7 @@ def test_generator_command_line(tmp_path, capsys):
     assert "train: 6 questions" in capsys.readouterr().out
     data = load_dataset({"name": "clevr_like", "root": str(tmp_path / "set"), "image_size": 40})
     assert data.name == "clevr_like" and len(data.x_train) == 6 and len(data.x_test) == 4
+    # As the docs run it: a program of its own, which the dataset registry does not import twice.
+    proc = subprocess.run([sys.executable, "-W", "error::RuntimeWarning", "-m", "normbench.data.clevr_like", "--help"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "--out" in proc.stdout, proc.stderr

@@ -6,20 +6,10 @@ folders, a :class:`FolderData`); :func:`~normbench.data.base.find_on_disk` is th
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from normbench.data import (
-    cifar10,
-    clevr,
-    clevr_like,
-    digits,
-    imagenet,
-    mnist,
-    mnist1d,
-    sort_of_clevr,
-    text,
-)
 from normbench.data.base import TensorData
 from normbench.data.imagenet import FolderData
 from normbench.errors import ConfigError
@@ -37,16 +27,22 @@ class Dataset:
     load: Callable
 
 
+def _loader(module: str) -> Callable:
+    """``normbench.data.<module>.load``, imported when a run loads the dataset: the generator modules
+    run as programs (``python -m normbench.data.clevr_like``), which an import here would make run twice."""
+    return lambda cfg: importlib.import_module(f"normbench.data.{module}").load(cfg)
+
+
 DATASETS: dict[str, Dataset] = {d.name: d for d in (
-    Dataset("mnist1d", "signal", mnist1d.load),
-    Dataset("digits", "image", digits.load),
-    Dataset("mnist", "image", mnist.load),
-    Dataset("cifar10", "image", cifar10.load),
-    Dataset("imagenet", "image", imagenet.load),
-    Dataset("text", "text", text.load),
-    Dataset("clevr_like", "vqa", clevr_like.load),
-    Dataset("sort_of_clevr", "vqa", sort_of_clevr.load),
-    Dataset("clevr", "vqa", clevr.load),
+    Dataset("mnist1d", "signal", _loader("mnist1d")),
+    Dataset("digits", "image", _loader("digits")),
+    Dataset("mnist", "image", _loader("mnist")),
+    Dataset("cifar10", "image", _loader("cifar10")),
+    Dataset("imagenet", "image", _loader("imagenet")),
+    Dataset("text", "text", _loader("text")),
+    Dataset("clevr_like", "vqa", _loader("clevr_like")),
+    Dataset("sort_of_clevr", "vqa", _loader("sort_of_clevr")),
+    Dataset("clevr", "vqa", _loader("clevr")),
 )}
 
 
