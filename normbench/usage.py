@@ -22,21 +22,18 @@ def check_group_choices(args: list[str]) -> None:
     parsed = _parse(args)
     if parsed is None:
         return  # Hydra reports malformed arguments itself
-    with _hydra(args, parsed) as (loader, search):
-        def options(group: str, kind=ObjectType.CONFIG) -> list[str]:
-            return sorted(loader.get_group_options(group, kind, config_name="config", overrides=search))
-
+    with _hydra(args, parsed) as configs:
         for override in parsed:
             group = override.key_or_group
             parent, _, name = group.rpartition("/")
-            if override.is_delete() or group.startswith("hydra") or name not in options(parent, ObjectType.GROUP):
+            if override.is_delete() or group.startswith("hydra") or name not in configs.options(parent, ObjectType.GROUP):
                 if group == "experiment":
                     value = override.value()
                     raise UsageError(f"{override.input_line}: a claim's experiment is not a Hydra config group; "
                                      f"run it with `normbench reproduce {value}` (`normbench reproduce {value} "
                                      "--dry-run` prints the `normbench run -m` commands it runs)")
                 continue
-            known = options(group)
+            known = configs.options(group)
             for value in _values(override) or []:
                 if str(value) not in known:
                     raise UsageError(f"unknown {group} '{value}'; choose one of: {', '.join(known)}")
@@ -49,8 +46,6 @@ def check_sweep_values(args: list[str]) -> None:
     Each swept value is composed with the other keys at their first value: a value's rule may
     depend on the component its group chose (``dataset.train_split``), not on the other values.
     """
-    from hydra import compose
-
     from normbench.errors import ConfigError
     from normbench.validation import check_rules
 
@@ -64,10 +59,10 @@ def check_sweep_values(args: list[str]) -> None:
     variants = [base] + [{**base, line: f"{keys[line]}={value}"} for line, values in swept.items()
                          for value in values[1:]]
     problem = None
-    with _hydra(args, parsed) as (_, search):
+    with _hydra(args, parsed) as configs:
         for variant in variants:
             try:
-                cfg = compose(config_name="config", overrides=[*variant.values(), *search])
+                cfg = configs.compose(variant.values())
             except Exception as exc:
                 problem = exc
                 break
@@ -82,8 +77,12 @@ def check_sweep_values(args: list[str]) -> None:
 
 
 def _parse(args: list[str]):
+    """The overrides, parsed; None where Hydra alone judges the arguments: a malformed override, or
+    another primary config than normbench's (``--config-name``, ``--config-path``)."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
+    if any(a in _OWN_PRIMARY or a.startswith(tuple(f"{flag}=" for flag in _OWN_PRIMARY)) for a in args):
+        return None
     try:
         return OverridesParser.create().parse_overrides(overrides(args))
     except (SystemExit, Exception):
@@ -98,10 +97,34 @@ def _values(override) -> list | None:
         return None
 
 
+_OWN_PRIMARY = ("--config-name", "-cn", "--config-path", "-cp")
+
+
+class _Configs:
+    """Hydra's config repository as a run with the same arguments sees it: normbench's configs,
+    Hydra's plugins' and the user's (``--config-dir``, ``hydra.searchpath``). (Hydra puts ``--config-dir`` before normbench's directory on the
+    search path, the compose API after it: only a user's file shadowing a packaged one of the same
+    name differs, and the run itself checks the config it composes.)"""
+
+    def __init__(self, loader, search: list[str]):
+        self.loader, self.search = loader, search
+
+    def options(self, group: str, kind=None) -> list[str]:
+        """The options of config group ``group`` (the subgroups, with ``kind=ObjectType.GROUP``)."""
+        from hydra.core.object_type import ObjectType
+
+        return sorted(self.loader.get_group_options(group, kind or ObjectType.CONFIG, config_name="config",
+                                                    overrides=self.search))
+
+    def compose(self, overrides):
+        from hydra import compose
+
+        return compose(config_name="config", overrides=[*overrides, *self.search])
+
+
 @contextmanager
 def _hydra(args: list[str], parsed):
-    """Hydra's config loader over normbench's configs, and the ``hydra.searchpath`` override that adds
-    the user's (``--config-dir`` and ``hydra.searchpath`` entries) to its search path."""
+    """The :class:`_Configs` of these arguments, inside Hydra's compose context."""
     import warnings
 
     from hydra import initialize_config_dir
@@ -116,7 +139,7 @@ def _hydra(args: list[str], parsed):
     search = [f"hydra.searchpath=[{','.join(entries)}]"] if entries else []
     with warnings.catch_warnings(), initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         warnings.simplefilter("ignore")  # a search path entry that is not there: Hydra reports it in the run
-        yield GlobalHydra.instance().config_loader(), search
+        yield _Configs(GlobalHydra.instance().config_loader(), search)
 
 
 def config_dirs(args: list[str]) -> list[Path]:
@@ -196,24 +219,22 @@ def key_hint(key: str, args: list[str] = ()) -> str:
     (``optim.betas`` -> ``optim=adam``)."""
     import difflib
 
-    from hydra import compose
     from hydra.core.object_type import ObjectType
     from omegaconf import OmegaConf
 
     parsed = _parse(list(args)) or []
     group, _, leaf = key.rpartition(".")
     try:
-        with _hydra(list(args), parsed) as (loader, search):
-            groups = loader.get_group_options("", ObjectType.GROUP, config_name="config", overrides=search)
+        with _hydra(list(args), parsed) as configs:
+            groups = configs.options("", ObjectType.GROUP)
             choices = {o.key_or_group: f"{o.get_key_element()}={(_values(o) or [''])[0]}" for o in parsed
                        if o.key_or_group in groups and not o.is_delete()}
-            cfg = OmegaConf.to_container(compose(config_name="config", overrides=[*choices.values(), *search]))
+            cfg = OmegaConf.to_container(configs.compose(choices.values()))
             close = difflib.get_close_matches(key, _paths(cfg), n=2, cutoff=0.75)
             if close:
                 return f"did you mean {' or '.join(repr(k) for k in close)}? "
-            others = [name for name in loader.get_group_options(group, config_name="config", overrides=search)
-                      if leaf in compose(config_name="config", overrides=[
-                          *{**choices, group: f"{group}={name}"}.values(), *search])[group]]
+            others = [name for name in configs.options(group)
+                      if leaf in configs.compose({**choices, group: f"{group}={name}"}.values())[group]]
     except Exception:
         return ""
     return f"{key} belongs to {' and '.join(f'{group}={name}' for name in others)}; " if others else ""

@@ -114,3 +114,12 @@ def test_the_python_api_checks_the_same_rules_and_writes_nothing(tmp_path):
     with pytest.raises(ConfigError, match="dataset.permute=maybe must be true or false"):
         run(["dataset.permute=maybe"], tmp_path / "runs" / "api")
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_primary_config_of_the_users_own_is_left_to_hydra(tmp_path):
+    """--config-name picks another primary config: its own keys are not refused as unknown."""
+    (tmp_path / "mine.yaml").write_text("defaults:\n  - config\n  - _self_\nmykey: 3\n")
+    result = CliRunner().invoke(app, ["run", "-m", "--config-dir", str(tmp_path), "--config-name", "mine",
+                                      "mykey=4,5", "seed=0,1", "--dry-run", f"hydra.sweep.dir={tmp_path / 'sweep'}"])
+    assert result.exit_code == 0, result.output
+    assert "4 jobs" in result.stdout and "mykey=5 seed=1" in result.stdout
