@@ -242,4 +242,10 @@ def objective(summary: dict | None, key: str = "auto") -> float:
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="config")
 def main(cfg: DictConfig) -> float:
-    return objective(run_job(cfg), str(cfg.get("objective", "auto")))
+    summary, key = run_job(cfg), str(cfg.get("objective", "auto"))
+    score = objective(summary, key)
+    if score == WORST_OBJECTIVE and summary and summary.get("status") == "completed":
+        known = ", ".join(k for k, v in summary["final"].items() if v is not None)
+        print(f"normbench: objective={key} is not among this run's final metrics ({known}); a sweeper gets "
+              f"{WORST_OBJECTIVE:g}", file=sys.stderr, flush=True)
+    return score

@@ -60,6 +60,13 @@ SCHEDULES = ("constant", "cosine", "step")
 LR_SCALINGS = ("none", "linear")
 
 
+def _objective(value) -> str | None:
+    from normbench.metrics import metric_of
+
+    ok = value == "auto" or isinstance(value, str) and metric_of(value) is not None
+    return None if ok else "must be auto or a final metric of a run (test_acc, test_bpc, test_acc_relational, ...)"
+
+
 def _device(value) -> str | None:
     ok = isinstance(value, str) and (value in ("auto", "cpu", "cuda") or value.startswith("cuda:")
                                      and value[5:].isdigit())
@@ -73,7 +80,7 @@ RUN_RULES: list[tuple[str, Rule, Any]] = [
     ("batch_size", positive_int, ABSENT),
     ("seed", integer, ABSENT),
     ("plugins", or_null(list_of(text)), None),
-    ("objective", text, "auto"),
+    ("objective", _objective, "auto"),
     ("trainer.max_steps", or_null(positive_int), ABSENT),
     ("trainer.epochs", positive_int, ABSENT),
     ("trainer.eval_every", or_null(positive_int), ABSENT),

@@ -68,6 +68,7 @@ def test_the_choices_the_schema_allows_are_the_ones_implemented():
     (["norm.gamma_init=-1"], "norm.gamma_init=-1 must be a positive number (Cooijmans et al. use 0.1)"),
     (["dataset=text", "model=lstm", "dataset.seq_len=0"], "dataset.seq_len=0 must be a positive integer"),
     (["trainer.device=gpu"], "trainer.device=gpu is not a device"),
+    (["objective=test_accuracy"], "objective=test_accuracy must be auto or a final metric of a run"),
     (["logger=wandb", "logger.mode=sometimes"], "logger.mode=sometimes is not one of online, offline, disabled"),
 ])
 def test_a_bad_value_is_refused_in_one_line_before_anything_is_made(tmp_path, overrides, message):

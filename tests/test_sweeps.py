@@ -116,6 +116,18 @@ def test_a_run_gives_a_sweeper_its_objective():
     assert objective(done, "test_acc_missing") == WORST_OBJECTIVE
 
 
+def test_an_objective_the_run_does_not_measure_is_said(tmp_path):
+    """A run on MNIST-1D has no relational accuracy: the sweeper would tune nothing; say so."""
+    from typer.testing import CliRunner
+
+    from normbench.cli import app
+
+    result = CliRunner().invoke(app, ["run", "objective=test_acc_relational", "trainer.max_steps=5",
+                                      "trainer.progress=none", f"hydra.run.dir={tmp_path}"])
+    assert result.exit_code == 0, result.output
+    assert "objective=test_acc_relational is not among this run's final metrics (" in result.stderr
+
+
 def test_optuna_tunes_the_learning_rate_of_each_norm(tmp_path):
     pytest.importorskip("hydra_plugins.hydra_optuna_sweeper", reason='needs pip install -e ".[optuna]"')
     import yaml
