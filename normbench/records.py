@@ -193,20 +193,20 @@ class RunLock:
     (PID and host) for the message a second process gets. The file itself is left in place:
     deleting it would let a third process lock a new file while the second still holds the old.
     The exception: a directory the lock itself created and nothing else wrote to (a refused
-    config) is removed again, so a refused run leaves nothing behind.
+    config) is removed again, with the parents it created, so a refused run leaves nothing behind.
     Under torchrun only rank 0 writes the run directory, so only rank 0 takes the lock.
     """
 
     def __init__(self, run_dir: Path):
         self.path = Path(run_dir) / LOCK_FILE
         self.fd: int | None = None
-        self.created = False
+        self.created: list[Path] = []  # the directories the lock made, deepest first
 
     def __enter__(self) -> RunLock:
         import fcntl
         import socket
 
-        self.created = not self.path.parent.exists()
+        self.created = [p for p in (self.path.parent, *self.path.parent.parents) if not p.exists()]
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666 & ~_UMASK)
         try:
@@ -226,7 +226,11 @@ class RunLock:
             return
         if self.created and [p.name for p in self.path.parent.iterdir()] == [LOCK_FILE]:
             self.path.unlink()
-            self.path.parent.rmdir()
+            for path in self.created:  # a parent another run has written into stays
+                try:
+                    path.rmdir()
+                except OSError:
+                    break
         os.close(self.fd)  # releases the lock
         self.fd = None
 

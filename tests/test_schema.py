@@ -115,6 +115,10 @@ def test_the_python_api_checks_the_same_rules_and_writes_nothing(tmp_path):
     with pytest.raises(ConfigError, match="dataset.permute=maybe must be true or false"):
         run(["dataset.permute=maybe"], tmp_path / "runs" / "api")
     assert not (tmp_path / "runs").exists()
+    # Refused later, by the loader, inside the run lock: the directories the lock made go too.
+    with pytest.raises(ConfigError, match="lacks MNIST's files"):
+        run(["dataset=mnist", f"dataset.root={tmp_path / 'nowhere'}"], tmp_path / "runs" / "api")
+    assert not (tmp_path / "runs").exists()
 
 
 def test_a_primary_config_of_the_users_own_is_left_to_hydra(tmp_path):
