@@ -90,13 +90,14 @@ def _with_sweep_dir(args: list[str], overrides: list[str]) -> list[str]:
     return [*args[:at], f"hydra.sweep.dir='{sweep_dir}'", *args[at:]]
 
 
-def _dry_run(overrides: list[str]) -> None:
+def _dry_run(args: list[str]) -> None:
     from normbench import sweeps
 
     try:
-        lines = sweeps.dry_run(overrides)
+        with usage.hydra_configs(args) as configs:
+            lines = sweeps.dry_run(usage.overrides(args), configs.overrides if configs else None)
     except Exception as exc:
-        typer.echo(f"normbench: error: {usage.one_line(exc)}", err=True)
+        typer.echo(f"normbench: error: {usage.one_line(exc, args)}", err=True)
         raise typer.Exit(2) from None
     for line in lines:
         typer.echo(line)
@@ -123,7 +124,7 @@ def run(ctx: typer.Context) -> None:
         raise typer.Exit(2) from None
     overrides = usage.overrides(args)
     if dry_run:
-        _dry_run(overrides)
+        _dry_run(args)
         return
     if flags:
         args = _with_sweep_dir(args, overrides)

@@ -84,16 +84,22 @@ def default_sweep_dir(overrides: list[str]) -> str:
     return f"{SWEEPS_ROOT}/{sweep_name(overrides)}"
 
 
-def expand(overrides: list[str]) -> list[list[str]]:
+def settings(override) -> list[str]:
+    """One override per value that ``override`` gives its key, as Hydra's basic sweeper writes them
+    (``norm=batch,group`` -> ``norm=batch``, ``norm=group``)."""
+    if override.is_sweep_override() and not (override.is_choice_sweep() or override.is_range_sweep()):
+        raise ValueError(f"{override.input_line} draws from an interval, which only a sweeper such as "
+                         "hydra/sweeper=optuna samples; --dry-run lists swept values (a,b,c or range(...))")
+    values = list(override.sweep_string_iterator()) if override.is_sweep_override() else [
+        override.get_value_element_as_str()]
+    return [f"{override.get_key_element()}={value}" for value in values]
+
+
+def expand(overrides: list[str], parsed=None) -> list[list[str]]:
     """Every job of the sweep, as the overrides Hydra's basic sweeper gives each job (the product
-    of the swept values, in the order given)."""
-    choices = []
-    for o in _parse(overrides):
-        if o.is_hydra_override():
-            continue
-        key = o.get_key_element()
-        values = list(o.sweep_string_iterator()) if o.is_sweep_override() else [o.get_value_element_as_str()]
-        choices.append([f"{key}={value}" for value in values])
+    of the swept values, in the order given). ``parsed``: the overrides parsed with a config
+    loader, which ``glob(...)`` needs to list a group's options."""
+    choices = [settings(o) for o in (parsed if parsed is not None else _parse(overrides)) if not o.is_hydra_override()]
     return [list(job) for job in itertools.product(*choices)]
 
 
@@ -118,11 +124,12 @@ def describe(run_dir: Path) -> str:
     return f"{status}: {verb} from step 0"
 
 
-def dry_run(overrides: list[str]) -> list[str]:
-    """The lines of ``normbench run -m ... --dry-run``: the jobs a sweep would launch."""
+def dry_run(overrides: list[str], parsed=None) -> list[str]:
+    """The lines of ``normbench run -m ... --dry-run``: the jobs a sweep would launch (``parsed``:
+    as for :func:`expand`)."""
     sweep_dir = Path(user_sweep_dir(overrides) or default_sweep_dir(overrides))
     exclude = nuisance_keys()
-    jobs = expand(overrides)
+    jobs = expand(overrides, parsed)
     rows = []
     counts: dict[str, int] = {}
     for num, job in enumerate(jobs):

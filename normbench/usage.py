@@ -19,11 +19,8 @@ def check_group_choices(args: list[str]) -> None:
     """
     from hydra.core.object_type import ObjectType
 
-    parsed = _parse(args)
-    if parsed is None:
-        return  # Hydra reports malformed arguments itself
-    with _hydra(args, parsed) as configs:
-        for override in parsed:
+    with hydra_configs(args) as configs:
+        for override in configs.overrides if configs else []:
             group = override.key_or_group
             parent, _, name = group.rpartition("/")
             if override.is_delete() or group.startswith("hydra") or name not in configs.options(parent, ObjectType.GROUP):
@@ -49,18 +46,14 @@ def check_sweep_values(args: list[str]) -> None:
     from normbench.errors import ConfigError
     from normbench.validation import check_rules
 
-    parsed = _parse(args)
-    if parsed is None:
-        return
-    swept = {o.input_line: _values(o) for o in parsed if not o.key_or_group.startswith("hydra")}
-    swept = {line: values for line, values in swept.items() if values}  # a range Hydra cannot list: not ours
-    keys = {o.input_line: o.get_key_element() for o in parsed}
-    base = {line: f"{keys[line]}={values[0]}" for line, values in swept.items()}
-    variants = [base] + [{**base, line: f"{keys[line]}={value}"} for line, values in swept.items()
-                         for value in values[1:]]
     problem = None
-    with _hydra(args, parsed) as configs:
-        for variant in variants:
+    with hydra_configs(args) as configs:
+        if configs is None:
+            return
+        swept = {o.input_line: _settings(o) for o in configs.overrides if not o.is_hydra_override()}
+        swept = {line: settings for line, settings in swept.items() if settings}  # a range Hydra cannot list
+        base = {line: settings[0] for line, settings in swept.items()}
+        for variant in [base] + [{**base, line: s} for line, settings in swept.items() for s in settings[1:]]:
             try:
                 cfg = configs.compose(variant.values())
             except Exception as exc:
@@ -76,16 +69,13 @@ def check_sweep_values(args: list[str]) -> None:
         raise UsageError(one_line(problem, args))
 
 
-def _parse(args: list[str]):
-    """The overrides, parsed; None where Hydra alone judges the arguments: a malformed override, or
-    another primary config than normbench's (``--config-name``, ``--config-path``)."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
+def _settings(override) -> list[str] | None:
+    """:func:`normbench.sweeps.settings`, or None when Hydra cannot list the values (an interval)."""
+    from normbench.sweeps import settings
 
-    if any(a in _OWN_PRIMARY or a.startswith(tuple(f"{flag}=" for flag in _OWN_PRIMARY)) for a in args):
-        return None
     try:
-        return OverridesParser.create().parse_overrides(overrides(args))
-    except (SystemExit, Exception):
+        return settings(override)
+    except Exception:
         return None
 
 
@@ -100,14 +90,16 @@ def _values(override) -> list | None:
 _OWN_PRIMARY = ("--config-name", "-cn", "--config-path", "-cp")
 
 
-class _Configs:
+class Configs:
     """Hydra's config repository as a run with the same arguments sees it: normbench's configs,
-    Hydra's plugins' and the user's (``--config-dir``, ``hydra.searchpath``). (Hydra puts ``--config-dir`` before normbench's directory on the
-    search path, the compose API after it: only a user's file shadowing a packaged one of the same
-    name differs, and the run itself checks the config it composes.)"""
+    Hydra's plugins' and the user's (``--config-dir``, ``hydra.searchpath``), and the arguments'
+    overrides parsed against it (so that ``norm=glob(*)`` lists its options). (Hydra puts
+    ``--config-dir`` before normbench's directory on the search path, the compose API after it:
+    only a user's file shadowing a packaged one of the same name differs, and the run itself checks
+    the config it composes.)"""
 
-    def __init__(self, loader, search: list[str]):
-        self.loader, self.search = loader, search
+    def __init__(self, loader, search: list[str], overrides: list):
+        self.loader, self.search, self.overrides = loader, search, overrides
 
     def options(self, group: str, kind=None) -> list[str]:
         """The options of config group ``group`` (the subgroups, with ``kind=ObjectType.GROUP``)."""
@@ -123,15 +115,27 @@ class _Configs:
 
 
 @contextmanager
-def _hydra(args: list[str], parsed):
-    """The :class:`_Configs` of these arguments, inside Hydra's compose context."""
+def hydra_configs(args: list[str]):
+    """The :class:`Configs` of these arguments, inside Hydra's compose context; None where Hydra
+    alone judges the arguments: a malformed override, or another primary config than normbench's
+    (``--config-name``, ``--config-path``)."""
     import warnings
 
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.override_parser.overrides_parser import OverridesParser
 
     from normbench.catalog import CONFIG_DIR
 
+    parsed = None
+    if not any(a in _OWN_PRIMARY or a.startswith(tuple(f"{flag}=" for flag in _OWN_PRIMARY)) for a in args):
+        try:
+            parsed = OverridesParser.create().parse_overrides(overrides(args))
+        except (SystemExit, Exception):
+            pass  # Hydra reports a malformed argument itself
+    if parsed is None:
+        yield None
+        return
     entries = [f"file://{Path(d).absolute()}" for d in config_dirs(args)]
     for override in parsed:
         if override.key_or_group == "hydra.searchpath" and isinstance(override.value(), list):
@@ -139,7 +143,8 @@ def _hydra(args: list[str], parsed):
     search = [f"hydra.searchpath=[{','.join(entries)}]"] if entries else []
     with warnings.catch_warnings(), initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         warnings.simplefilter("ignore")  # a search path entry that is not there: Hydra reports it in the run
-        yield _Configs(GlobalHydra.instance().config_loader(), search)
+        loader = GlobalHydra.instance().config_loader()
+        yield Configs(loader, search, OverridesParser.create(config_loader=loader).parse_overrides(overrides(args)))
 
 
 def config_dirs(args: list[str]) -> list[Path]:
@@ -222,12 +227,11 @@ def key_hint(key: str, args: list[str] = ()) -> str:
     from hydra.core.object_type import ObjectType
     from omegaconf import OmegaConf
 
-    parsed = _parse(list(args)) or []
     group, _, leaf = key.rpartition(".")
     try:
-        with _hydra(list(args), parsed) as configs:
+        with hydra_configs(list(args)) as configs:
             groups = configs.options("", ObjectType.GROUP)
-            choices = {o.key_or_group: f"{o.get_key_element()}={(_values(o) or [''])[0]}" for o in parsed
+            choices = {o.key_or_group: (_settings(o) or [""])[0] for o in configs.overrides
                        if o.key_or_group in groups and not o.is_delete()}
             cfg = OmegaConf.to_container(configs.compose(choices.values()))
             close = difflib.get_close_matches(key, _paths(cfg), n=2, cutoff=0.75)

@@ -128,3 +128,18 @@ def test_a_primary_config_of_the_users_own_is_left_to_hydra(tmp_path):
                                       "mykey=4,5", "seed=0,1", "--dry-run", f"hydra.sweep.dir={tmp_path / 'sweep'}"])
     assert result.exit_code == 0, result.output
     assert "4 jobs" in result.stdout and "mykey=5 seed=1" in result.stdout
+
+
+def test_the_sweep_check_composes_what_hydra_would(tmp_path):
+    """Deletions, dicts, quoted paths and globs reach the check as Hydra's sweeper writes them: no false refusal."""
+    sweep = f"hydra.sweep.dir={tmp_path / 'sweep'}"
+    result = CliRunner().invoke(app, ["run", "-m", "seed=0,1", "~norm.also_exact", "+notes={a:1,b:[x,'y z']}",
+                                      "dataset=mnist", "dataset.root='/data/my mnist'", "--dry-run", sweep])
+    assert result.exit_code == 0, result.output
+    globbed = CliRunner().invoke(app, ["run", "-m", "norm=glob(*,exclude=[ghost,renorm])", "--dry-run", sweep])
+    assert globbed.exit_code == 0 and "7 jobs" in globbed.stdout and "norm=weight" in globbed.stdout
+    refused = CliRunner().invoke(app, ["run", "-m", "norm=glob(gr*)", "norm.groups=0", sweep])
+    assert refused.exit_code == 2 and refused.stderr == "normbench: error: norm.groups=0 must be a positive integer\n"
+    drawn = CliRunner().invoke(app, ["run", "-m", "optim.lr=tag(log,interval(0.001,1.0))", "--dry-run", sweep])
+    assert drawn.exit_code == 2 and "draws from an interval" in drawn.stderr
+    assert not (tmp_path / "sweep").exists()
