@@ -1,6 +1,7 @@
-"""The command line's checks of its own input, before Hydra starts: config group choices (user
-config directories and search paths included), launcher plugins, and the one-line messages
-that Hydra's and OmegaConf's exceptions become. Nothing here imports torch.
+"""The command line's checks of its own input, before Hydra starts: config group choices and, in
+a sweep, every swept value against the schema (both asked of Hydra's config repository, user
+config directories and search paths included), launcher plugins, and the one-line messages that
+Hydra's and OmegaConf's exceptions become. Nothing here imports torch.
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ def check_sweep_values(args: list[str]) -> None:
         if configs is None:
             return
         swept = {o.input_line: _settings(o) for o in configs.overrides if not o.is_hydra_override()}
-        swept = {line: settings for line, settings in swept.items() if settings}  # a range Hydra cannot list
+        swept = {line: settings for line, settings in swept.items() if settings}  # an interval: a sweeper's
         base = {line: settings[0] for line, settings in swept.items()}
         for variant in [base] + [{**base, line: s} for line, settings in swept.items() for s in settings[1:]]:
             try:
