@@ -7,6 +7,8 @@ once.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Mapping
 from pathlib import Path
 
 from omegaconf import OmegaConf
@@ -20,6 +22,23 @@ def option_files(group: str, roots) -> dict[str, Path]:
     """The options of config group ``group``: its YAML files in the config directories ``roots``
     (a later directory's file of the same name wins, as on Hydra's search path)."""
     return {path.stem: path for root in roots for path in Path(root, group).glob("*.yaml")}
+
+
+@functools.cache
+def option_keys(group: str, name: str) -> frozenset[str] | None:
+    """The keys of normbench's own option ``group/name.yaml`` (those its defaults list places
+    ``_here_`` included: ``norm/population``, ``optim/common``), i.e. what that component reads;
+    None for an option normbench does not ship (a plugin's)."""
+    path = CONFIG_DIR / group / f"{name}.yaml"
+    if not path.is_file():
+        return None
+    cfg = OmegaConf.load(path)
+    keys = set(cfg) - {"defaults"}
+    for entry in cfg.get("defaults", []):
+        for where, option in (entry.items() if isinstance(entry, Mapping) else ()):
+            if where.endswith("@_here_"):
+                keys |= set(OmegaConf.load(CONFIG_DIR / group / where.split("@")[0] / f"{option}.yaml"))
+    return frozenset(keys)
 
 
 def group_options(group: str, roots=()) -> dict[str, str]:

@@ -146,12 +146,15 @@ def run(ctx: typer.Context) -> None:
         hydra_app.main()
     except SystemExit:
         raise
-    except OSError as exc:  # Hydra could not create the run (or sweep) directory
-        typer.echo(f"normbench: error: cannot create the run directory {exc.filename or ''}: {exc.strerror or exc}; "
-                   "choose a writable place with hydra.run.dir=DIR (hydra.sweep.dir=DIR for -m)", err=True)
-        raise typer.Exit(2) from None
     except Exception as exc:
-        typer.echo(f"normbench: error: {usage.one_line(exc, args)}", err=True)
+        from hydra.errors import HydraException
+
+        if isinstance(exc, OSError) and not isinstance(exc, HydraException):  # Hydra's missing config is one too
+            typer.echo(f"normbench: error: cannot create the run directory {exc.filename or ''}: "
+                       f"{exc.strerror or exc}; choose a writable place with hydra.run.dir=DIR "
+                       "(hydra.sweep.dir=DIR for -m)", err=True)
+        else:
+            typer.echo(f"normbench: error: {usage.one_line(exc, args)}", err=True)
         raise typer.Exit(2) from None
     finally:
         sys.argv = argv

@@ -167,4 +167,6 @@ COMPONENT_RULES: dict[tuple[str, str], dict[str, Rule]] = {
 
 def rules_for(group: str, component: str | None) -> dict[str, Rule]:
     """The rule of each key of config group ``group`` when it chose ``component`` (its ``name``)."""
+    if group == "trainer":
+        return {key.split(".", 1)[1]: rule for key, rule, _ in RUN_RULES if key.startswith("trainer.")}
     return {**GROUP_RULES.get(group, {}), **COMPONENT_RULES.get((group, str(component)), {})}

@@ -24,7 +24,7 @@ def check_group_choices(args: list[str]) -> None:
         for override in configs.overrides if configs else []:
             group = override.key_or_group
             parent, _, name = group.rpartition("/")
-            if override.is_delete() or group.startswith("hydra") or name not in configs.options(parent, ObjectType.GROUP):
+            if override.is_delete() or name not in configs.options(parent, ObjectType.GROUP):
                 if group == "experiment":
                     value = override.value()
                     raise UsageError(f"{override.input_line}: a claim's experiment is not a Hydra config group; "

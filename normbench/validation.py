@@ -13,14 +13,15 @@ from normbench.errors import ConfigError
 
 
 def validate(cfg: DictConfig) -> None:
-    """Import the run's ``plugins``, then check ``cfg`` against :mod:`normbench.schema` and the norm's own
-    check (e.g. ghost batch norm's virtual batch against the batch size); raise
-    :class:`ConfigError` naming the first bad value."""
-    from normbench.models import norm_options
+    """Import the run's ``plugins``, then check ``cfg`` against :mod:`normbench.schema`, the model's
+    options against its class, and the norm's own check (e.g. ghost batch norm's virtual batch
+    against the batch size); raise :class:`ConfigError` naming the first bad value."""
+    from normbench.models import check_model_options, norm_options
     from normbench.norms import get_norm
 
     import_plugins(cfg.get("plugins") or [])
     check_rules(cfg)
+    check_model_options(cfg.model)
     norm = get_norm(cfg.norm.name)
     if norm.check is not None:
         norm.check(norm_options(cfg.norm), cfg.batch_size)
@@ -53,8 +54,33 @@ def check_rules(cfg: DictConfig) -> None:
         problem = rule(value)
         if problem:
             raise ConfigError(f"{key}={value} {problem}")
-    for group in schema.GROUP_RULES:
+    for group in ("trainer", *schema.GROUP_RULES):
         section = cfg.get(group)
         if isinstance(section, DictConfig):
             values = OmegaConf.to_container(section, resolve=True)
-            check(group, values, schema.rules_for(group, values.get("name")))
+            rules = schema.rules_for(group, values.get("name"))
+            check(group, values, rules)
+            _check_known(group, values, rules)
+
+
+def _check_known(group: str, values: dict, rules: dict) -> None:
+    """Refuse a key that nothing reads, added with ``+`` (``+trainer.max_step=5``, ``+dataset.foo=1``,
+    ``+logger.project=x`` with ``logger=none``): a key that the trainer's rules or the packaged
+    component's own YAML lack. A plugin's component reads keys of its own."""
+    import difflib
+
+    from normbench.catalog import option_keys
+
+    name = values.get("name")
+    reads = set(rules) if group == "trainer" else option_keys(group, str(name))
+    if reads is None:
+        return
+    unknown = sorted(set(values) - reads)
+    if not unknown:
+        return
+    known = [k for k in values if k in reads and k not in ("name", "description", "label")]
+    close = difflib.get_close_matches(unknown[0], known, n=1, cutoff=0.75)
+    hint = f"did you mean '{close[0]}'? " if close else ""
+    where = group if group == "trainer" else f"{group}={name}"
+    raise ConfigError(f"{where} takes no option {', '.join(map(repr, unknown))}; {hint}its options: "
+                      f"{', '.join(known) or 'none'}")

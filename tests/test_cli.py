@@ -108,6 +108,8 @@ def test_cfg_job_prints_the_composed_config_without_training(tmp_path):
     (["batchsize=3"], "unknown config key 'batchsize'; did you mean 'batch_size'?"),
     (["trainer.max_step=3"], "unknown config key 'trainer.max_step'; did you mean 'trainer.max_steps'?"),
     (["-m", "norm=batch,grup"], "unknown norm 'grup'"),
+    (["-m", "hydra/launcher=slurmm", "seed=0"], "unknown hydra/launcher 'slurmm'; choose one of: basic, joblib, local,"),
+    (["--config-name", "nope"], "Cannot find primary config 'nope'"),  # not "cannot create the run directory"
 ])
 def test_bad_input_is_one_line_nonzero_exit_no_traceback_no_record(tmp_path, args, message):
     run_dir = tmp_path / "run"

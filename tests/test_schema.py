@@ -8,7 +8,7 @@ from omegaconf import OmegaConf
 from typer.testing import CliRunner
 
 from normbench import schema
-from normbench.catalog import CONFIG_DIR
+from normbench.catalog import CONFIG_DIR, option_keys
 from normbench.cli import app
 from normbench.errors import ConfigError
 from normbench.validation import check_rules
@@ -35,6 +35,8 @@ def test_every_key_of_every_packaged_config_has_a_rule_and_its_default_passes():
             missing = {f"trainer.{k}" for k in section} - run_keys
         else:
             missing = set(section) - set(schema.rules_for(group, section.get("name")))
+            # What the check of unknown keys takes a component to read is what Hydra composes for it.
+            assert option_keys(group, section["name"]) == set(section), f"{group}={option}"
         assert not missing, f"{group}={option}: no rule for {sorted(missing)}"
     top = {k for k in OmegaConf.to_container(configs[0][2]) if k not in GROUPS}
     assert top <= run_keys
@@ -69,6 +71,12 @@ def test_the_choices_the_schema_allows_are_the_ones_implemented():
     (["dataset=text", "model=lstm", "dataset.seq_len=0"], "dataset.seq_len=0 must be a positive integer"),
     (["trainer.device=gpu"], "trainer.device=gpu is not a device"),
     (["objective=test_accuracy"], "objective=test_accuracy must be auto or a final metric of a run"),
+    # A key nothing reads, added with +: in the trainer, or in a packaged component.
+    (["+trainer.max_step=5"], "trainer takes no option 'max_step'; did you mean 'max_steps'? its options: max_steps,"),
+    (["+dataset.foo=1"], "dataset=mnist1d takes no option 'foo'; its options: num_samples, train_split,"),
+    (["+logger.project=x"], "logger=none takes no option 'project'; its options: none"),
+    (["+optim.alpha=0.9"], "optim=sgd takes no option 'alpha'; its options: lr, momentum,"),
+    (["+model.depth=3"], "model=cnn takes no option 'depth'; its options: channels, strides, kernel_size, activation"),
     (["logger=wandb", "logger.mode=sometimes"], "logger.mode=sometimes is not one of online, offline, disabled"),
 ])
 def test_a_bad_value_is_refused_in_one_line_before_anything_is_made(tmp_path, overrides, message):

@@ -21,6 +21,8 @@ _CLASSES = {"mlp": MLP, "cnn": CNN, "lstm": LSTM, "resnet": ResNet, "convpool": 
 # Keys of the norm config group that act on the whole run, not on a layer.
 _RUN_LEVEL_NORM_KEYS = ("name", "description", "label", "sync", "population", "population_samples", "also_exact",
                         "batch_dependent")
+# What build_model passes a model itself: not options of the model config group.
+_FROM_THE_RUN = ("input_shape", "num_classes", "norm", "norm_options", "data_kind", "data_info")
 # What to suggest when a model meets data it cannot read.
 _HINTS = {"film": "use dataset=clevr_like or sort_of_clevr (generated offline) or dataset=clevr dataset.root=DIR",
           "vqa": "visual question answering needs model=film"}
@@ -42,6 +44,25 @@ def register_model(name: str, cls: type[nn.Module], reads: set[str]) -> type[nn.
     calls it (see ``plugins`` and ``examples/``). Its layers ask :func:`~normbench.norms.make_norm`."""
     _CLASSES[name], _ACCEPTS[name] = cls, set(reads)
     return cls
+
+
+def check_model_options(model_cfg) -> None:
+    """Raise :class:`ConfigError` for a ``model`` option its class does not take (``model=cnn
+    model.depth=3``: the CNN has no depth); a class taking ``**options`` checks its own."""
+    import inspect
+
+    cls = _CLASSES.get(model_cfg.name)
+    if cls is None:
+        return  # check_model_reads names the known models
+    params = inspect.signature(cls.__init__).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    given = {k for k in plain(model_cfg) if k not in ("name", "description")}
+    taken = [k for k in list(params)[1:] if k not in _FROM_THE_RUN]
+    unknown = sorted(given - set(taken))
+    if unknown:
+        raise ConfigError(f"model={model_cfg.name} takes no option {', '.join(map(repr, unknown))}; its options: "
+                          f"{', '.join(taken) or 'none'}")
 
 
 def check_model_reads(name: str, dataset: str, kind: str) -> None:
@@ -74,4 +95,4 @@ def build_model(model_cfg, norm_cfg, data) -> nn.Module:
     return norm.prepare_model(model) if norm.prepare_model else model
 
 
-__all__ = ["register_model", "build_model", "check_model_reads", "norm_options"]
+__all__ = ["register_model", "build_model", "check_model_options", "check_model_reads", "norm_options"]
