@@ -2,7 +2,8 @@
 
 The lines are the config groups' own ``description`` keys, and the claims' titles come from their
 spec files: plain data, read without importing torch (or pandas), so `normbench list` answers at
-once.
+once. The packaged options' keys (:func:`option_keys`) also tell the config check which keys a
+component reads.
 """
 
 from __future__ import annotations

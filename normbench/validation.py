@@ -1,7 +1,8 @@
-"""The config's values checked before anything is built: every key against its rule in
-:mod:`normbench.schema` (without importing torch, so that a bad value on the command line answers
-at once: :func:`check_rules`), then what needs the registries: the run's plugins and the norm's own
-check against the batch size (:func:`validate`).
+"""The config checked before anything is built: every key against its rule in
+:mod:`normbench.schema`, and no key that nothing reads (without importing torch, so that a bad
+value on the command line answers at once: :func:`check_rules`); then what needs the registries:
+the run's plugins, a model's options against its class, and the norm's own check against the batch
+size (:func:`validate`).
 """
 
 from __future__ import annotations
@@ -59,7 +60,8 @@ def check_rules(cfg: DictConfig) -> None:
         if isinstance(section, DictConfig):
             values = OmegaConf.to_container(section, resolve=True)
             rules = schema.rules_for(group, values.get("name"))
-            check(group, values, rules)
+            if group != "trainer":  # its keys are among the run's, checked above
+                check(group, values, rules)
             _check_known(group, values, rules)
 
 
