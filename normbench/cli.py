@@ -293,6 +293,7 @@ def reproduce(
         for name in names:
             if name not in CLAIMS:
                 raise ConfigError(f"unknown claim '{name}'; choose from: {', '.join(CLAIMS)}")
+        _check_extra(names or list(CLAIMS), scale, seeds, runs, extra)
         if dry_run:
             for name in names or list(CLAIMS):
                 for sweep in experiments.sweeps(name, scale, seeds, runs, extra):
@@ -309,6 +310,22 @@ def reproduce(
     if not_run:
         typer.echo(f"normbench: error: not run: {', '.join(not_run)} (see the sweeps' errors above)", err=True)
         raise typer.Exit(1)
+
+
+def _check_extra(names: list[str], scale: str, seeds: int, runs: Path, extra: list[str]) -> None:
+    """Overrides given to ``reproduce`` go to every sweep: check them with each claim's first sweep,
+    before anything runs, as ``normbench run -m`` would."""
+    from normbench import experiments
+    from normbench.errors import ConfigError
+
+    for name in names if extra else []:
+        args = ["-m", *experiments.sweeps(name, scale, seeds, runs, extra)[0].args]
+        try:
+            usage.check_group_choices(args)
+            usage.check_launcher(args)
+            usage.check_sweep_values(args)
+        except usage.UsageError as exc:
+            raise ConfigError(f"{name}: {exc}") from None
 
 
 def main() -> None:

@@ -20,6 +20,7 @@ import pytest
 from normbench import experiments
 from normbench.claims import CLAIMS
 from normbench.sweeps import expand
+from normbench.validation import check_rules
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "normbench" / "configs"
@@ -63,7 +64,8 @@ def test_small_experiment_composes_and_trains(tmp_path, name):
     assert not missing_groups([o for _, job in all_jobs for o in job])
     first_of_sweep = {}
     for i, job in all_jobs:
-        cfg = compose(job)  # every job composes
+        cfg = compose(job)  # every job composes, with every value as the schema allows
+        check_rules(cfg)
         first_of_sweep.setdefault(i, cfg)
     for i, cfg in first_of_sweep.items():
         cfg.trainer.max_steps = 2
@@ -86,7 +88,7 @@ def test_full_experiment_composes(name):
     all_jobs = jobs(name, "full")
     assert not missing_groups([o for _, job in all_jobs for o in job])
     for _, job in all_jobs:
-        compose(job)
+        check_rules(compose(job))
 
 
 def test_sweeps_name_runs_by_swept_keys_and_seed(tmp_path):
@@ -127,6 +129,20 @@ def test_list_claims_and_help():
     for text in ("--scale", "--seeds", "--out", "hydra/launcher=slurm", "gn-batch-size --seeds 5"):
         assert text in help_.stdout
     assert "reproduce" in cli("--help").stdout
+
+
+def test_overrides_for_every_sweep_are_checked_before_anything_runs(tmp_path):
+    from typer.testing import CliRunner
+
+    from normbench.cli import app
+
+    for extra, message in (["dataset.permute=maybe"], "gn-batch-size: dataset.permute=maybe must be true or false"), \
+                          (["+trainer.max_step=5"], "gn-batch-size: trainer takes no option 'max_step'; did you mean"):
+        for dry in ([], ["--dry-run"]):
+            result = CliRunner().invoke(app, ["reproduce", "gn-batch-size", *dry, *extra, "--out", str(tmp_path / "out"),
+                                              "--runs", str(tmp_path / "runs")])
+            assert result.exit_code == 2 and result.stderr.startswith(f"normbench: error: {message}"), result.output
+    assert not (tmp_path / "out").exists() and not (tmp_path / "runs").exists()
 
 
 def test_unknown_claim_is_one_line_and_nonzero(tmp_path):
