@@ -191,9 +191,12 @@ def test_reproduce_end_to_end_and_relaunch(tmp_path):
 
 
 def test_a_claim_that_cannot_run_says_so_and_fails(tmp_path):
-    out = cli("reproduce", "bn-sigmoid", "model=transformer", "trainer.max_steps=2", cwd=tmp_path)
+    refused = cli("reproduce", "bn-sigmoid", "model=transformer", "trainer.max_steps=2", cwd=tmp_path)
+    assert refused.returncode == 2 and refused.stderr.count("\n") == 1
+    assert refused.stderr.startswith("normbench: error: bn-sigmoid: unknown model 'transformer'; choose one of:")
+    assert not (tmp_path / "results").exists()  # refused before anything ran or was written
+    out = cli("reproduce", "bn-sigmoid", "--report-only", cwd=tmp_path)  # no runs to decide from
     assert out.returncode == 1
-    assert "unknown model 'transformer'" in out.stderr
     assert "normbench: error: not run: bn-sigmoid" in out.stderr
     assert not (tmp_path / "results" / "bn-sigmoid").exists()
     assert "not run yet" in (tmp_path / "results" / "README.md").read_text()
