@@ -115,10 +115,7 @@ def run(ctx: typer.Context) -> None:
     dry_run = "--dry-run" in args
     args = [a for a in args if a != "--dry-run"]
     try:
-        usage.check_group_choices(args)
-        usage.check_launcher(args)
-        if flags:
-            usage.check_sweep_values(args)
+        usage.check_arguments(args)
     except usage.UsageError as exc:
         typer.echo(f"normbench: error: {exc}", err=True)
         raise typer.Exit(2) from None
@@ -230,7 +227,7 @@ def list_(
         raise typer.Exit(2)
     try:
         parsed = OverridesParser.create().parse_overrides(usage.overrides(ctx.args))
-        roots = [*usage.config_dirs(ctx.args), *usage.search_path(parsed)]
+        roots = usage.search_path(ctx.args, parsed)
     except Exception as exc:
         typer.echo(f"normbench: error: {usage.one_line(exc)}; `normbench list` takes --config-dir DIR and "
                    "hydra.searchpath=[...] only", err=True)
@@ -321,9 +318,7 @@ def _check_extra(names: list[str], scale: str, seeds: int, runs: Path, extra: li
     for name in names if extra else []:
         args = ["-m", *experiments.sweeps(name, scale, seeds, runs, extra)[0].args]
         try:
-            usage.check_group_choices(args)
-            usage.check_launcher(args)
-            usage.check_sweep_values(args)
+            usage.check_arguments(args)
         except usage.UsageError as exc:
             raise ConfigError(f"{name}: {exc}") from None
 

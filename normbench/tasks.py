@@ -57,10 +57,8 @@ class Classification:
         sums = torch.zeros(3, len(groups), dtype=torch.float64, device=y.device)  # loss, correct, count
         was_training = model.training
         model.eval()
-        for start in range(0, len(y), batch_size):
-            logits = (forward(model, x[start:start + batch_size]) if forward else
-                      model(x[start:start + batch_size])).float()
-            target, group = y[start:start + batch_size], ids[start:start + batch_size]
+        for (xb, target), group in zip(_slices(x, y, batch_size), ids.split(batch_size), strict=True):
+            logits = (forward(model, xb) if forward else model(xb)).float()
             per_sample = torch.stack([F.cross_entropy(logits, target, reduction="none").double(),
                                       (logits.argmax(1) == target).double(), torch.ones_like(group).double()])
             sums.index_add_(1, group, per_sample)

@@ -10,8 +10,25 @@ from contextlib import contextmanager
 from pathlib import Path
 
 
-def check_group_choices(args: list[str]) -> None:
-    """Reject an unknown config-group option (``norm=grup``) in one line, sweeps included.
+def check_arguments(args: list[str]) -> None:
+    """Refuse bad arguments of ``normbench run`` in one line, before Hydra starts: a launcher
+    without its plugin, an unknown config-group option (:func:`_check_group_choices`) and, in a
+    sweep (``-m``), any swept value the schema refuses (:func:`_check_sweep_values`). Both ask
+    Hydra's config repository, opened once."""
+    check_launcher(args)
+    problem = None
+    with hydra_configs(args) as configs:
+        if configs is None:
+            return
+        _check_group_choices(configs)
+        if "-m" in args or "--multirun" in args:
+            problem = _check_sweep_values(configs)
+    if problem is not None:  # outside Hydra's context: the message composes configs of its own
+        raise UsageError(one_line(problem, args))
+
+
+def _check_group_choices(configs: Configs) -> None:
+    """Reject an unknown config-group option (``norm=grup``), sweeps included.
 
     The options are those of Hydra's own config repository: normbench's configs, Hydra's plugins',
     and the user's (``--config-dir``, ``hydra.searchpath``). Hydra would refuse an unknown one too,
@@ -20,26 +37,26 @@ def check_group_choices(args: list[str]) -> None:
     """
     from hydra.core.object_type import ObjectType
 
-    with hydra_configs(args) as configs:
-        for override in configs.overrides if configs else []:
-            group = override.key_or_group
-            parent, _, name = group.rpartition("/")
-            if override.is_delete() or name not in configs.options(parent, ObjectType.GROUP):
-                if group == "experiment":
-                    value = override.value()
-                    raise UsageError(f"{override.input_line}: a claim's experiment is not a Hydra config group; "
-                                     f"run it with `normbench reproduce {value}` (`normbench reproduce {value} "
-                                     "--dry-run` prints the `normbench run -m` commands it runs)")
-                continue
-            known = configs.options(group)
-            for value in _values(override) or []:
-                if str(value) not in known:
-                    raise UsageError(f"unknown {group} '{value}'; choose one of: {', '.join(known)}")
+    for override in configs.overrides:
+        group = override.key_or_group
+        parent, _, name = group.rpartition("/")
+        if override.is_delete() or name not in configs.options(parent, ObjectType.GROUP):
+            if group == "experiment":
+                value = override.value()
+                raise UsageError(f"{override.input_line}: a claim's experiment is not a Hydra config group; "
+                                 f"run it with `normbench reproduce {value}` (`normbench reproduce {value} "
+                                 "--dry-run` prints the `normbench run -m` commands it runs)")
+            continue
+        known = configs.options(group)
+        for value in _values(override) or []:
+            if str(value) not in known:
+                raise UsageError(f"unknown {group} '{value}'; choose one of: {', '.join(known)}")
 
 
-def check_sweep_values(args: list[str]) -> None:
-    """Compose the config of every value of a sweep (``-m``) and check it against the schema, so
-    that ``dataset.permute=false,maybe`` is refused in one line before any job starts.
+def _check_sweep_values(configs: Configs) -> Exception | None:
+    """Compose the config of every value of a sweep and check it against the schema, so that
+    ``dataset.permute=false,maybe`` is refused in one line before any job starts; returns the
+    exception of a config Hydra cannot compose (for :func:`one_line`, outside Hydra's context).
 
     Each swept value is composed with the other keys at their first value: a value's rule may
     depend on the component its group chose (``dataset.train_split``), not on the other values.
@@ -47,27 +64,21 @@ def check_sweep_values(args: list[str]) -> None:
     from normbench.errors import ConfigError
     from normbench.validation import check_rules
 
-    problem = None
-    with hydra_configs(args) as configs:
-        if configs is None:
-            return
-        swept = {o.input_line: _settings(o) for o in configs.overrides if not o.is_hydra_override()}
-        swept = {line: settings for line, settings in swept.items() if settings}  # an interval: a sweeper's
-        base = {line: settings[0] for line, settings in swept.items()}
-        for variant in [base] + [{**base, line: s} for line, settings in swept.items() for s in settings[1:]]:
-            try:
-                cfg = configs.compose(variant.values())
-            except Exception as exc:
-                problem = exc
-                break
-            try:
-                check_rules(cfg)
-            except ConfigError as exc:
-                raise UsageError(str(exc)) from None
-            except Exception:
-                continue  # e.g. an interpolation only a job can resolve: the job reports it
-    if problem is not None:  # outside Hydra's context: the message composes configs of its own
-        raise UsageError(one_line(problem, args))
+    swept = {o.input_line: _settings(o) for o in configs.overrides if not o.is_hydra_override()}
+    swept = {line: settings for line, settings in swept.items() if settings}  # an interval: a sweeper's
+    base = {line: settings[0] for line, settings in swept.items()}
+    for variant in [base] + [{**base, line: s} for line, settings in swept.items() for s in settings[1:]]:
+        try:
+            cfg = configs.compose(variant.values())
+        except Exception as exc:
+            return exc
+        try:
+            check_rules(cfg)
+        except ConfigError as exc:
+            raise UsageError(str(exc)) from None
+        except Exception:
+            continue  # e.g. an interpolation only a job can resolve: the job reports it
+    return None
 
 
 def _settings(override) -> list[str] | None:
@@ -137,10 +148,7 @@ def hydra_configs(args: list[str]):
     if parsed is None:
         yield None
         return
-    entries = [f"file://{Path(d).absolute()}" for d in config_dirs(args)]
-    for override in parsed:
-        if override.key_or_group == "hydra.searchpath" and isinstance(override.value(), list):
-            entries += [str(entry) for entry in override.value()]
+    entries = search_entries(args, parsed)
     search = [f"hydra.searchpath=[{','.join(entries)}]"] if entries else []
     with warnings.catch_warnings(), initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         warnings.simplefilter("ignore")  # a search path entry that is not there: Hydra reports it in the run
@@ -159,26 +167,33 @@ def config_dirs(args: list[str]) -> list[Path]:
     return dirs
 
 
-def search_path(parsed) -> list[Path]:
-    """The config directories added with ``hydra.searchpath=[file://DIR,pkg://module]`` (a package's
-    every directory: a namespace package, one without ``__init__.py``, may have several), where
-    `normbench list` reads the options' descriptions."""
+def search_entries(args: list[str], parsed) -> list[str]:
+    """The config directories a run adds to Hydra's search path: ``--config-dir DIR`` (as
+    ``file://DIR``) and the entries of ``hydra.searchpath=[file://DIR,pkg://module]``."""
+    entries = [f"file://{Path(d).absolute()}" for d in config_dirs(args)]
+    for override in parsed:
+        if override.key_or_group == "hydra.searchpath" and isinstance(override.value(), list):
+            entries += [str(entry) for entry in override.value()]
+    return entries
+
+
+def search_path(args: list[str], parsed) -> list[Path]:
+    """The directories of :func:`search_entries` (a package's every directory: a namespace
+    package, one without ``__init__.py``, may have several), where `normbench list` reads the
+    options' descriptions."""
     import importlib.util
 
     roots = []
-    for override in parsed:
-        if override.key_or_group != "hydra.searchpath" or not isinstance(override.value(), list):
+    for entry in search_entries(args, parsed):
+        scheme, _, where = entry.partition("://")
+        if scheme == "file":
+            roots.append(Path(where))
             continue
-        for entry in override.value():
-            scheme, _, where = str(entry).partition("://")
-            if scheme == "file":
-                roots.append(Path(where))
-                continue
-            try:
-                spec = importlib.util.find_spec(where.replace("/", "."))
-            except (ImportError, ValueError):
-                continue  # Hydra reports a search path it cannot use
-            roots += [Path(p) for p in (spec.submodule_search_locations or [])] if spec else []
+        try:
+            spec = importlib.util.find_spec(where.replace("/", "."))
+        except (ImportError, ValueError):
+            continue  # Hydra reports a search path it cannot use
+        roots += [Path(p) for p in (spec.submodule_search_locations or [])] if spec else []
     return roots
 
 

@@ -71,6 +71,12 @@ def base_norm(label: str) -> str:
     return paper_labels().get(head, head)
 
 
+def norm_order(label: str) -> tuple[bool, str]:
+    """The sort key of a norm's label in legends and tables: batch norm first (the reference the
+    papers compare with), then the others alphabetically."""
+    return base_norm(label) != "batch", str(label)
+
+
 def short(key: str) -> str:
     """A config key as a table column head."""
     return SHORT.get(key, key)

@@ -98,8 +98,7 @@ def _marker(label: str) -> str:
 
 def label_order(labels: Sequence[str]) -> list[str]:
     """Batch norm first (the reference), then the other norms alphabetically."""
-    labels = sorted(set(map(str, labels)))
-    return sorted(labels, key=lambda s: (_base(s) != "batch", s))
+    return sorted(set(map(str, labels)), key=names.norm_order)
 
 
 def _new_figure(ncols: int, nrows: int, width: float = 3.4, height: float = 2.7,

@@ -74,7 +74,7 @@ def setting_columns(rs: RunSet) -> list[str]:
 def _sort(df: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     if df.empty:
         return df
-    order = df["label"].map(lambda s: (names.base_norm(s) != "batch", str(s)))
+    order = df["label"].map(names.norm_order)
     df = df.assign(_norm_order=order)
     return df.sort_values([*keys, "_norm_order"], kind="stable").drop(columns="_norm_order")
 
@@ -168,8 +168,7 @@ def difference_table(rs: RunSet, metric: str, reference: str | None = None) -> p
     marks those that exclude zero, and ``MDE`` is the smallest difference the seeds detect.
     """
     done = rs.runs[rs.runs["status"] == "completed"]
-    labels = sorted(done["label"].dropna().unique(), key=lambda s: (names.base_norm(s) != "batch",
-                                                                    s))
+    labels = sorted(done["label"].dropna().unique(), key=names.norm_order)
     if len(labels) < 2 or metric not in done:
         return pd.DataFrame()
     reference = reference or labels[0]
