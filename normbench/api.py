@@ -14,7 +14,7 @@ from hydra import compose as hydra_compose
 from hydra import initialize_config_dir
 from omegaconf import DictConfig
 
-from normbench.app import CONFIG_DIR
+from normbench.cli.hydra_app import CONFIG_DIR
 
 
 def compose(overrides: Sequence[str] = ()) -> DictConfig:
@@ -29,6 +29,6 @@ def run(overrides: Sequence[str] = (), run_dir: str | Path = "runs/api") -> dict
     Returns the summary dict that ``summary.json`` holds; raises
     :class:`~normbench.errors.ConfigError` for bad input before anything is written.
     """
-    from normbench.train import train
+    from normbench.training.trainer import train
 
     return train(compose(overrides), run_dir)

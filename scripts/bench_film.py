@@ -21,10 +21,10 @@ import torch
 import torch.nn.functional as F
 
 from normbench.api import compose
+from normbench.claims.experiments import load_experiment
 from normbench.data import load_dataset
-from normbench.experiments import load_experiment
 from normbench.models import build_model
-from normbench.tasks import Classification
+from normbench.training.tasks import Classification
 
 
 def median_ms(fn, repeats: int, warmup: int = 5) -> float:

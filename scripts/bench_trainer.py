@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from normbench.api import compose
 from normbench.data import load_dataset
 from normbench.models import build_model
-from normbench.train import Trainer
+from normbench.training.trainer import Trainer
 
 
 def overrides(steps: int, device: str) -> list[str]:

@@ -31,7 +31,7 @@ from normbench.api import compose
 from normbench.data import load_dataset
 from normbench.data.augment import DeviceAugment
 from normbench.models import build_model
-from normbench.train import Trainer
+from normbench.training.trainer import Trainer
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from vision_data import write_cifar  # noqa: E402

@@ -33,7 +33,7 @@ def test_run_trains_and_records(tmp_path):
 NO_TORCH = """
 import sys
 from typer.testing import CliRunner
-from normbench.cli import app
+from normbench.cli.commands import app
 listed = CliRunner().invoke(app, ["list", "norms"])
 helped = CliRunner().invoke(app, ["--help"])
 refused = CliRunner().invoke(app, ["run", "batch_size=0", "hydra.run.dir=never"])
@@ -56,7 +56,7 @@ def test_list_help_and_a_bad_value_answer_without_importing_torch(tmp_path):
 def test_a_switch_takes_only_true_or_false(tmp_path, override):
     from typer.testing import CliRunner
 
-    from normbench.cli import app
+    from normbench.cli.commands import app
 
     result = CliRunner().invoke(app, ["run", override, f"hydra.run.dir={tmp_path / 'run'}"])
     assert result.exit_code == 2
@@ -67,7 +67,7 @@ def test_a_switch_takes_only_true_or_false(tmp_path, override):
 def test_a_run_directory_that_cannot_be_made_is_named(tmp_path):
     from typer.testing import CliRunner
 
-    from normbench.cli import app
+    from normbench.cli.commands import app
 
     (tmp_path / "file").write_text("not a directory")
     result = CliRunner().invoke(app, ["run", f"hydra.run.dir={tmp_path / 'file' / 'run'}"])

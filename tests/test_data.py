@@ -82,7 +82,7 @@ def test_bad_label_noise_and_unknown_dataset():
 
 
 def test_dataset_kinds_known_before_loading_agree_with_the_loaders(tmp_path, monkeypatch):
-    from normbench.app import CONFIG_DIR
+    from normbench.cli.hydra_app import CONFIG_DIR
     from normbench.data import DATASETS
 
     assert set(DATASETS) == {p.stem for p in (CONFIG_DIR / "dataset").glob("*.yaml")}  # one YAML each
@@ -97,7 +97,7 @@ def test_dataset_kinds_known_before_loading_agree_with_the_loaders(tmp_path, mon
 
 
 def test_a_model_that_cannot_read_the_data_is_refused_before_the_set_is_generated(tmp_path, monkeypatch):
-    from normbench.train import Trainer
+    from normbench.training.trainer import Trainer
 
     monkeypatch.setenv("NORMBENCH_CACHE", str(tmp_path / "cache"))
     with pytest.raises(ConfigError, match=r"model=cnn cannot read dataset=clevr_like \(vqa data\)"):

@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 
 from normbench import records
 from normbench.api import run
-from normbench.cli import app
+from normbench.cli.commands import app
 from normbench.errors import ConfigError
 
 # Five evaluations (steps 0, 25, 50, 75, 100), each checkpointed.
@@ -74,7 +74,8 @@ def cli(*args) -> tuple[int, str, str]:
 KILL = r'''
 import os, signal, sys
 from pathlib import Path
-from normbench import cli, records
+from normbench import records
+from normbench.cli import commands as cli
 
 point, nth, args = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
 seen = 0

@@ -9,7 +9,8 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from normbench import records, schema
+from normbench import records
+from normbench.config import schema
 from normbench.data.base import Inputs, TensorData
 from normbench.errors import ConfigError
 from normbench.models import build_model
@@ -158,7 +159,7 @@ def test_inputs_and_tensors_give_the_same_answer_and_padding_is_ignored():
 
 
 def test_groups_of_the_test_set_score_as_separate_sets_from_one_pass():
-    from normbench.tasks import Classification
+    from normbench.training.tasks import Classification
 
     torch.manual_seed(0)
     data = tiny_data(n=10)

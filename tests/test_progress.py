@@ -5,7 +5,7 @@ import io
 
 from rich.console import Console
 
-from normbench import progress
+from normbench.training import progress
 
 RECORD = {"step": 100, "epoch": 0.5, "train_loss": 0.9, "train_acc": 0.61, "test_loss": 1.0, "test_acc": 0.57,
           "test_acc_relational": 0.52}

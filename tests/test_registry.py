@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from normbench import records
 from normbench.api import compose
-from normbench.cli import app
+from normbench.cli.commands import app
 from normbench.models import norm_options
 from normbench.norms import NORMS, make_norm, norm_parameters
 

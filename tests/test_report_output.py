@@ -200,7 +200,7 @@ def test_module_main_success_and_one_line_errors(tmp_path, capsys):
 def test_reporter_does_not_import_torch():
     code = ("import sys, normbench.report, normbench.report.callback, normbench.report.__main__;"
             "bad = [m for m in sys.modules if m == 'torch' or m.startswith('torch.')"
-            " or m in ('normbench.train', 'normbench.models', 'normbench.norms')];"
+            " or m in ('normbench.training.trainer', 'normbench.models', 'normbench.norms')];"
             "print(bad); sys.exit(1 if bad else 0)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           cwd=ROOT, env=_env(), timeout=60)

@@ -8,7 +8,7 @@ import pytest
 from report_runs import gn_sweep, write_run
 from scipy import stats as st
 
-from normbench.checks import compare as check
+from normbench.claims.checks import compare as check
 from normbench.report.load import load_runs
 from normbench.report.stats import (
     aggregate,

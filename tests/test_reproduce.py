@@ -17,10 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from normbench import experiments
-from normbench.claims import CLAIMS
-from normbench.sweeps import expand
-from normbench.validation import check_rules
+from normbench.claims import CLAIMS, experiments
+from normbench.cli.sweeps import expand
+from normbench.config.validation import check_rules
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "normbench" / "configs"
@@ -58,7 +57,7 @@ def test_every_claim_has_an_experiment():
 @pytest.mark.parametrize("name", sorted(CLAIMS))
 def test_small_experiment_composes_and_trains(tmp_path, name):
     from normbench.api import compose
-    from normbench.train import train
+    from normbench.training.trainer import train
 
     all_jobs = jobs(name, "small")
     assert not missing_groups([o for _, job in all_jobs for o in job])
@@ -134,7 +133,7 @@ def test_list_claims_and_help():
 def test_overrides_for_every_sweep_are_checked_before_anything_runs(tmp_path):
     from typer.testing import CliRunner
 
-    from normbench.cli import app
+    from normbench.cli.commands import app
 
     for extra, message in (["dataset.permute=maybe"], "gn-batch-size: dataset.permute=maybe must be true or false"), \
                           (["+trainer.max_step=5"], "gn-batch-size: trainer takes no option 'max_step'; did you mean"):

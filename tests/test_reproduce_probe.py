@@ -7,7 +7,7 @@ import torch
 
 from normbench.api import compose
 from normbench.records import read_metrics
-from normbench.train import train
+from normbench.training.trainer import train
 
 
 def test_mlp_probe_percentiles_are_recorded(tmp_path):

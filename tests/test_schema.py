@@ -1,4 +1,4 @@
-"""Typed configs: every key of every packaged config has a rule in normbench.schema, and a value
+"""Typed configs: every key of every packaged config has a rule in normbench.config.schema, and a value
 that breaks it is refused in one line at composition, for single runs and for every value of a sweep."""
 
 import pytest
@@ -7,11 +7,11 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 from typer.testing import CliRunner
 
-from normbench import schema
-from normbench.catalog import CONFIG_DIR, option_keys
-from normbench.cli import app
+from normbench.cli.commands import app
+from normbench.config import schema
+from normbench.config.catalog import CONFIG_DIR, option_keys
+from normbench.config.validation import check_rules
 from normbench.errors import ConfigError
-from normbench.validation import check_rules
 
 GROUPS = ("dataset", "model", "norm", "optim", "logger", "trainer")
 

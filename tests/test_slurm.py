@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from normbench import records, sweeps
+from normbench import records
+from normbench.cli import sweeps
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "slurm_local.sh"

@@ -9,7 +9,8 @@ import pytest
 import torch
 from procs import LONG, normbench, signal_when_started
 
-from normbench import records, sweeps
+from normbench import records
+from normbench.cli import sweeps
 
 
 def test_sweep_name_is_stable_and_leaves_out_launcher_logger_and_display_keys():
@@ -74,7 +75,7 @@ def test_local_launcher_runs_in_parallel_and_isolates_a_failing_run(tmp_path):
 def test_a_launcher_without_its_plugin_says_what_to_install(monkeypatch):
     import importlib.util
 
-    from normbench import usage
+    from normbench.cli import usage
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec",
@@ -87,7 +88,7 @@ def test_a_launcher_without_its_plugin_says_what_to_install(monkeypatch):
 
 def test_sweep_jobs_take_the_gpus_round_robin_when_there_are_several(monkeypatch):
     from normbench.api import compose
-    from normbench.app import _round_robin_device
+    from normbench.cli.hydra_app import _round_robin_device
 
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
     devices = []
@@ -106,7 +107,7 @@ def test_sweep_jobs_take_the_gpus_round_robin_when_there_are_several(monkeypatch
 
 
 def test_a_run_gives_a_sweeper_its_objective():
-    from normbench.app import WORST_OBJECTIVE, objective
+    from normbench.cli.hydra_app import WORST_OBJECTIVE, objective
 
     done = {"status": "completed", "primary_metric": "acc", "final": {"test_acc": 0.8, "test_acc_relational": 0.6}}
     assert objective(done) == 0.8 and objective(done, "test_acc_relational") == 0.6
@@ -120,7 +121,7 @@ def test_an_objective_the_run_does_not_measure_is_said(tmp_path):
     """A run on MNIST-1D has no relational accuracy: the sweeper would tune nothing; say so."""
     from typer.testing import CliRunner
 
-    from normbench.cli import app
+    from normbench.cli.commands import app
 
     result = CliRunner().invoke(app, ["run", "objective=test_acc_relational", "trainer.max_steps=5",
                                       "trainer.progress=none", f"hydra.run.dir={tmp_path}"])

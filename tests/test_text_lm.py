@@ -12,13 +12,13 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from torch import nn
 
-from normbench.app import CONFIG_DIR, final_line
+from normbench.cli.hydra_app import CONFIG_DIR, final_line
 from normbench.data import load_dataset
 from normbench.data.text import decode_ptb, default_corpus, segments
 from normbench.errors import ConfigError
 from normbench.metrics import metric
-from normbench.tasks import LanguageModelling
-from normbench.train import train
+from normbench.training.tasks import LanguageModelling
+from normbench.training.trainer import train
 
 TEXT = "the cat sat on the mat. " * 40 + "a dog! " * 30  # 1170 characters, 16 symbols
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from normbench.api import compose, run
-from normbench.environment import SMALL_MODEL_PARAMS, set_threads
+from normbench.training.environment import SMALL_MODEL_PARAMS, set_threads
 
 CPU = torch.device("cpu")
 
@@ -33,7 +33,7 @@ def test_auto_gives_a_small_model_one_thread_and_a_large_one_the_cores(monkeypat
     assert set_threads("auto", CPU, 32_554).startswith("auto: a small model") and torch.get_num_threads() == 1
     assert set_threads("auto", CPU, SMALL_MODEL_PARAMS) == "auto: 4 cores for 1 job"
     assert torch.get_num_threads() == 4
-    monkeypatch.setattr("normbench.environment.parallel_jobs", lambda: 2)  # a local sweep, 2 jobs at once
+    monkeypatch.setattr("normbench.training.environment.parallel_jobs", lambda: 2)  # a local sweep, 2 jobs at once
     assert set_threads("auto", CPU, SMALL_MODEL_PARAMS) == "auto: 4 cores for 2 jobs"
     assert torch.get_num_threads() == 2
 
@@ -56,7 +56,7 @@ def test_a_local_sweeps_jobs_share_the_cores(monkeypatch, n_jobs, expected):
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import OmegaConf
 
-    from normbench.environment import parallel_jobs
+    from normbench.training.environment import parallel_jobs
 
     monkeypatch.setattr(HydraConfig, "initialized", staticmethod(lambda: True))
     monkeypatch.setattr(HydraConfig, "get", staticmethod(lambda: OmegaConf.create({"launcher": {"n_jobs": n_jobs}})))

@@ -10,7 +10,7 @@ import torch
 from normbench import records
 from normbench.api import compose, run
 from normbench.errors import ConfigError
-from normbench.train import Trainer, train
+from normbench.training.trainer import Trainer, train
 
 SUMMARY_KEYS = {"status", "dataset", "model", "norm", "batch_size", "seed", "steps", "final", "best_test_acc",
                 "steps_to_target", "time_to_target_s", "generalization_gap", "wall_time_s", "samples_per_s",

@@ -8,10 +8,10 @@ import torch
 from omegaconf import OmegaConf
 from vision_data import write_cifar, write_image_folders
 
-from normbench.batches import EpochSampler, LoaderSource, TensorSource
 from normbench.data import FolderData, load_dataset
 from normbench.data.augment import DeviceAugment, crop_flip
 from normbench.errors import ConfigError
+from normbench.training.batches import EpochSampler, LoaderSource, TensorSource
 
 
 def cifar_cfg(root, **extra):

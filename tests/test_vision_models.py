@@ -9,13 +9,13 @@ import torch
 from torch import nn
 
 from normbench.api import compose
+from normbench.config.validation import check_rules
 from normbench.data import TensorData
 from normbench.errors import ConfigError
 from normbench.models import build_model
 from normbench.models.resnet import last_norms
 from normbench.norms import NORMS, norm_parameters, weight_normed_layers
-from normbench.optim import build_optimizer, schedule_factor
-from normbench.validation import check_rules
+from normbench.training.optim import build_optimizer, schedule_factor
 
 
 def image_data(shape=(3, 32, 32), n=8, classes=10) -> TensorData:

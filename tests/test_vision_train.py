@@ -148,9 +148,9 @@ def test_channels_last_needs_images(tmp_path):
 
 
 def test_sync_batch_norm_on_cpu_is_refused(tmp_path, cifar_root):
-    from normbench.distributed import Context
     from normbench.errors import ConfigError
-    from normbench.train import Trainer
+    from normbench.training.distributed import Context
+    from normbench.training.trainer import Trainer
 
     cfg = compose(cifar(cifar_root, "norm.sync=true", "trainer.device=cpu", norm=["norm=batch"]))
     with pytest.raises(ConfigError, match="norm.sync=true .* needs CUDA"):

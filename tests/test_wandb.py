@@ -94,7 +94,7 @@ def test_logger_wandb_without_the_extra_says_how_to_install_it(tmp_path, monkeyp
     from omegaconf import OmegaConf
 
     from normbench.errors import ConfigError
-    from normbench.loggers import WandbLogger
+    from normbench.training.loggers import WandbLogger
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "wandb" else real(name, *a))

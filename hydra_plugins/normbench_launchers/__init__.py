@@ -1,7 +1,7 @@
 """normbench's Hydra launchers: ``hydra/launcher=slurm`` and ``hydra/launcher=local``.
 
 Hydra loads launchers only from the ``hydra_plugins`` namespace, so the classes live here; the
-shared code (failure records, the install hint) is in :mod:`normbench.launchers`.
+shared code (failure records, the install hint) is in :mod:`normbench.cli.launchers`.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 from hydra.core.utils import JobReturn, filter_overrides
 from omegaconf import OmegaConf
 
-from normbench.launchers import _isolated, check_resources, skip_finished
+from normbench.cli.launchers import _isolated, check_resources, skip_finished
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """The papers' claims. A claim is one spec file and one verdict function keyed by its id.
 
 - ``normbench/claims/specs/<id>.yaml``: the title, the paper and its numbers, the experiment's
-  scales (fixed overrides and sweeps, see :mod:`normbench.experiments`), the verdict's
+  scales (fixed overrides and sweeps, see :mod:`normbench.claims.experiments`), the verdict's
   parameters, the report's options and any extra figures by name;
 - :mod:`normbench.claims.verdicts` (FiLM's: :mod:`normbench.claims.verdicts_film`):
   ``@verdict("<id>")`` on the function that decides it.
@@ -22,8 +22,8 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from normbench.checks import INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED, Verdict
 from normbench.claims import verdicts_film  # noqa: F401  (registers FiLM's verdicts)
+from normbench.claims.checks import INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED, Verdict
 from normbench.claims.verdicts import VERDICTS
 from normbench.errors import ConfigError
 from normbench.report.load import RunSet

@@ -1,9 +1,9 @@
 """The verdict functions: one per claim, keyed by the claim's id (its spec is ``specs/<id>.yaml``).
 
 A verdict function reads the runs (a :class:`~normbench.report.load.RunSet`, loaded by the
-reporter) and the spec's ``verdict`` parameters and returns a :class:`~normbench.checks.Verdict`:
+reporter) and the spec's ``verdict`` parameters and returns a :class:`~normbench.claims.checks.Verdict`:
 the mechanism checks that put the small-scale proxy in the paper's regime, then the checks the
-paper's claim rests on, each with its 95% Welch interval. :mod:`normbench.checks` states the rule
+paper's claim rests on, each with its 95% Welch interval. :mod:`normbench.claims.checks` states the rule
 that turns them into "reproduced", "not reproduced" or "inconclusive". Where the paper compares
 tuned models, every compared variant gets the same learning-rate grid and the grid point with the
 best mean over seeds is used for each.
@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 import pandas as pd
 
-from normbench.checks import (
+from normbench.claims.checks import (
     INCONCLUSIVE,
     Mechanism,
     Verdict,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from normbench.checks import (
+from normbench.claims.checks import (
     REPRODUCED,
     Mechanism,
     Verdict,

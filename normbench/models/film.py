@@ -13,10 +13,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from normbench.config.rules import check
+from normbench.config.schema import FILM_SIZES, rules_for
 from normbench.errors import ConfigError
 from normbench.norms import SKIP_DATA_INIT, get_norm, make_norm
-from normbench.rules import check
-from normbench.schema import FILM_SIZES, rules_for
 
 PRESETS = {
     # Trains in minutes on 2 CPU cores at 64x64 (the default).

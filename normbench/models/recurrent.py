@@ -31,10 +31,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from normbench.config.rules import check
+from normbench.config.schema import rules_for
 from normbench.errors import ConfigError
 from normbench.norms import SKIP_DATA_INIT, make_recurrent_norm
-from normbench.rules import check
-from normbench.schema import rules_for
 
 
 def _init_blocks(weight: torch.Tensor, scheme: str, hidden_size: int) -> None:

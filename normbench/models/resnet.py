@@ -141,7 +141,7 @@ class ResNet(nn.Module):
             variant = "cifar" if input_shape[-1] <= 64 else "imagenet"
         if variant == "cifar":
             self.net = CifarResNet(input_shape[0], num_classes, depth, norm, norm_options, width)
-        else:  # imagenet (normbench.schema allows no other)
+        else:  # imagenet (normbench.config.schema allows no other)
             if depth not in IMAGENET_DEPTHS:
                 raise ConfigError(f"model.depth={depth} is not an ImageNet ResNet depth; use one of "
                                   f"{', '.join(map(str, IMAGENET_DEPTHS))}, or model.variant=cifar for "

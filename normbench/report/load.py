@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from normbench.cli.sweeps import nuisance_keys
 from normbench.metrics import PRIMARY, primary_of
 from normbench.records import (
     CONFIG_FILE,
@@ -37,14 +38,13 @@ from normbench.records import (
     read_metrics,
     read_summary,
 )
-from normbench.sweeps import nuisance_keys
 
 #: Columns every run row has, in this order, before the swept keys and the metrics.
 ID_COLUMNS = ("run_id", "status", "dataset", "model", "norm", "batch_size", "lr", "seed")
 
 #: Config keys that may differ between runs of one comparison (a CPU laptop and a GPU node)
 #: without making them different settings: the keys that do not change what a run computes
-#: (:func:`normbench.sweeps.nuisance_keys`), and those that only change how it is measured
+#: (:func:`normbench.cli.sweeps.nuisance_keys`), and those that only change how it is measured
 #: (where steps_to_target counts, how often it evaluates, deterministic kernels).
 NUISANCE_KEYS = (*nuisance_keys(), "trainer.target_acc", "trainer.target_bpc", "trainer.eval_every",
                  "trainer.deterministic", "dataset.download")

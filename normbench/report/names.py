@@ -58,7 +58,7 @@ def paper_labels() -> dict[str, str]:
     """The labels papers use, from each norm's YAML ``label`` (``GN``), and the norms they stand for."""
     from omegaconf import OmegaConf
 
-    from normbench.catalog import CONFIG_DIR, option_files
+    from normbench.config.catalog import CONFIG_DIR, option_files
 
     configs = {name: OmegaConf.load(path) for name, path in option_files("norm", [CONFIG_DIR]).items()}
     return {str(cfg.label): name for name, cfg in configs.items() if cfg.get("label")}

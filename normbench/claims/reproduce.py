@@ -22,9 +22,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from normbench import experiments
-from normbench.checks import INCONCLUSIVE, NOT_RUN, RULE, Check, Verdict
-from normbench.claims import CLAIMS, claim
+from normbench.claims import CLAIMS, claim, experiments
+from normbench.claims.checks import INCONCLUSIVE, NOT_RUN, RULE, Check, Verdict
 from normbench.errors import ConfigError
 
 VERDICT_FILE = "verdict.json"
@@ -201,7 +200,7 @@ def write_index(out: Path, scale: str) -> Path:
 
 def _setting(extra: Sequence[str]) -> list[str]:
     """The overrides among ``extra`` that change what runs compute (not the launcher, not display)."""
-    from normbench.sweeps import nuisance_keys
+    from normbench.cli.sweeps import nuisance_keys
 
     skip = set(nuisance_keys())
     return [o for o in extra if "=" in o and not o.lstrip("+~").startswith("hydra")

@@ -21,8 +21,8 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from normbench import records
+from normbench.cli.sweeps import nuisance_keys
 from normbench.errors import ConfigError
-from normbench.sweeps import nuisance_keys
 
 # A run may resume under other values of the keys that do not change what it computes, and
 # with another step budget (to extend a finished run).

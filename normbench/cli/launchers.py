@@ -9,7 +9,7 @@ and the sweep goes on to count it instead of stopping with a traceback.
 
 Preemption on Slurm needs nothing here: submitit calls the launcher's ``checkpoint`` on USR2,
 which resubmits the same job; normbench's trainer has already saved the current step by then
-(:func:`normbench.train.train`), so the requeued job resumes from it.
+(:func:`normbench.training.trainer.train`), so the requeued job resumes from it.
 """
 
 from __future__ import annotations
@@ -79,7 +79,7 @@ def record_lost_job(launcher: Any, overrides: Sequence[str], message: str) -> No
             summary.update(status="failed", error=message)
             records.write_summary(run_dir, summary)
             return
-        from normbench.app import _record_failure
+        from normbench.cli.hydra_app import _record_failure
 
         _record_failure(cfg, run_dir, message)
     except Exception as exc:  # the record is best effort; the sweep must still end
@@ -106,11 +106,11 @@ def skip_finished(launcher: Any, job_overrides: Sequence[Sequence[str]]) -> dict
     """The jobs of a relaunched sweep whose runs already finished, each with its summary, found
     before anything is submitted: a finished run costs no Slurm job and no worker start-up.
 
-    The check is the one the job itself makes (:func:`normbench.resume.finished_summary`); a
+    The check is the one the job itself makes (:func:`normbench.training.checkpoints.finished_summary`); a
     run it cannot decide here is launched, and the job decides.
     """
-    from normbench.app import skipped_line
-    from normbench.resume import finished_summary
+    from normbench.cli.hydra_app import skipped_line
+    from normbench.training.checkpoints import finished_summary
 
     done = {}
     for i, overrides in enumerate(job_overrides):

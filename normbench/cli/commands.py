@@ -9,7 +9,8 @@ from pathlib import Path
 import typer
 
 import normbench
-from normbench import records, usage
+from normbench import records
+from normbench.cli import usage
 
 app = typer.Typer(
     name="normbench",
@@ -77,7 +78,7 @@ def _main(
 
 def _with_sweep_dir(args: list[str], overrides: list[str]) -> list[str]:
     """A sweep's directory derived from its overrides (no timestamp), unless the user chose one."""
-    from normbench import sweeps
+    from normbench.cli import sweeps
 
     if sweeps.user_sweep_dir(overrides) is not None:
         return args
@@ -91,7 +92,7 @@ def _with_sweep_dir(args: list[str], overrides: list[str]) -> list[str]:
 
 
 def _dry_run(args: list[str]) -> None:
-    from normbench import sweeps
+    from normbench.cli import sweeps
 
     try:
         with usage.hydra_configs(args) as configs:
@@ -130,7 +131,7 @@ def run(ctx: typer.Context) -> None:
         # Under torchrun, ranks other than 0 write nothing: rank 0's run directory is the record.
         args = [*args, "hydra.output_subdir=null"]
 
-    from normbench import app as hydra_app
+    from normbench.cli import hydra_app
 
     sweep_dir = _sweep_dir(args) if flags else None
     if sweep_dir is not None:  # the outcome of this launch, not of an earlier one
@@ -163,7 +164,7 @@ def run(ctx: typer.Context) -> None:
 def _sweep_dir(args: list[str]) -> Path | None:
     """The sweep directory of a multirun's arguments; None when it is computed at run time
     (an interpolation such as ``${now:...}``)."""
-    from normbench import sweeps
+    from normbench.cli import sweeps
 
     value = sweeps.user_sweep_dir(usage.overrides(args))
     if value is None or "${" in value:
@@ -220,7 +221,7 @@ def list_(
     """
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    from normbench.catalog import catalog
+    from normbench.config.catalog import catalog
 
     if what is not None and what not in _LIST_WHAT:
         typer.echo(f"normbench: error: cannot list '{what}'; choose one of: {', '.join(_LIST_WHAT)}", err=True)
@@ -280,8 +281,7 @@ def reproduce(
     force: bool = typer.Option(False, "--force", help="Replace verdicts in OUT made from another setup (seeds, scale, "
                                "overrides); without it they are kept and nothing runs."),
 ) -> None:
-    from normbench import experiments
-    from normbench.claims import CLAIMS
+    from normbench.claims import CLAIMS, experiments
     from normbench.errors import ConfigError
 
     names = [a for a in ctx.args if "=" not in a and not a.startswith("-")]
@@ -296,7 +296,7 @@ def reproduce(
                 for sweep in experiments.sweeps(name, scale, seeds, runs, extra):
                     typer.echo(f"{name}: normbench run -m {' '.join(sweep.args)}")
             return
-        from normbench.reproduce import reproduce as run_reproduce
+        from normbench.claims.reproduce import reproduce as run_reproduce
 
         verdicts = run_reproduce(names, scale, seeds, out, runs, extra, report_only=report_only, force=force)
     except ConfigError as exc:
@@ -312,7 +312,7 @@ def reproduce(
 def _check_extra(names: list[str], scale: str, seeds: int, runs: Path, extra: list[str]) -> None:
     """Overrides given to ``reproduce`` go to every sweep: check them with each claim's first sweep,
     before anything runs, as ``normbench run -m`` would."""
-    from normbench import experiments
+    from normbench.claims import experiments
     from normbench.errors import ConfigError
 
     for name in names if extra else []:

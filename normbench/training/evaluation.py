@@ -1,6 +1,6 @@
 """A trainer's evaluation: the record of one step in ``metrics.jsonl``.
 
-Functions of the :class:`~normbench.train.Trainer` (``self``), kept apart from the loop.
+Functions of the :class:`~normbench.training.trainer.Trainer` (``self``), kept apart from the loop.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import contextlib
 
 import torch
 
-from normbench.population import exact_statistics
+from normbench.training.population import exact_statistics
 
 
 def _exact_statistics(self):

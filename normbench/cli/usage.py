@@ -61,8 +61,8 @@ def _check_sweep_values(configs: Configs) -> Exception | None:
     Each swept value is composed with the other keys at their first value: a value's rule may
     depend on the component its group chose (``dataset.train_split``), not on the other values.
     """
+    from normbench.config.validation import check_rules
     from normbench.errors import ConfigError
-    from normbench.validation import check_rules
 
     swept = {o.input_line: _settings(o) for o in configs.overrides if not o.is_hydra_override()}
     swept = {line: settings for line, settings in swept.items() if settings}  # an interval: a sweeper's
@@ -82,8 +82,8 @@ def _check_sweep_values(configs: Configs) -> Exception | None:
 
 
 def _settings(override) -> list[str] | None:
-    """:func:`normbench.sweeps.settings`, or None when Hydra cannot list the values (an interval)."""
-    from normbench.sweeps import settings
+    """:func:`normbench.cli.sweeps.settings`, or None when Hydra cannot list the values (an interval)."""
+    from normbench.cli.sweeps import settings
 
     try:
         return settings(override)
@@ -137,7 +137,7 @@ def hydra_configs(args: list[str]):
     from hydra.core.global_hydra import GlobalHydra
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    from normbench.catalog import CONFIG_DIR
+    from normbench.config.catalog import CONFIG_DIR
 
     parsed = None
     if not any(a in _OWN_PRIMARY or a.startswith(tuple(f"{flag}=" for flag in _OWN_PRIMARY)) for a in args):
@@ -224,7 +224,7 @@ def overrides(args: list[str]) -> list[str]:
 
 def check_launcher(args: list[str]) -> None:
     """``hydra/launcher=slurm`` or ``local`` without its plugin: say what to install, in one line."""
-    from normbench.launchers import missing_plugin
+    from normbench.cli.launchers import missing_plugin
 
     for arg in args:
         if arg.lstrip("+").startswith("hydra/launcher="):

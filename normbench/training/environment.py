@@ -11,8 +11,8 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 import normbench
-from normbench import distributed
 from normbench.errors import ConfigError
+from normbench.training import distributed
 
 
 def resolve_device(name: str, ctx: distributed.Context | None = None) -> torch.device:

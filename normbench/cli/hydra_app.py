@@ -21,9 +21,9 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from normbench import records
-from normbench.catalog import CONFIG_DIR
+from normbench.cli.sweeps import short_name
+from normbench.config.catalog import CONFIG_DIR
 from normbench.errors import ConfigError
-from normbench.sweeps import short_name
 
 # config.yaml names a sweep's run directories through it (a long name: a prefix and a hash).
 if not OmegaConf.has_resolver("normbench_short"):
@@ -144,8 +144,8 @@ def start_line(cfg: DictConfig, run_dir: Path) -> str:
 
 
 def run_job(cfg: DictConfig) -> dict | None:
-    from normbench.preemption import Interrupted
-    from normbench.validation import check_rules
+    from normbench.config.validation import check_rules
+    from normbench.training.preemption import Interrupted
 
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
@@ -155,9 +155,11 @@ def run_job(cfg: DictConfig) -> dict | None:
         check_rules(cfg)  # a bad value answers before the slow imports
         if cfg.trainer.progress != "none" and os.environ.get("RANK", "0") == "0":
             print(start_line(cfg, run_dir), flush=True)
-        from normbench import distributed
-        from normbench.resume import finished_summary  # torch loads here, not for `--help`
-        from normbench.train import train
+        from normbench.training import distributed
+        from normbench.training.checkpoints import (
+            finished_summary,  # torch loads here, not for `--help`
+        )
+        from normbench.training.trainer import train
 
         finished = finished_summary(cfg, run_dir)
         if finished is not None:  # a relaunched sweep: nothing to train

@@ -1,5 +1,5 @@
 """What a config value may be, declared once: rules that the run's validation table
-(:mod:`normbench.validation`) and the components' own option tables (models, datasets) share.
+(:mod:`normbench.config.validation`) and the components' own option tables (models, datasets) share.
 
 A rule takes a value and returns None when it is allowed, or the end of the message (``must be a
 positive integer``); :func:`check` turns it into one line naming the key and the value.

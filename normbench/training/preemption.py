@@ -4,7 +4,7 @@ Slurm (through submitit) sends SIGUSR2 ``signal_delay_s`` before a job's time li
 preemption where the cluster is set up to. While the training loop runs, :class:`StopRequest`
 makes that signal only set a flag; the loop checks the flag after each step (a Python attribute:
 no device synchronisation), saves a checkpoint of the current step and raises
-:class:`Interrupted`, which :func:`normbench.train.train` hands to the handler that was installed
+:class:`Interrupted`, which :func:`normbench.training.trainer.train` hands to the handler that was installed
 before (submitit's: requeue the job, then exit). Without one, ``normbench run`` exits with
 128 + the signal number and the same command resumes.
 

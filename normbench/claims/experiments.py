@@ -38,7 +38,7 @@ from omegaconf import OmegaConf
 from normbench.errors import ConfigError
 
 # The claims' specs: outside Hydra's config search path, so ``+experiment=`` cannot pick one up.
-EXPERIMENT_DIR = Path(__file__).parent / "claims" / "specs"
+EXPERIMENT_DIR = Path(__file__).parent / "specs"
 SCALES = ("small", "full")
 DEFAULT_RUNS_ROOT = "multirun/reproduce"
 
@@ -102,7 +102,7 @@ def sweeps(name: str, scale: str = "small", seeds: int = 3, runs_root: str | Pat
         raise ConfigError(f"--scale {scale!r} is not one of: {', '.join(SCALES)}")
     if seeds < 1:
         raise ConfigError(f"--seeds {seeds} must be a positive integer")
-    from normbench.sweeps import nuisance_keys
+    from normbench.cli.sweeps import nuisance_keys
 
     spec = load_experiment(name)["scales"][scale]
     extra = list(extra)

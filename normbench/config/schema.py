@@ -1,5 +1,5 @@
 """What every key of normbench's config may be, declared once: the types, ranges and choices
-that :mod:`normbench.validation` checks right after Hydra composes a config (and, for every value
+that :mod:`normbench.config.validation` checks right after Hydra composes a config (and, for every value
 of a sweep, before the sweep starts), without importing torch.
 
 Three tables:
@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from normbench.rules import (
+from normbench.config.rules import (
     Rule,
     at_least,
     at_least_zero,

@@ -23,7 +23,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from normbench import records
-from normbench.catalog import CONFIG_DIR
+from normbench.config.catalog import CONFIG_DIR
 
 SWEEPS_ROOT = "multirun"
 _SAFE = re.compile(r"^[A-Za-z0-9._,=+:@\-\[\]]+$")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-CONFIG_DIR = Path(__file__).parent / "configs"
+CONFIG_DIR = Path(__file__).parents[1] / "configs"
 #: the section of `normbench list` -> its config group
 GROUPS = {"norms": "norm", "models": "model", "datasets": "dataset", "optimizers": "optim"}
 
@@ -56,7 +56,7 @@ def catalog(roots=()) -> dict[str, dict[str, str]]:
 
 def claims_catalog() -> dict[str, dict[str, str]]:
     """Claims and experiments, from their spec files."""
-    from normbench.experiments import experiment_names, load_experiment
+    from normbench.claims.experiments import experiment_names, load_experiment
 
     specs = {name: load_experiment(name) for name in experiment_names()}
     return {

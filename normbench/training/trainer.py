@@ -5,13 +5,13 @@
 
 Speed: small datasets live on the training device; each epoch shuffles them once with one
 gather, a step takes a contiguous slice (a view), and augmentation runs batched on the device;
-image folders (ImageNet) come through a DataLoader with workers (see :mod:`normbench.batches`).
+image folders (ImageNet) come through a DataLoader with workers (see :mod:`normbench.training.batches`).
 The loop makes no host-device synchronisation per step: losses are summed on the device and
 read every ``trainer.log_every`` steps, where the divergence check happens too.
 
 GPU options: ``trainer.amp`` (bf16 autocast), ``trainer.channels_last``, ``trainer.compile``
 (``torch.compile``; checkpoints hold the plain module's weights). Under ``torchrun`` the model is
-wrapped in DistributedDataParallel (:mod:`normbench.distributed`); rank 0 alone evaluates and
+wrapped in DistributedDataParallel (:mod:`normbench.training.distributed`); rank 0 alone evaluates and
 writes the run directory.
 """
 
@@ -28,20 +28,15 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from normbench import distributed, records
-from normbench.batches import make_source
+from normbench import records
+from normbench.config.validation import validate
 from normbench.data import DATASETS, TensorData, load_dataset
-from normbench.environment import environment, resolve_device, set_threads
 from normbench.errors import ConfigError
-from normbench.evaluation import evaluate
-from normbench.loggers import make_logger
 from normbench.models import build_model, check_model_reads, norm_options
 from normbench.norms import get_norm
-from normbench.optim import build_optimizer, build_schedule
-from normbench.population import batch_statistics_layers, values_per_statistic
-from normbench.preemption import Interrupted, StopRequest
-from normbench.progress import make_progress
-from normbench.resume import (
+from normbench.training import distributed
+from normbench.training.batches import make_source
+from normbench.training.checkpoints import (
     LoopState,
     config_dict,
     finished_summary,
@@ -49,8 +44,14 @@ from normbench.resume import (
     previous_summary,
     save_checkpoint,
 )
-from normbench.tasks import task_for
-from normbench.validation import validate
+from normbench.training.environment import environment, resolve_device, set_threads
+from normbench.training.evaluation import evaluate
+from normbench.training.loggers import make_logger
+from normbench.training.optim import build_optimizer, build_schedule
+from normbench.training.population import batch_statistics_layers, values_per_statistic
+from normbench.training.preemption import Interrupted, StopRequest
+from normbench.training.progress import make_progress
+from normbench.training.tasks import task_for
 
 
 class Diverged(Exception):

@@ -1,5 +1,5 @@
 """The config checked before anything is built: every key against its rule in
-:mod:`normbench.schema`, and no key that nothing reads (without importing torch, so that a bad
+:mod:`normbench.config.schema`, and no key that nothing reads (without importing torch, so that a bad
 value on the command line answers at once: :func:`check_rules`); then what needs the registries:
 the run's plugins, a model's options against its class, and the norm's own check against the batch
 size (:func:`validate`).
@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from omegaconf import DictConfig, OmegaConf
 
-from normbench import schema
+from normbench.config import schema
 from normbench.errors import ConfigError
 
 
 def validate(cfg: DictConfig) -> None:
-    """Import the run's ``plugins``, then check ``cfg`` against :mod:`normbench.schema`, the model's
+    """Import the run's ``plugins``, then check ``cfg`` against :mod:`normbench.config.schema`, the model's
     options against its class, and the norm's own check (e.g. ghost batch norm's virtual batch
     against the batch size); raise :class:`ConfigError` naming the first bad value."""
     from normbench.models import check_model_options, norm_options
@@ -42,9 +42,9 @@ def import_plugins(modules) -> None:
 
 
 def check_rules(cfg: DictConfig) -> None:
-    """Check ``cfg`` against :mod:`normbench.schema`: the run's keys, then each config group's
+    """Check ``cfg`` against :mod:`normbench.config.schema`: the run's keys, then each config group's
     (no torch needed); raise :class:`ConfigError` naming the first bad value."""
-    from normbench.rules import check
+    from normbench.config.rules import check
 
     for key, rule, absent in schema.RUN_RULES:
         value = OmegaConf.select(cfg, key, default=absent)
@@ -71,7 +71,7 @@ def _check_known(group: str, values: dict, rules: dict) -> None:
     component's own YAML lack. A plugin's component reads keys of its own."""
     import difflib
 
-    from normbench.catalog import option_keys
+    from normbench.config.catalog import option_keys
 
     name = values.get("name")
     reads = set(rules) if group == "trainer" else option_keys(group, str(name))
