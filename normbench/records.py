@@ -11,6 +11,10 @@ A run directory holds
 - ``checkpoint.pt``: what the same command resumes from, and ``checkpoint.prev.pt`` the one
   before it; each has a ``.sha256`` file (its SHA-256 digest and step), checked before a resume.
 
+The summary and the checkpoint carry ``record_version`` (:data:`RECORD_VERSION`); a record written
+by an earlier normbench is brought to this version by :func:`upgrade`, the one place that knows
+what earlier versions wrote.
+
 This module imports neither torch nor training code, so the reporter can read a cluster's
 outputs on a laptop.
 """
@@ -39,6 +43,15 @@ LOCK_FILE = ".normbench.lock"
 OUTCOME_FILE = "sweep_outcome.json"  # in a sweep directory: its runs counted by status
 
 STATUSES = ("running", "completed", "failed", "diverged")
+
+#: The version of the records this normbench writes. 1: no ``record_version`` key (main before
+#: 2026-12); 2: ``record_version`` in summary.json and the checkpoint.
+RECORD_VERSION = 2
+RECORD_KINDS = ("summary", "checkpoint", "config")
+
+# What version 1 did not record, as version 1's built-in norms had it: whether the norm makes a
+# sample's output depend on its batch (version 2 configs carry norm.batch_dependent).
+_V1_BATCH_DEPENDENT = {"batch": True, "group": False, "layer": False, "instance": False, "none": False}
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -84,10 +97,13 @@ def write_summary(run_dir: Path, summary: dict) -> None:
     atomic_write_text(Path(run_dir) / SUMMARY_FILE, json.dumps(_json_safe(summary), indent=2) + "\n")
 
 
-def summarize(cfg, state, status: str, env: dict, num_params: int, lr: float, error: str | None = None,
-              metric: str = "acc") -> dict:
-    """The summary.json dict: the run's identity, then what its evaluation history and loop state
-    (``state``: ``history``, ``step``, ``wall_time_s``, ``train_time_s``) say.
+def build_summary(cfg, status: str, error: str | None = None, *, state=None, env: dict | None = None,
+                  num_params: int | None = None, lr: float | None = None, metric: str = "acc",
+                  extra: dict | None = None) -> dict:
+    """The summary.json dict, the one builder of it: the run's identity (from ``cfg``, the composed
+    config), then what its evaluation history and loop state say (``state``: ``history``, ``step``,
+    ``wall_time_s``, ``train_time_s``; None for a job that failed before it trained), then ``extra``
+    (what the trainer adds: the statistics that score the run, the dataset's reference values).
 
     The metric keys follow the task: ``train_acc``/``test_acc``/``best_test_acc``/``target_acc``
     for classification, ``train_bpc``/``test_bpc``/``best_test_bpc``/``target_bpc`` (lower is
@@ -95,53 +111,135 @@ def summarize(cfg, state, status: str, env: dict, num_params: int, lr: float, er
     (``test_bpc_len200``, ...).
     """
     spec, m = metrics.metric(metric), metric
-    last = state.history[-1] if state.history else {}
+    history = list(state.history) if state is not None else []
+    steps = state.step if state is not None else 0
+    wall, train_time = (state.wall_time_s, state.train_time_s) if state is not None else (0.0, 0.0)
+    last = history[-1] if history else {}
     final = {k: last.get(k) for k in ("train_loss", f"train_{m}", "test_loss", f"test_{m}", "step_loss")}
     final.update({k: v for k, v in last.items() if k.startswith(("test_loss_", f"test_{m}_"))})
-    tests = [r[f"test_{m}"] for r in state.history if r.get(f"test_{m}") is not None]
-    best = spec.best(tests)
-    target = cfg.trainer.get(spec.target_key)
-    reached = next((r for r in state.history if spec.reached(r.get(f"test_{m}"), target)), None)
+    tests = [r[f"test_{m}"] for r in history if r.get(f"test_{m}") is not None]
+    trainer = cfg.get("trainer") or {}
+    target = trainer.get(spec.target_key)
+    reached = next((r for r in history if spec.reached(r.get(f"test_{m}"), target)), None)
     gap = None
     if final[f"train_{m}"] is not None and final[f"test_{m}"] is not None:
         gap = spec.gap(final[f"train_{m}"], final[f"test_{m}"])
-    samples = state.step * cfg.batch_size
+    batch_size = cfg.get("batch_size")
+    samples = steps * batch_size if isinstance(batch_size, int) else 0
+    group = lambda name: (cfg.get(name) or {}).get("name")  # noqa: E731
     return {
+        "record_version": RECORD_VERSION,
         "status": status,
-        "dataset": cfg.dataset.name,
-        "model": cfg.model.name,
-        "norm": cfg.norm.name,
-        "batch_size": cfg.batch_size,
-        "seed": cfg.seed,
-        "optimizer": cfg.optim.name,
+        "dataset": group("dataset"),
+        "model": group("model"),
+        "norm": group("norm"),
+        "batch_size": batch_size,
+        "seed": cfg.get("seed"),
+        "optimizer": group("optim"),
         "lr": lr,
-        "steps": state.step,
+        "steps": steps,
         "epochs": last.get("epoch", 0.0),
         "samples_seen": samples,
         "primary_metric": m,
         "higher_is_better": spec.higher_is_better,
         "final": final,
-        f"best_test_{m}": best,
+        f"best_test_{m}": spec.best(tests),
         spec.target_key: target,
         "steps_to_target": reached["step"] if reached else None,
         "time_to_target_s": reached["train_time_s"] if reached else None,
         "generalization_gap": gap,
-        "wall_time_s": state.wall_time_s,
-        "train_time_s": state.train_time_s,
-        "samples_per_s": samples / state.train_time_s if state.train_time_s > 0 else None,
+        "wall_time_s": wall,
+        "train_time_s": train_time,
+        "samples_per_s": samples / train_time if train_time > 0 else None,
         "num_params": num_params,
         "error": error,
-        "env": env,
+        "env": env or {},
+        **(extra or {}),
     }
 
 
+def record_failure(run_dir: Path, config: dict, message: str) -> None:
+    """Record a job that failed before it trained (a refused config in a sweep, a job that died at
+    start-up): its config and a ``failed`` summary with ``message``, unless it has a summary."""
+    if (Path(run_dir) / SUMMARY_FILE).exists():
+        return
+    write_config(run_dir, config)
+    write_summary(run_dir, build_summary(config, "failed", message))
+
+
+def upgrade(kind: str, record: dict) -> dict:
+    """``record`` (a ``summary``, a ``checkpoint``, or a ``config`` as plain data) as this normbench
+    writes it: a record of an earlier version gains what that version did not record. A summary or
+    checkpoint of a later version raises ``ValueError`` (a newer normbench wrote it).
+
+    ``config.yaml`` is the resolved config and carries no version of its own (a key there would
+    change the run's identity): what version 1 lacked is filled in wherever it is missing.
+    """
+    if kind == "config":
+        norm = record.get("norm")
+        if not isinstance(norm, dict) or "batch_dependent" in norm:
+            return record
+        known = _V1_BATCH_DEPENDENT.get(norm.get("name"))
+        if norm.get("name") == "weight":  # mean-only batch norm after weight norm takes the batch mean
+            known = bool(norm.get("mean_only", False))
+        return record if known is None else {**record, "norm": {**norm, "batch_dependent": known}}
+    if kind not in RECORD_KINDS:
+        raise ValueError(f"no record kind {kind!r}; one of {', '.join(RECORD_KINDS)}")
+    version = record.get("record_version", 1)
+    if not isinstance(version, int) or isinstance(version, bool) or not 1 <= version <= RECORD_VERSION:
+        raise ValueError(f"its record_version {version!r} is not one this normbench reads (1 to {RECORD_VERSION}); "
+                         "a newer normbench wrote it, or it was edited")
+    if version == RECORD_VERSION:
+        return record
+    record = dict(record)
+    if kind == "summary":  # version 1's records of failed jobs named no metric
+        record.setdefault("primary_metric", metrics.primary_of(record.get("final") or {}))
+        m = record["primary_metric"]
+        record.setdefault("higher_is_better", metrics.metric(m).higher_is_better if m in metrics.PRIMARY else True)
+    elif "source" not in record and "shuffle_rng" in record:  # a checkpoint before batch sources had state
+        record["source"] = {"shuffle_rng": record["shuffle_rng"], "perm": (record.get("state") or {}).get("perm")}
+    record["record_version"] = RECORD_VERSION
+    return record
+
+
 def read_summary(run_dir: Path) -> dict:
-    """The run's summary; raises ``FileNotFoundError`` or ``ValueError`` (corrupt JSON)."""
+    """The run's summary, upgraded to this version; raises ``FileNotFoundError`` or ``ValueError``
+    (corrupt JSON, or a record version this normbench does not read)."""
     with open(Path(run_dir) / SUMMARY_FILE, encoding="utf-8") as f:
         summary = json.load(f)
     if not isinstance(summary, dict):
         raise ValueError(f"{run_dir / SUMMARY_FILE} does not hold a JSON object")
-    return summary
+    try:
+        return upgrade("summary", summary)
+    except ValueError as exc:
+        raise ValueError(f"{run_dir / SUMMARY_FILE}: {exc}") from None
+
+
+def write_config(run_dir: Path, config: dict) -> None:
+    """Write the resolved config (plain data) as ``config.yaml``, atomically."""
+    from omegaconf import OmegaConf
+
+    atomic_write_text(Path(run_dir) / CONFIG_FILE, OmegaConf.to_yaml(config))
+
+
+def read_config(run_dir: Path) -> dict:
+    """The run's resolved config as plain data, upgraded to this version ({} when there is none).
+
+    Read with ``yaml.safe_load``: a ``!!python`` tag in an untrusted directory never runs. Raises
+    ``ValueError`` (or yaml's ``YAMLError``) for a file that does not hold a mapping.
+    """
+    import yaml
+
+    path = Path(run_dir) / CONFIG_FILE
+    if not path.exists():
+        return {}
+    with open(path, encoding="utf-8") as f:
+        data = yaml.safe_load(f)
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{CONFIG_FILE} does not hold a mapping")
+    return upgrade("config", data)
 
 
 def write_metrics(run_dir: Path, records: Iterable[dict]) -> None:

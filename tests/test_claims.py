@@ -15,7 +15,7 @@ import json
 
 import pytest
 
-from normbench.claims import CLAIMS, INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED
+from normbench.claims.registry import CLAIMS, INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED
 from normbench.report.load import load_runs
 from tests.report_runs import write_run
 

@@ -311,3 +311,13 @@ def test_batch_renorm_starts_as_batch_norm_and_relaxes_on_its_schedule():
         layer.num_batches_tracked.fill_(step)
         bounds = layer.bounds()
         torch.testing.assert_close(torch.stack(bounds), torch.tensor([r_max, d_max]))
+
+
+@pytest.mark.parametrize("module", ["normbench.norms.layers", "normbench.norms.recurrent"])
+def test_the_layers_docstring_examples_hold(module):
+    import doctest
+    import importlib
+
+    torch.manual_seed(0)
+    result = doctest.testmod(importlib.import_module(module), extraglobs={"torch": torch}, verbose=False)
+    assert result.attempted > 0 and result.failed == 0

@@ -17,8 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from normbench.claims import CLAIMS, experiments
-from normbench.cli.sweeps import expand
+from normbench.claims import experiments
+from normbench.claims.registry import CLAIMS
+from normbench.cli.sweeps import expand, parse
 from normbench.config.validation import check_rules
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,7 +47,7 @@ def jobs(name: str, scale: str) -> list[tuple[int, list[str]]]:
     out = []
     for i, sweep in enumerate(experiments.sweeps(name, scale, seeds=1, runs_root="unused")):
         task = [a for a in sweep.args if not a.startswith("hydra.")]
-        out += [(i, job) for job in expand(task)]
+        out += [(i, job) for job in expand(parse(task))]
     return out
 
 

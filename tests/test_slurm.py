@@ -64,7 +64,7 @@ def test_a_four_run_sweep_through_the_slurm_launcher(slurm, tmp_path):
     proc = subprocess.run([sys.executable, "-m", "normbench", "run", *args], cwd=tmp_path, env=slurm,
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-    sweep_dir = tmp_path / "multirun" / sweeps.sweep_name(args[1:])
+    sweep_dir = tmp_path / "multirun" / sweeps.sweep_name(sweeps.parse(args[1:]))
     summaries = [json.loads(p.read_text()) for p in sweep_dir.glob("*/summary.json")]
     assert sorted((s["norm"], s["seed"], s["status"], s["steps"]) for s in summaries) == [
         ("batch", 0, "completed", 20), ("batch", 1, "completed", 20),
@@ -81,7 +81,7 @@ def test_usr2_on_a_running_slurm_job_checkpoints_requeues_and_resumes(slurm, tmp
     train = ["model=mlp", "model.width=256", "trainer.max_steps=2000", "trainer.eval_every=2000",
              "trainer.train_eval_samples=200", "trainer.progress=none"]
     args = ["-m", *SMALL_JOBS, *train]
-    run_dir = tmp_path / "multirun" / sweeps.sweep_name(args[1:]) / sweeps.job_subdir(train, sweeps.nuisance_keys())
+    run_dir = tmp_path / "multirun" / sweeps.sweep_name(sweeps.parse(args[1:])) / sweeps.job_subdir(train, sweeps.nuisance_keys())
     sweep = subprocess.Popen([sys.executable, "-m", "normbench", "run", *args], cwd=tmp_path, env=slurm,
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
@@ -132,7 +132,7 @@ def test_a_job_killed_by_slurm_is_recorded_as_failed_and_the_others_complete(slu
     train = ["model=mlp", "model.width=64", "trainer.max_steps=20000", "trainer.eval_every=20000",
              "trainer.train_eval_samples=200", "trainer.progress=none"]
     args = ["-m", *SMALL_JOBS, "norm=batch,group", *train]
-    sweep_dir = tmp_path / "multirun" / sweeps.sweep_name(args[1:])
+    sweep_dir = tmp_path / "multirun" / sweeps.sweep_name(sweeps.parse(args[1:]))
     victim = sweep_dir / sweeps.job_subdir(["norm=batch", *train], sweeps.nuisance_keys())
     sweep = subprocess.Popen([sys.executable, "-m", "normbench", "run", *args], cwd=tmp_path, env=slurm,
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

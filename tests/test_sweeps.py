@@ -14,18 +14,18 @@ from normbench.cli import sweeps
 
 
 def test_sweep_name_is_stable_and_leaves_out_launcher_logger_and_display_keys():
-    a = sweeps.sweep_name(["norm=batch,group", "seed=0,1", "trainer.progress=none"])
-    b = sweeps.sweep_name(["seed=0,1", "hydra/launcher=slurm", "hydra.launcher.partition=gpu", "norm=batch,group",
-                           "logger=wandb", "logger.project=x"])
+    a = sweeps.sweep_name(sweeps.parse(["norm=batch,group", "seed=0,1", "trainer.progress=none"]))
+    b = sweeps.sweep_name(sweeps.parse(["seed=0,1", "hydra/launcher=slurm", "hydra.launcher.partition=gpu",
+                                        "norm=batch,group", "logger=wandb", "logger.project=x"]))
     assert a == b == "norm=batch,group_seed=0,1"
-    assert sweeps.sweep_name([]) == "default"
-    long = sweeps.sweep_name([f"optim.lr={x}" for x in ("0.1,0.2,0.3",)] + ["dataset.root=/data/mnist"] + ["seed=" + ",".join(map(str, range(40)))])
-    assert "/" not in long and len(long) <= 60 and long == sweeps.sweep_name(["seed=" + ",".join(map(str, range(40))), "dataset.root=/data/mnist", "optim.lr=0.1,0.2,0.3"])
+    assert sweeps.sweep_name(sweeps.parse([])) == "default"
+    long = sweeps.sweep_name(sweeps.parse([f"optim.lr={x}" for x in ("0.1,0.2,0.3",)] + ["dataset.root=/data/mnist"] + ["seed=" + ",".join(map(str, range(40)))]))
+    assert "/" not in long and len(long) <= 60 and long == sweeps.sweep_name(sweeps.parse(["seed=" + ",".join(map(str, range(40))), "dataset.root=/data/mnist", "optim.lr=0.1,0.2,0.3"]))
 
 
 def test_relaunched_sweep_skips_finished_runs_and_resumes_the_interrupted_one(tmp_path):
     args = ["-m", "norm=batch,group", *LONG]
-    sweep_dir = tmp_path / "multirun" / sweeps.sweep_name(args[1:])
+    sweep_dir = tmp_path / "multirun" / sweeps.sweep_name(sweeps.parse(args[1:]))
     group_dir = sweep_dir / sweeps.job_subdir(["norm=group", *LONG], sweeps.nuisance_keys())
     # The sweep is stopped (SIGUSR2) while its second run trains.
     code, _, err = signal_when_started([sys.executable, "-m", "normbench", "run", *args], tmp_path, group_dir)
@@ -64,7 +64,7 @@ def test_local_launcher_runs_in_parallel_and_isolates_a_failing_run(tmp_path):
     summaries = {p.parent.name: json.loads(p.read_text()) for p in sweep_dir.glob("*/summary.json")}
     assert sorted((s["batch_size"], s["status"]) for s in summaries.values()) == [(1, "failed"), (4, "completed")]
     names = {bs: sweeps.job_subdir(job, sweeps.nuisance_keys())  # what --dry-run looks for
-             for bs, job in zip((1, 4), sweeps.expand(["batch_size=1,4", *fixed]), strict=True)}
+             for bs, job in zip((1, 4), sweeps.expand(sweeps.parse(["batch_size=1,4", *fixed])), strict=True)}
     assert set(summaries) == set(names.values()) and all(len(n) <= 60 for n in names.values())  # prefix + hash
     assert "batch_size>=2" in summaries[names[1]]["error"]
     assert proc.stdout.strip().splitlines()[-1].startswith("sweep: 1 completed, 0 diverged, 1 failed")
@@ -82,27 +82,27 @@ def test_a_launcher_without_its_plugin_says_what_to_install(monkeypatch):
                         lambda name, *a: None if name.startswith("hydra_plugins.hydra_") else real(name, *a))
     for preset in ("slurm", "local"):
         with pytest.raises(usage.UsageError, match=r'needs the hydra-.*-launcher plugin.*pip install -e "\.\[cluster\]"'):
-            usage.check_launcher(["-m", f"hydra/launcher={preset}", "norm=batch"])
-    usage.check_launcher(["-m", "hydra/launcher=basic"])  # Hydra's own: nothing to install
+            usage.check_launcher(usage.parse(["-m", f"hydra/launcher={preset}", "norm=batch"]))
+    usage.check_launcher(usage.parse(["-m", "hydra/launcher=basic"]))  # Hydra's own: nothing to install
 
 
 def test_sweep_jobs_take_the_gpus_round_robin_when_there_are_several(monkeypatch):
     from normbench.api import compose
-    from normbench.cli.hydra_app import _round_robin_device
+    from normbench.cli.hydra_app import round_robin_device
 
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
     devices = []
     for num in range(6):
         cfg = compose([])
-        _round_robin_device(cfg, num)
+        round_robin_device(cfg, num)
         devices.append(cfg.trainer.device)
     assert devices == ["cuda:0", "cuda:1", "cuda:2", "cuda:3", "cuda:0", "cuda:1"]
     cfg = compose(["trainer.device=cpu"])
-    _round_robin_device(cfg, 3)
+    round_robin_device(cfg, 3)
     assert cfg.trainer.device == "cpu"  # an explicit device is kept
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     cfg = compose([])
-    _round_robin_device(cfg, 3)
+    round_robin_device(cfg, 3)
     assert cfg.trainer.device == "auto"
 
 

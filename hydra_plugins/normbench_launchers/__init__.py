@@ -16,7 +16,7 @@ from typing import Any
 from hydra.core.utils import JobReturn, filter_overrides
 from omegaconf import OmegaConf
 
-from normbench.cli.launchers import _isolated, check_resources, skip_finished
+from normbench.cli.launchers import check_resources, isolated, skip_finished
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ class SlurmLauncher(_SubmititSlurm):  # type: ignore[misc,valid-type]
         print(f"normbench: submitted {len(jobs)} Slurm job{'s' if len(jobs) != 1 else ''} (array {jobs[0].job_id.split('_')[0]}); "
               f"waiting for them; logs in {sweep_dir / '.submitit'}", flush=True)
         outcomes = _wait(jobs, [" ".join(filter_overrides(job_overrides[i])) for i in todo])
-        done.update({i: _isolated(self, job_overrides[i], outcome) for i, outcome in zip(todo, outcomes, strict=True)})
+        done.update({i: isolated(self, job_overrides[i], outcome) for i, outcome in zip(todo, outcomes, strict=True)})
         return [done[i] for i in range(len(job_overrides))]
 
 _LIVE_STATES = ("PENDING,RUNNING,SUSPENDED,COMPLETING,CONFIGURING,REQUEUED,REQUEUE_HOLD,REQUEUE_FED,"
@@ -157,5 +157,5 @@ class LocalLauncher(_Joblib):  # type: ignore[misc,valid-type]
                 results: Sequence[Any] = super().launch([job_overrides[i] for i in todo], initial_job_idx)
             except Exception as exc:
                 results = [f"the local worker pool stopped: {type(exc).__name__}: {exc}"] * len(todo)
-            done.update({i: _isolated(self, job_overrides[i], result) for i, result in zip(todo, results, strict=True)})
+            done.update({i: isolated(self, job_overrides[i], result) for i, result in zip(todo, results, strict=True)})
         return [done[i] for i in range(len(job_overrides))]

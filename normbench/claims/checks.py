@@ -44,7 +44,8 @@ import numpy as np
 import pandas as pd
 
 from normbench.metrics import is_percent
-from normbench.report.load import RunSet, _read_config, flatten
+from normbench.records import read_config
+from normbench.report.load import RunSet, flatten
 from normbench.report.stats import diff_ci, mean_ci, min_detectable_effect, seeds_needed
 
 REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE = "reproduced", "not reproduced", "inconclusive"
@@ -168,13 +169,13 @@ def config_value(runs: pd.DataFrame, key: str) -> pd.Series:
     values = []
     for run_dir in runs.get("run_dir", pd.Series([None] * len(runs))):
         try:
-            values.append(flatten(_read_config(Path(run_dir))).get(key))
+            values.append(flatten(read_config(Path(run_dir))).get(key))
         except Exception:
             values.append(None)
     return pd.Series(values, index=runs.index, dtype=object)
 
 
-def _same(a: Any, b: Any) -> bool:
+def same_value(a: Any, b: Any) -> bool:
     if isinstance(b, float) or isinstance(a, float):
         try:
             return math.isclose(float(a), float(b), rel_tol=1e-9)
@@ -190,7 +191,7 @@ def where(runs: pd.DataFrame, **conditions: Any) -> pd.DataFrame:
     mask = pd.Series(True, index=runs.index)
     for key, wanted in conditions.items():
         column = config_value(runs, key)
-        mask &= column.map(lambda v, w=wanted: _same(v, w))
+        mask &= column.map(lambda v, w=wanted: same_value(v, w))
     return runs[mask]
 
 
@@ -283,7 +284,7 @@ def best_of_grid(runs: pd.DataFrame, metric: str, key: str = "optim.lr", higher:
     grid = config_value(runs, key)
     best, best_key, best_mean = np.array([]), None, None
     for point in sorted(grid.dropna().unique(), key=str):
-        x = values(runs[grid.map(lambda v, p=point: _same(v, p))], metric, diverged_value)
+        x = values(runs[grid.map(lambda v, p=point: same_value(v, p))], metric, diverged_value)
         if not len(x):
             continue
         m = x.mean() if higher else -x.mean()

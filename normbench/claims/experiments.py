@@ -53,6 +53,15 @@ class Sweep:
     swept: list[str]      # the swept ``key=v1,v2`` overrides, seed included (part of ``args``)
 
 
+def catalog() -> dict[str, dict[str, str]]:
+    """The claims' and experiments' sections of `normbench list`, from their spec files."""
+    specs = {name: load_experiment(name) for name in experiment_names()}
+    return {
+        "experiments": {name: str(spec.get("description", "")) for name, spec in specs.items()},
+        "claims": {name: f"{spec.get('title', '')} ({spec.get('paper', '')})" for name, spec in specs.items()},
+    }
+
+
 def experiment_names() -> list[str]:
     return sorted(p.stem for p in EXPERIMENT_DIR.glob("*.yaml"))
 
@@ -102,7 +111,7 @@ def sweeps(name: str, scale: str = "small", seeds: int = 3, runs_root: str | Pat
         raise ConfigError(f"--scale {scale!r} is not one of: {', '.join(SCALES)}")
     if seeds < 1:
         raise ConfigError(f"--seeds {seeds} must be a positive integer")
-    from normbench.cli.sweeps import nuisance_keys
+    from normbench.config.identity import nuisance_keys
 
     spec = load_experiment(name)["scales"][scale]
     extra = list(extra)

@@ -22,8 +22,9 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from normbench.claims import CLAIMS, claim, experiments
+from normbench.claims import experiments
 from normbench.claims.checks import INCONCLUSIVE, NOT_RUN, RULE, Check, Verdict
+from normbench.claims.registry import CLAIMS, claim
 from normbench.errors import ConfigError
 
 VERDICT_FILE = "verdict.json"
@@ -200,7 +201,7 @@ def write_index(out: Path, scale: str) -> Path:
 
 def _setting(extra: Sequence[str]) -> list[str]:
     """The overrides among ``extra`` that change what runs compute (not the launcher, not display)."""
-    from normbench.cli.sweeps import nuisance_keys
+    from normbench.config.identity import nuisance_keys
 
     skip = set(nuisance_keys())
     return [o for o in extra if "=" in o and not o.lstrip("+~").startswith("hydra")

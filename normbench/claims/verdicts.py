@@ -21,7 +21,6 @@ from normbench.claims.checks import (
     INCONCLUSIVE,
     Mechanism,
     Verdict,
-    _same,
     at_least,
     best_of_grid,
     close_at,
@@ -33,6 +32,7 @@ from normbench.claims.checks import (
     eval_matches_training,
     plateau,
     recorded,
+    same_value,
     values,
     values_per_statistic,
     where,
@@ -172,7 +172,7 @@ def verdict_gn_groups(rs: RunSet, p: dict) -> Verdict:
     runs, e = rs.runs, "final_test_error"
     groups = config_value(runs, "norm.groups")
     ref = p.get("reference_groups", 8)
-    sel = {g: runs[groups.map(lambda v, g=g: _same(v, g))] for g in _sorted_unique(groups)}
+    sel = {g: runs[groups.map(lambda v, g=g: same_value(v, g))] for g in _sorted_unique(groups)}
     by = {g: values(s, e) for g, s in sel.items()}
     checks = [compare(f"GN with {ref} groups has a lower error than with 1 group (= LN)", "test error",
                       f"G={ref}", by.get(ref, []), "G=1", by.get(1, []), better="lower",
@@ -242,9 +242,9 @@ def verdict_rbn_mnist(rs: RunSet, p: dict) -> Verdict:
     runs, a, m = rs.runs, "final_test_acc", p.get("min_effect", 0.0)
     perm = config_value(runs, "dataset.permute")
     gamma = config_value(runs, "norm.gamma_init")
-    is_perm = perm.map(lambda v: _same(v, True))
-    g01 = gamma.map(lambda v: v is None or _same(v, 0.1))
-    g1 = gamma.map(lambda v: _same(v, 1.0))
+    is_perm = perm.map(lambda v: same_value(v, True))
+    g01 = gamma.map(lambda v: v is None or same_value(v, 0.1))
+    g1 = gamma.map(lambda v: same_value(v, 1.0))
     bn = runs["norm"] == "batch"
     plain = runs["norm"] == "none"
     checks = [
@@ -296,7 +296,7 @@ def verdict_generalization(rs: RunSet, p: dict) -> Verdict:
     if not levels:
         return Verdict("generalization", INCONCLUSIVE, notes=["no runs"])
     clean, rand = levels[0], levels[-1]
-    at = {lv: runs[noise.map(lambda v, lv=lv: _same(v, lv))] for lv in levels}
+    at = {lv: runs[noise.map(lambda v, lv=lv: same_value(v, lv))] for lv in levels}
     fit = p.get("fit_threshold", 0.95)
     checks = [at_least(f"{name} fits labels with noise {rand:g} (train accuracy >= {fit:g})", "train acc", name,
                        values(where(at[rand], norm=norm), "final_train_acc"), fit)

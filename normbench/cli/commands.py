@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import typer
@@ -76,29 +77,16 @@ def _main(
     pass
 
 
-def _with_sweep_dir(args: list[str], overrides: list[str]) -> list[str]:
-    """A sweep's directory derived from its overrides (no timestamp), unless the user chose one."""
-    from normbench.cli import sweeps
-
-    if sweeps.user_sweep_dir(overrides) is not None:
-        return args
-    try:
-        sweep_dir = sweeps.default_sweep_dir(overrides)
-    except Exception:
-        return args  # malformed overrides: Hydra reports them
-    # Next to the other overrides: argparse takes them as one group of positionals.
-    at = args.index(overrides[0]) if overrides else len(args)
-    return [*args[:at], f"hydra.sweep.dir='{sweep_dir}'", *args[at:]]
-
-
-def _dry_run(args: list[str]) -> None:
+def _dry_run(command: usage.CommandLine) -> None:
     from normbench.cli import sweeps
 
     try:
-        with usage.hydra_configs(args) as configs:
-            lines = sweeps.dry_run(usage.overrides(args), configs.overrides if configs else None)
+        with usage.hydra_configs(command) as configs:
+            # A primary config of the user's own: the overrides as they are (a malformed one raises).
+            parsed = configs.overrides if configs else sweeps.parse(command.overrides)
+            lines = sweeps.dry_run(sweeps.user_sweep_dir(parsed) or sweeps.default_sweep_dir(parsed), parsed)
     except Exception as exc:
-        typer.echo(f"normbench: error: {usage.one_line(exc, args)}", err=True)
+        typer.echo(f"normbench: error: {usage.one_line(exc, command)}", err=True)
         raise typer.Exit(2) from None
     for line in lines:
         typer.echo(line)
@@ -109,39 +97,29 @@ def _dry_run(args: list[str]) -> None:
     context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
 )
 def run(ctx: typer.Context) -> None:
-    args = ["--help" if a == "--config-help" else a for a in ctx.args]
-    # -m takes no value, so let it stand anywhere (Hydra's parser wants it before overrides).
-    flags = [a for a in args if a in ("-m", "--multirun")]
-    args = flags + [a for a in args if a not in flags]
-    dry_run = "--dry-run" in args
-    args = [a for a in args if a != "--dry-run"]
+    command = usage.parse(ctx.args)
     try:
-        usage.check_arguments(args)
+        usage.check_arguments(command)
     except usage.UsageError as exc:
         typer.echo(f"normbench: error: {exc}", err=True)
         raise typer.Exit(2) from None
-    overrides = usage.overrides(args)
-    if dry_run:
-        _dry_run(args)
+    if command.dry_run:
+        _dry_run(command)
         return
-    if flags:
-        args = _with_sweep_dir(args, overrides)
-
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and os.environ.get("RANK", "0") != "0" and not flags:
+    args = command.hydra_args()
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and os.environ.get("RANK", "0") != "0" and not command.multirun:
         # Under torchrun, ranks other than 0 write nothing: rank 0's run directory is the record.
         args = [*args, "hydra.output_subdir=null"]
 
     from normbench.cli import hydra_app
 
-    sweep_dir = _sweep_dir(args) if flags else None
+    sweep_dir = command.sweep_dir
+    sweep_dir = Path(sweep_dir.strip("'\"")) if sweep_dir is not None and "${" not in sweep_dir else None
     if sweep_dir is not None:  # the outcome of this launch, not of an earlier one
         (sweep_dir / records.OUTCOME_FILE).unlink(missing_ok=True)
-    # Let Hydra raise instead of printing its multi-line report, so we print one line.
-    os.environ["HYDRA_FULL_ERROR"] = "1"
-    argv = sys.argv
-    sys.argv = ["normbench run", *args]
     try:
-        hydra_app.main()
+        with _hydra_command_line(args):
+            hydra_app.main()
     except SystemExit:
         raise
     except Exception as exc:
@@ -152,24 +130,28 @@ def run(ctx: typer.Context) -> None:
                        f"{exc.strerror or exc}; choose a writable place with hydra.run.dir=DIR "
                        "(hydra.sweep.dir=DIR for -m)", err=True)
         else:
-            typer.echo(f"normbench: error: {usage.one_line(exc, args)}", err=True)
+            typer.echo(f"normbench: error: {usage.one_line(exc, command)}", err=True)
         raise typer.Exit(2) from None
-    finally:
-        sys.argv = argv
     outcome = records.read_sweep_outcome(sweep_dir) if sweep_dir is not None else None
     if outcome and (outcome.get("failed") or outcome.get("missing")):
         raise typer.Exit(1)
 
 
-def _sweep_dir(args: list[str]) -> Path | None:
-    """The sweep directory of a multirun's arguments; None when it is computed at run time
-    (an interpolation such as ``${now:...}``)."""
-    from normbench.cli import sweeps
-
-    value = sweeps.user_sweep_dir(usage.overrides(args))
-    if value is None or "${" in value:
-        return None
-    return Path(value.strip("'\""))
+@contextmanager
+def _hydra_command_line(args: list[str]):
+    """``hydra.main`` reads ``sys.argv``: hand it ``args``, and have Hydra raise instead of printing
+    its multi-line report (``HYDRA_FULL_ERROR``), so that we print one line; both are put back."""
+    saved_argv, saved_full_error = sys.argv, os.environ.get("HYDRA_FULL_ERROR")
+    sys.argv = ["normbench run", *args]
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    try:
+        yield
+    finally:
+        sys.argv = saved_argv
+        if saved_full_error is None:
+            os.environ.pop("HYDRA_FULL_ERROR", None)
+        else:
+            os.environ["HYDRA_FULL_ERROR"] = saved_full_error
 
 
 @app.command()
@@ -219,21 +201,21 @@ def list_(
     Examples: `normbench list`, `normbench list norms`, `normbench list claims`,
     `normbench list norms --config-dir my_configs`.
     """
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
+    from normbench.claims import experiments
+    from normbench.cli import sweeps
     from normbench.config.catalog import catalog
 
     if what is not None and what not in _LIST_WHAT:
         typer.echo(f"normbench: error: cannot list '{what}'; choose one of: {', '.join(_LIST_WHAT)}", err=True)
         raise typer.Exit(2)
     try:
-        parsed = OverridesParser.create().parse_overrides(usage.overrides(ctx.args))
-        roots = usage.search_path(ctx.args, parsed)
+        command = usage.parse(ctx.args)
+        roots = usage.search_path(command.args, command.parsed or sweeps.parse(command.overrides))
     except Exception as exc:
         typer.echo(f"normbench: error: {usage.one_line(exc)}; `normbench list` takes --config-dir DIR and "
                    "hydra.searchpath=[...] only", err=True)
         raise typer.Exit(2) from None
-    entries = catalog(roots)
+    entries = {**catalog(roots), **experiments.catalog()}
     for section in [what] if what else entries:
         typer.echo(f"{section}:")
         width = max(len(name) for name in entries[section])
@@ -281,7 +263,8 @@ def reproduce(
     force: bool = typer.Option(False, "--force", help="Replace verdicts in OUT made from another setup (seeds, scale, "
                                "overrides); without it they are kept and nothing runs."),
 ) -> None:
-    from normbench.claims import CLAIMS, experiments
+    from normbench.claims import experiments
+    from normbench.claims.registry import CLAIMS
     from normbench.errors import ConfigError
 
     names = [a for a in ctx.args if "=" not in a and not a.startswith("-")]
@@ -316,9 +299,9 @@ def _check_extra(names: list[str], scale: str, seeds: int, runs: Path, extra: li
     from normbench.errors import ConfigError
 
     for name in names if extra else []:
-        args = ["-m", *experiments.sweeps(name, scale, seeds, runs, extra)[0].args]
+        command = usage.parse(["-m", *experiments.sweeps(name, scale, seeds, runs, extra)[0].args])
         try:
-            usage.check_arguments(args)
+            usage.check_arguments(command)
         except usage.UsageError as exc:
             raise ConfigError(f"{name}: {exc}") from None
 

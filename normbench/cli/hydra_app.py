@@ -115,19 +115,7 @@ def _remove_fresh_dir(run_dir: Path, created: list[Path]) -> None:
             break
 
 
-def _record_failure(cfg: DictConfig, run_dir: Path, message: str) -> None:
-    """In a sweep, a job that cannot start still leaves a record saying so."""
-    if (run_dir / records.SUMMARY_FILE).exists():
-        return
-    config = OmegaConf.to_container(cfg, resolve=True)
-    records.atomic_write_text(run_dir / records.CONFIG_FILE, OmegaConf.to_yaml(config))
-    records.write_summary(run_dir, {
-        "status": "failed", "error": message, "dataset": cfg.dataset.get("name"), "model": cfg.model.get("name"),
-        "norm": cfg.norm.get("name"), "batch_size": cfg.get("batch_size"), "seed": cfg.get("seed"), "steps": 0,
-    })
-
-
-def _round_robin_device(cfg: DictConfig, job_num: int) -> None:
+def round_robin_device(cfg: DictConfig, job_num: int) -> None:
     """With several GPUs visible, sweep job k trains on cuda:(k mod count) (trainer.device=auto)."""
     import torch
 
@@ -144,7 +132,6 @@ def start_line(cfg: DictConfig, run_dir: Path) -> str:
 
 
 def run_job(cfg: DictConfig) -> dict | None:
-    from normbench.config.validation import check_rules
     from normbench.training.preemption import Interrupted
 
     hydra_cfg = HydraConfig.get()
@@ -152,7 +139,6 @@ def run_job(cfg: DictConfig) -> dict | None:
     in_sweep = hydra_cfg.mode == RunMode.MULTIRUN
     created = _created_dirs(run_dir)
     try:
-        check_rules(cfg)  # a bad value answers before the slow imports
         if cfg.trainer.progress != "none" and os.environ.get("RANK", "0") == "0":
             print(start_line(cfg, run_dir), flush=True)
         from normbench.training import distributed
@@ -166,7 +152,7 @@ def run_job(cfg: DictConfig) -> dict | None:
             print(skipped_line(finished, run_dir), flush=True)
             return finished
         if in_sweep:
-            _round_robin_device(cfg, int(hydra_cfg.job.get("num") or 0))
+            round_robin_device(cfg, int(hydra_cfg.job.get("num") or 0))
         summary = train(cfg, run_dir)
         if not distributed.from_env().main:  # under torchrun: rank 0 wrote the record and prints the line
             _remove_fresh_dir(run_dir, created)  # an empty one too
@@ -188,7 +174,7 @@ def run_job(cfg: DictConfig) -> dict | None:
             _remove_fresh_dir(run_dir, created)
             fail(str(exc))
         print(f"normbench: error: {exc}", file=sys.stderr, flush=True)
-        _record_failure(cfg, run_dir, str(exc))
+        records.record_failure(run_dir, OmegaConf.to_container(cfg, resolve=True), str(exc))
         return None
     except Exception as exc:  # recorded as failed by train(); one line here, no traceback
         message = f"run failed: {type(exc).__name__}: {exc} (record: {run_dir})"

@@ -79,20 +79,21 @@ def record_lost_job(launcher: Any, overrides: Sequence[str], message: str) -> No
             summary.update(status="failed", error=message)
             records.write_summary(run_dir, summary)
             return
-        from normbench.cli.hydra_app import _record_failure
-
-        _record_failure(cfg, run_dir, message)
+        records.record_failure(run_dir, OmegaConf.to_container(cfg, resolve=True), message)
     except Exception as exc:  # the record is best effort; the sweep must still end
         log.warning("normbench: could not record the failed job %s: %s", " ".join(overrides), exc)
 
 
-def _isolated(launcher: Any, overrides: Sequence[str], result: Any) -> JobReturn:
+def isolated(launcher: Any, overrides: Sequence[str], result: Any) -> JobReturn:
     """A JobReturn that never raises in Hydra's sweeper: failures are in the run records."""
     if isinstance(result, JobReturn) and result.status == JobStatus.COMPLETED:
         return result
     if isinstance(result, JobReturn):
-        exc = result._return_value
-        message = f"{type(exc).__name__}: {exc}"
+        try:
+            value = result.return_value  # a failed job's value raises its exception (Hydra's public way to it)
+            message = f"job ended with status {result.status.name} and value {value!r}"
+        except Exception as exc:
+            message = f"{type(exc).__name__}: {exc}"
     else:
         message = " ".join(str(result).split())[:2000]
     print(f"normbench: error: job {' '.join(overrides)} failed: {message}", file=sys.stderr, flush=True)

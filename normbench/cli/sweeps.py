@@ -14,38 +14,24 @@ Nothing here imports torch.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import itertools
 import re
 from pathlib import Path
 
-from omegaconf import OmegaConf
-
 from normbench import records
-from normbench.config.catalog import CONFIG_DIR
+from normbench.config.identity import nuisance_keys
 
 SWEEPS_ROOT = "multirun"
 _SAFE = re.compile(r"^[A-Za-z0-9._,=+:@\-\[\]]+$")
 _MAX_NAME = 100
 
 
-@functools.cache
-def _nuisance_keys() -> tuple[str, ...]:
-    cfg = OmegaConf.load(CONFIG_DIR / "config.yaml")
-    return tuple(cfg.hydra.job.config.override_dirname.exclude_keys)
-
-
-def nuisance_keys() -> list[str]:
-    """The keys that do not change what a run computes: ``config.yaml``'s one list
-    (``hydra.job.config.override_dirname.exclude_keys``), also left out of run directory names."""
-    return list(_nuisance_keys())
-
-
-def _parse(overrides: list[str]):
+def parse(overrides) -> list:
+    """Hydra's :class:`Override` of each ``KEY=VALUE`` string."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    return OverridesParser.create().parse_overrides(overrides)
+    return OverridesParser.create().parse_overrides(list(overrides))
 
 
 def _name_relevant(override, exclude: list[str]) -> bool:
@@ -53,10 +39,10 @@ def _name_relevant(override, exclude: list[str]) -> bool:
     return not (override.is_hydra_override() or key in exclude or key == "logger" or key.startswith("logger."))
 
 
-def sweep_name(overrides: list[str]) -> str:
-    """The sweep directory's name for these command-line overrides (see the module's doc)."""
+def sweep_name(parsed) -> str:
+    """The sweep directory's name for these parsed command-line overrides (see the module's doc)."""
     exclude = nuisance_keys()
-    lines = sorted(o.input_line for o in _parse(overrides) if _name_relevant(o, exclude))
+    lines = sorted(o.input_line for o in parsed if _name_relevant(o, exclude))
     return short_name("_".join(lines), "\n".join(lines)) if lines else "default"
 
 
@@ -72,16 +58,16 @@ def short_name(name: str, key: str | None = None) -> str:
     return f"{prefix}-{digest}" if prefix else f"sweep-{digest}"
 
 
-def user_sweep_dir(overrides: list[str]) -> str | None:
+def user_sweep_dir(parsed) -> str | None:
     """The ``hydra.sweep.dir=`` value given on the command line, if any."""
-    for arg in overrides:
-        if arg.startswith("hydra.sweep.dir="):
-            return arg.split("=", 1)[1]
+    for override in parsed:
+        if override.key_or_group == "hydra.sweep.dir":
+            return override.input_line.split("=", 1)[1]
     return None
 
 
-def default_sweep_dir(overrides: list[str]) -> str:
-    return f"{SWEEPS_ROOT}/{sweep_name(overrides)}"
+def default_sweep_dir(parsed) -> str:
+    return f"{SWEEPS_ROOT}/{sweep_name(parsed)}"
 
 
 def settings(override) -> list[str]:
@@ -95,17 +81,17 @@ def settings(override) -> list[str]:
     return [f"{override.get_key_element()}={value}" for value in values]
 
 
-def expand(overrides: list[str], parsed=None) -> list[list[str]]:
+def expand(parsed) -> list[list[str]]:
     """Every job of the sweep, as the overrides Hydra's basic sweeper gives each job (the product
-    of the swept values, in the order given). ``parsed``: the overrides parsed with a config
-    loader, which ``glob(...)`` needs to list a group's options."""
-    choices = [settings(o) for o in (parsed if parsed is not None else _parse(overrides)) if not o.is_hydra_override()]
+    of the swept values, in the order given). ``parsed``: the overrides, bound to a config loader
+    where one is open (``glob(...)`` needs it to list a group's options)."""
+    choices = [settings(o) for o in parsed if not o.is_hydra_override()]
     return [list(job) for job in itertools.product(*choices)]
 
 
 def job_subdir(job: list[str], exclude: list[str]) -> str:
     """The run's subdirectory, as ``hydra.job.override_dirname`` names it."""
-    lines = sorted(o.input_line for o in _parse(job) if o.key_or_group not in exclude)
+    lines = sorted(o.input_line for o in parse(job) if o.key_or_group not in exclude)
     return short_name(",".join(lines))
 
 
@@ -124,12 +110,12 @@ def describe(run_dir: Path) -> str:
     return f"{status}: {verb} from step 0"
 
 
-def dry_run(overrides: list[str], parsed=None) -> list[str]:
-    """The lines of ``normbench run -m ... --dry-run``: the jobs a sweep would launch (``parsed``:
-    as for :func:`expand`)."""
-    sweep_dir = Path(user_sweep_dir(overrides) or default_sweep_dir(overrides))
+def dry_run(sweep_dir: str, parsed) -> list[str]:
+    """The lines of ``normbench run -m ... --dry-run``: the jobs a sweep into ``sweep_dir`` would
+    launch (``parsed``: as for :func:`expand`)."""
+    sweep_dir = Path(sweep_dir.strip("'\""))
     exclude = nuisance_keys()
-    jobs = expand(overrides, parsed)
+    jobs = expand(parsed)
     rows = []
     counts: dict[str, int] = {}
     for num, job in enumerate(jobs):

@@ -7,24 +7,95 @@ Hydra's and OmegaConf's exceptions become. Nothing here imports torch.
 from __future__ import annotations
 
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
+_MULTIRUN = ("-m", "--multirun")
+_OWN_PRIMARY = ("--config-name", "-cn", "--config-path", "-cp")
 
-def check_arguments(args: list[str]) -> None:
+
+@dataclass(frozen=True)
+class CommandLine:
+    """The arguments of ``normbench run``, parsed once: the one value that the pre-check
+    (:func:`check_arguments`), ``--dry-run`` and the sweep directory use, and that Hydra is handed.
+
+    Attributes:
+        args: the arguments as Hydra takes them: ``-m`` first (it may stand anywhere on
+            normbench's command line), ``--dry-run`` left out, ``--config-help`` as ``--help``.
+        multirun: ``-m``/``--multirun`` was given.
+        dry_run: ``--dry-run`` was given.
+        overrides: the ``KEY=VALUE`` arguments, apart from Hydra's flags and their values.
+        parsed: Hydra's :class:`Override` of each; None where Hydra alone judges the arguments:
+            a malformed override, or a primary config of the user's own (``--config-name``).
+    """
+
+    args: tuple[str, ...]
+    multirun: bool
+    dry_run: bool
+    overrides: tuple[str, ...]
+    parsed: tuple | None
+
+    @property
+    def user_sweep_dir(self) -> str | None:
+        """The ``hydra.sweep.dir=`` value given, if any."""
+        from normbench.cli import sweeps
+
+        return sweeps.user_sweep_dir(self.parsed or ())
+
+    @property
+    def sweep_dir(self) -> str | None:
+        """Where a sweep of these arguments writes: the user's ``hydra.sweep.dir`` or the directory
+        derived from the overrides (:func:`normbench.cli.sweeps.default_sweep_dir`); None for a
+        single run or arguments Hydra alone judges."""
+        from normbench.cli import sweeps
+
+        if not self.multirun or self.parsed is None:
+            return None
+        return self.user_sweep_dir or sweeps.default_sweep_dir(self.parsed)
+
+    def hydra_args(self) -> list[str]:
+        """The arguments Hydra is handed: a sweep's derived directory joins them (no timestamp, so
+        that a relaunch finds its runs), next to the other overrides, where argparse takes them as
+        one group of positionals."""
+        args = list(self.args)
+        if self.multirun and self.parsed is not None and self.user_sweep_dir is None:
+            at = args.index(self.overrides[0]) if self.overrides else len(args)
+            args[at:at] = [f"hydra.sweep.dir='{self.sweep_dir}'"]
+        return args
+
+
+def parse(args) -> CommandLine:
+    """``normbench run``'s arguments as one :class:`CommandLine`."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    args = ["--help" if a == "--config-help" else a for a in args]
+    flags = [a for a in args if a in _MULTIRUN]
+    dry_run = "--dry-run" in args
+    args = [*flags, *(a for a in args if a not in flags and a != "--dry-run")]
+    given = overrides(args)
+    parsed = None
+    if not any(a in _OWN_PRIMARY or a.startswith(tuple(f"{flag}=" for flag in _OWN_PRIMARY)) for a in args):
+        try:
+            parsed = tuple(OverridesParser.create().parse_overrides(given))
+        except (SystemExit, Exception):
+            pass  # Hydra reports a malformed argument itself
+    return CommandLine(tuple(args), bool(flags), dry_run, tuple(given), parsed)
+
+
+def check_arguments(command: CommandLine) -> None:
     """Refuse bad arguments of ``normbench run`` in one line, before Hydra starts: a launcher
-    without its plugin, an unknown config-group option (:func:`_check_group_choices`) and, in a
-    sweep (``-m``), any swept value the schema refuses (:func:`_check_sweep_values`). Both ask
-    Hydra's config repository, opened once."""
-    check_launcher(args)
+    without its plugin, an unknown config-group option (:func:`_check_group_choices`) and any value
+    the schema refuses, each swept value of a sweep (:func:`_check_values`). Both ask Hydra's
+    config repository, opened once."""
+    check_launcher(command)
     problem = None
-    with hydra_configs(args) as configs:
+    with hydra_configs(command) as configs:
         if configs is None:
             return
         _check_group_choices(configs)
-        if "-m" in args or "--multirun" in args:
-            problem = _check_sweep_values(configs)
+        problem = _check_values(configs)
     if problem is not None:  # outside Hydra's context: the message composes configs of its own
-        raise UsageError(one_line(problem, args))
+        raise UsageError(one_line(problem, command))
 
 
 def _check_group_choices(configs: Configs) -> None:
@@ -53,9 +124,10 @@ def _check_group_choices(configs: Configs) -> None:
                 raise UsageError(f"unknown {group} '{value}'; choose one of: {', '.join(known)}")
 
 
-def _check_sweep_values(configs: Configs) -> Exception | None:
-    """Compose the config of every value of a sweep and check it against the schema, so that
-    ``dataset.permute=false,maybe`` is refused in one line before any job starts; returns the
+def _check_values(configs: Configs) -> Exception | None:
+    """Compose the config of the run, or of every value of a sweep, and check it against the schema,
+    so that ``batch_size=0`` or ``dataset.permute=false,maybe`` is refused in one line before Hydra
+    starts and before any job; returns the
     exception of a config Hydra cannot compose (for :func:`one_line`, outside Hydra's context).
 
     Each swept value is composed with the other keys at their first value: a value's rule may
@@ -99,9 +171,6 @@ def _values(override) -> list | None:
         return None
 
 
-_OWN_PRIMARY = ("--config-name", "-cn", "--config-path", "-cp")
-
-
 class Configs:
     """Hydra's config repository as a run with the same arguments sees it: normbench's configs,
     Hydra's plugins' and the user's (``--config-dir``, ``hydra.searchpath``), and the arguments'
@@ -127,33 +196,31 @@ class Configs:
 
 
 @contextmanager
-def hydra_configs(args: list[str]):
+def hydra_configs(command: CommandLine):
     """The :class:`Configs` of these arguments, inside Hydra's compose context; None where Hydra
-    alone judges the arguments: a malformed override, or another primary config than normbench's
-    (``--config-name``, ``--config-path``)."""
+    alone judges the arguments (``command.parsed`` is None)."""
     import warnings
 
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
-    from hydra.core.override_parser.overrides_parser import OverridesParser
 
     from normbench.config.catalog import CONFIG_DIR
 
-    parsed = None
-    if not any(a in _OWN_PRIMARY or a.startswith(tuple(f"{flag}=" for flag in _OWN_PRIMARY)) for a in args):
-        try:
-            parsed = OverridesParser.create().parse_overrides(overrides(args))
-        except (SystemExit, Exception):
-            pass  # Hydra reports a malformed argument itself
-    if parsed is None:
+    if command.parsed is None:
         yield None
         return
-    entries = search_entries(args, parsed)
+    entries = search_entries(command.args, command.parsed)
     search = [f"hydra.searchpath=[{','.join(entries)}]"] if entries else []
     with warnings.catch_warnings(), initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         warnings.simplefilter("ignore")  # a search path entry that is not there: Hydra reports it in the run
         loader = GlobalHydra.instance().config_loader()
-        yield Configs(loader, search, OverridesParser.create(config_loader=loader).parse_overrides(overrides(args)))
+        for override in command.parsed:  # as Hydra's parser binds them: glob(...) lists a group's options
+            override.config_loader = loader
+        try:
+            yield Configs(loader, search, list(command.parsed))
+        finally:
+            for override in command.parsed:
+                override.config_loader = None
 
 
 def config_dirs(args: list[str]) -> list[Path]:
@@ -222,18 +289,18 @@ def overrides(args: list[str]) -> list[str]:
     return out
 
 
-def check_launcher(args: list[str]) -> None:
+def check_launcher(command: CommandLine) -> None:
     """``hydra/launcher=slurm`` or ``local`` without its plugin: say what to install, in one line."""
     from normbench.cli.launchers import missing_plugin
 
-    for arg in args:
+    for arg in command.overrides:
         if arg.lstrip("+").startswith("hydra/launcher="):
             message = missing_plugin(arg.split("=", 1)[1])
             if message:
                 raise UsageError(message)
 
 
-def key_hint(key: str, args: list[str] = ()) -> str:
+def key_hint(key: str, command: CommandLine) -> str:
     """What a misspelt or misplaced ``key`` may have meant: a known key spelled like it
     (``trainer.max_step`` -> ``trainer.max_steps``) in the config that the arguments' group choices
     compose (their first value in a sweep), else the group's other options that have it
@@ -245,7 +312,7 @@ def key_hint(key: str, args: list[str] = ()) -> str:
 
     group, _, leaf = key.rpartition(".")
     try:
-        with hydra_configs(list(args)) as configs:
+        with hydra_configs(command) as configs:
             groups = configs.options("", ObjectType.GROUP)
             choices = {o.key_or_group: (_settings(o) or [""])[0] for o in configs.overrides
                        if o.key_or_group in groups and not o.is_delete()}
@@ -266,13 +333,13 @@ def _paths(node: dict, prefix: str = "") -> list[str]:
                                              for p in _paths(v, f"{prefix}{k}.")]
 
 
-def one_line(exc: BaseException, args: list[str] = ()) -> str:
-    """Hydra's and OmegaConf's multi-line messages, folded into one line (``args``: the command
-    line's, for the keys a misspelt one may have meant)."""
+def one_line(exc: BaseException, command: CommandLine | None = None) -> str:
+    """Hydra's and OmegaConf's multi-line messages, folded into one line (``command``: the
+    command line, for the keys a misspelt one may have meant)."""
     cause = str(exc.__cause__ or "")
     if "not in struct" in cause and "Could not override" in str(exc):
         key = str(exc).split("'")[1]
-        hint = key_hint(key, args)
+        hint = key_hint(key, command or parse([]))
         return f"unknown config key '{key}'; {hint}see every key with `normbench run --cfg job`"
     parts = [str(exc)]
     if exc.__cause__ is not None:

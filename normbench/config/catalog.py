@@ -1,7 +1,6 @@
 """What `normbench list` shows: every norm, model, dataset and optimizer with one line each.
 
-The lines are the config groups' own ``description`` keys, and the claims' titles come from their
-spec files: plain data, read without importing torch (or pandas), so `normbench list` answers at
+The lines are the config groups' own ``description`` keys: plain data, read without importing torch (or pandas), so `normbench list` answers at
 once. The packaged options' keys (:func:`option_keys`) also tell the config check which keys a
 component reads.
 """
@@ -50,16 +49,6 @@ def group_options(group: str, roots=()) -> dict[str, str]:
 
 
 def catalog(roots=()) -> dict[str, dict[str, str]]:
-    """Every section of `normbench list`; ``roots``: config directories added to the search path."""
-    return {**{section: group_options(group, roots) for section, group in GROUPS.items()}, **claims_catalog()}
-
-
-def claims_catalog() -> dict[str, dict[str, str]]:
-    """Claims and experiments, from their spec files."""
-    from normbench.claims.experiments import experiment_names, load_experiment
-
-    specs = {name: load_experiment(name) for name in experiment_names()}
-    return {
-        "experiments": {name: str(spec.get("description", "")) for name, spec in specs.items()},
-        "claims": {name: f"{spec.get('title', '')} ({spec.get('paper', '')})" for name, spec in specs.items()},
-    }
+    """The config groups' sections of `normbench list`; ``roots``: config directories added to the
+    search path (the claims' sections come from their specs: :func:`normbench.claims.experiments.catalog`)."""
+    return {section: group_options(group, roots) for section, group in GROUPS.items()}

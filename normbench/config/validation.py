@@ -13,21 +13,6 @@ from normbench.config import schema
 from normbench.errors import ConfigError
 
 
-def validate(cfg: DictConfig) -> None:
-    """Import the run's ``plugins``, then check ``cfg`` against :mod:`normbench.config.schema`, the model's
-    options against its class, and the norm's own check (e.g. ghost batch norm's virtual batch
-    against the batch size); raise :class:`ConfigError` naming the first bad value."""
-    from normbench.models import check_model_options, norm_options
-    from normbench.norms import get_norm
-
-    import_plugins(cfg.get("plugins") or [])
-    check_rules(cfg)
-    check_model_options(cfg.model)
-    norm = get_norm(cfg.norm.name)
-    if norm.check is not None:
-        norm.check(norm_options(cfg.norm), cfg.batch_size)
-
-
 def import_plugins(modules) -> None:
     """Import the user's ``plugins`` modules (in this process: every job of a sweep does), which
     register their norms, models and datasets with normbench's registries."""

@@ -65,38 +65,24 @@ from pathlib import Path
 
 import numpy as np
 
+from normbench.data.clevr_questions import make_questions
+from normbench.data.clevr_world import (  # noqa: F401  (the world's vocabulary, read here by its users)
+    ATTRIBUTES,
+    BACKGROUND,
+    COLORS,
+    DIRECTIONS,
+    MAX_OBJECTS,
+    PLURAL,
+    QUESTION_TYPES,
+    RELATIONS,
+    SHAPES,
+    SIZES,
+    TEMPLATES,
+    answers,
+    related,
+)
+
 GENERATOR_VERSION = 2  # 2: programs in CLEVR's types, CLEVR's balancing rule, 3d_coords and directions
-COLORS = {"gray": (87, 87, 87), "red": (173, 35, 35), "blue": (42, 75, 215), "green": (29, 105, 20),
-          "brown": (129, 74, 25), "purple": (129, 38, 192), "cyan": (41, 208, 208), "yellow": (255, 238, 51)}
-SHAPES = ("cube", "sphere", "cylinder")
-SIZES = ("large", "small")
-ATTRIBUTES = {"size": SIZES, "color": tuple(COLORS), "shape": SHAPES}
-PLURAL = {"cube": "cubes", "sphere": "spheres", "cylinder": "cylinders"}
-# CLEVR's spatial relations; in the image "behind" is further up, "in front of" further down.
-RELATIONS = {"left": "left of", "right": "right of", "behind": "behind", "front": "in front of"}
-# CLEVR's scene "directions" for a camera looking straight down (x right, y away, z up).
-DIRECTIONS = {"left": [-1.0, 0.0, 0.0], "right": [1.0, 0.0, 0.0], "behind": [0.0, 1.0, 0.0],
-              "front": [0.0, -1.0, 0.0], "above": [0.0, 0.0, 1.0], "below": [0.0, 0.0, -1.0]}
-QUESTION_TYPES = ("exist", "count", "query_attribute", "compare_attribute", "compare_number")
-TEMPLATES = {  # template -> (question type, possible answers, filled in by answers())
-    "exist": "exist", "count": "count",
-    "query_color": "query_attribute", "query_shape": "query_attribute", "query_size": "query_attribute",
-    "equal_color": "compare_attribute", "equal_shape": "compare_attribute", "equal_size": "compare_attribute",
-    "greater_than": "compare_number", "less_than": "compare_number", "equal_integer": "compare_number",
-}
-BACKGROUND = (196, 196, 190)
-MAX_OBJECTS = 10  # CLEVR's maximum; more would not fit without overlaps
-
-
-def answers(template: str, max_objects: int) -> tuple[str, ...]:
-    """The answers a template can have."""
-    if template == "count":
-        return tuple(str(n) for n in range(max_objects + 1))
-    if template.startswith("query_"):
-        return ATTRIBUTES[template[len("query_"):]]
-    return ("yes", "no")
-
-
 # -- scenes -------------------------------------------------------------------------------------
 
 def radius(size: str, image_size: int) -> float:
@@ -160,18 +146,11 @@ def world_coords(o: dict, image_size: int) -> list[float]:
             0.7 if o["size"] == "large" else 0.35]
 
 
-def related(b: dict, relation: str, a: dict) -> bool:
-    """Whether object ``b`` is ``relation`` of object ``a`` (``left``: b is left of a)."""
-    return {"left": b["x"] < a["x"], "right": b["x"] > a["x"],
-            "behind": b["y"] < a["y"], "front": b["y"] > a["y"]}[relation]
-
-
 # -- the set on disk ----------------------------------------------------------------------------
 
 def generate(out: str | Path, train_images: int = 2000, val_images: int = 400, questions_per_image: int = 5,
              image_size: int = 64, min_objects: int = 3, max_objects: int = 6, seed: int = 0) -> Path:
     """Write a CLEVR-like set in CLEVR v1.0's layout into ``out``; return ``out``."""
-    from normbench.data.clevr_questions import make_questions  # it imports this module's vocabulary
 
     if not 1 <= min_objects <= max_objects <= MAX_OBJECTS:
         raise ValueError(f"need 1 <= min_objects <= max_objects <= {MAX_OBJECTS}, got {min_objects} and {max_objects}")

@@ -11,7 +11,7 @@ import itertools
 
 import numpy as np
 
-from normbench.data.clevr_like import (
+from normbench.data.clevr_world import (
     ATTRIBUTES,
     PLURAL,
     QUESTION_TYPES,

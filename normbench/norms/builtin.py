@@ -6,7 +6,6 @@ import torch
 from torch import nn
 
 from normbench.errors import ConfigError
-from normbench.norms import Norm, register_norm
 from normbench.norms.layers import (
     BatchRenorm,
     GhostBatchNorm,
@@ -15,6 +14,7 @@ from normbench.norms.layers import (
     RMSNorm,
 )
 from normbench.norms.recurrent import RecurrentBatchNorm, StepNorm
+from normbench.norms.registry import Norm, register_norm
 from normbench.norms.weight import apply_weight_norm, weight_norm_data_init
 
 _BATCH_NORMS = {0: nn.BatchNorm1d, 1: nn.BatchNorm1d, 2: nn.BatchNorm2d, 3: nn.BatchNorm3d}

@@ -31,6 +31,16 @@ class MeanOnlyBatchNorm(nn.Module):
     Shape:
         - Input: :math:`(N, C)` or :math:`(N, C, *)`
         - Output: same shape as the input.
+    Examples::
+
+        >>> norm = MeanOnlyBatchNorm(4)
+        >>> x = 3 + torch.randn(8, 4, 5)
+        >>> y = norm(x)  # training: each channel's batch mean is removed, its scale kept
+        >>> bool(y.mean(dim=(0, 2)).abs().max() < 1e-5), torch.allclose(y.std(dim=(0, 2)), x.std(dim=(0, 2)))
+        (True, True)
+        >>> _ = norm.eval()
+        >>> torch.equal(norm(x), x - norm.running_mean.view(1, -1, 1))
+        True
     """
 
     def __init__(self, num_features: int, momentum: float = 0.1):
@@ -69,6 +79,15 @@ class LayerNorm(nn.Module):
     Shape:
         - Input: :math:`(N, C)` or :math:`(N, C, *)`
         - Output: same shape as the input.
+    Examples::
+
+        >>> norm = LayerNorm(4)
+        >>> x = 3 + 2 * torch.randn(2, 4, 5, 5)
+        >>> y = norm(x)  # each sample over its channels and positions
+        >>> bool(y.mean(dim=(1, 2, 3)).abs().max() < 1e-5)
+        True
+        >>> torch.allclose(y, torch.nn.functional.group_norm(x, 1), atol=1e-6)
+        True
     """
 
     def __init__(self, num_features: int, eps: float = 1e-5, affine: bool = True):
@@ -107,6 +126,13 @@ class RMSNorm(nn.Module):
     Shape:
         - Input: :math:`(N, C)` or :math:`(N, C, *)`
         - Output: same shape as the input.
+    Examples::
+
+        >>> norm = RMSNorm(4)
+        >>> x = torch.randn(3, 4)
+        >>> y = norm(x)  # each sample scaled to a unit root mean square, its mean kept
+        >>> torch.allclose(y.pow(2).mean(dim=1), torch.ones(3), atol=1e-4)
+        True
     """
 
     centers = False
@@ -151,6 +177,15 @@ class GhostBatchNorm(nn.modules.batchnorm._BatchNorm):
         - Input: :math:`(N, C)` or :math:`(N, C, *)`, :math:`N` a multiple of
           ``virtual_batch_size`` (or at most it) in training.
         - Output: same shape as the input.
+    Examples::
+
+        >>> norm = GhostBatchNorm(4, virtual_batch_size=2)
+        >>> x = torch.randn(6, 4)
+        >>> y = norm(x)  # three ghost batches of two, each normalized on its own
+        >>> bool(y.view(3, 2, 4).mean(dim=1).abs().max() < 1e-5)
+        True
+        >>> int(norm.num_batches_tracked)  # one running-statistics update per step
+        1
     """
 
     def __init__(self, num_features: int, virtual_batch_size: int = 32, eps: float = 1e-5, momentum: float = 0.1,
@@ -220,6 +255,15 @@ class BatchRenorm(nn.modules.batchnorm._BatchNorm):
     Shape:
         - Input: :math:`(N, C)` or :math:`(N, C, *)`
         - Output: same shape as the input.
+    Examples::
+
+        >>> norm = BatchRenorm(4, relax_from=0, r_max_at=1, d_max_at=1)
+        >>> x = torch.randn(16, 4, 3)
+        >>> y = norm(x)  # r and d are 1 and 0 while the running statistics are the initial 0 and 1
+        >>> y.shape
+        torch.Size([16, 4, 3])
+        >>> [round(float(b), 1) for b in norm.bounds()]  # the schedule has reached r_max, d_max
+        [3.0, 5.0]
     """
 
     def __init__(self, num_features: int, r_max: float = 3.0, d_max: float = 5.0, relax_from: int = 5000,

@@ -46,6 +46,17 @@ class RecurrentBatchNorm(nn.Module):
           steps ``t`` to ``t + T - 1`` at once (one fused call for a term that does not depend on
           the recurrence, such as :math:`W_x x_t`).
         - Output: same shape as the input.
+    Examples::
+
+        >>> norm = RecurrentBatchNorm(4, max_steps=3)
+        >>> x = torch.randn(8, 3, 4)  # (N, T, C): three steps at once
+        >>> y = norm(x)
+        >>> bool(y.mean(dim=0).abs().max() < 1e-5)  # statistics per step, over the batch only
+        True
+        >>> round(float(norm.weight.detach()[0]), 2)  # Cooijmans et al.'s initial gain
+        0.1
+        >>> norm(torch.randn(8, 4), t=2).shape  # one step
+        torch.Size([8, 4])
     """
 
     def __init__(self, num_features: int, max_steps: int, eps: float = 1e-5, momentum: float = 0.1,
@@ -103,6 +114,12 @@ class StepNorm(nn.Module):
     apply it "unchanged at every time step"; ``none``: the identity) so that it takes the
     recurrent calling convention ``norm(x, t)`` and inputs of shape :math:`(N, C)` or
     :math:`(N, T, C)`, with statistics over the C features of each sample and step.
+    Examples::
+
+        >>> norm = StepNorm(torch.nn.LayerNorm(4))
+        >>> x = torch.randn(8, 5, 4)
+        >>> torch.equal(norm(x, t=0), torch.nn.functional.layer_norm(x, (4,)).view_as(x))
+        True
     """
 
     def __init__(self, layer: nn.Module):

@@ -29,12 +29,13 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from normbench.cli.sweeps import nuisance_keys
+from normbench.config.identity import nuisance_keys
 from normbench.metrics import PRIMARY, primary_of
 from normbench.records import (
     CONFIG_FILE,
     SUMMARY_FILE,
     find_run_dirs,
+    read_config,
     read_metrics,
     read_summary,
 )
@@ -44,7 +45,7 @@ ID_COLUMNS = ("run_id", "status", "dataset", "model", "norm", "batch_size", "lr"
 
 #: Config keys that may differ between runs of one comparison (a CPU laptop and a GPU node)
 #: without making them different settings: the keys that do not change what a run computes
-#: (:func:`normbench.cli.sweeps.nuisance_keys`), and those that only change how it is measured
+#: (:func:`normbench.config.identity.nuisance_keys`), and those that only change how it is measured
 #: (where steps_to_target counts, how often it evaluates, deterministic kernels).
 NUISANCE_KEYS = (*nuisance_keys(), "trainer.target_acc", "trainer.target_bpc", "trainer.eval_every",
                  "trainer.deterministic", "dataset.download")
@@ -165,19 +166,6 @@ def varying_keys(configs: list[dict[str, Any]]) -> list[str]:
     return result
 
 
-def _read_config(run_dir: Path) -> dict[str, Any]:
-    path = run_dir / CONFIG_FILE
-    if not path.exists():
-        return {}
-    with open(path, encoding="utf-8") as f:
-        data = yaml.safe_load(f)
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ValueError(f"{CONFIG_FILE} does not hold a mapping")
-    return data
-
-
 def _number(value: Any) -> float:
     """A float, or NaN for None, non-numbers and non-finite values (the record writes null)."""
     if isinstance(value, bool) or value is None:
@@ -226,20 +214,11 @@ def _metric_family(summary: dict, metrics: list[dict]) -> str:
     return primary_of({**(summary.get("final") or {}), **(metrics[0] if metrics else {})})
 
 
-# Records written before the norm's YAML said whether it depends on the batch: the built-in
-# norms of that time. Newer records carry ``norm.batch_dependent`` in their config.yaml.
-_BATCH_DEPENDENT_BEFORE_RECORDED = {"batch": True, "group": False, "layer": False, "instance": False, "none": False}
-
-
 def batch_dependent(cfg: dict) -> bool | None:
-    """Whether the run's norm makes one sample's output depend on its batch (None: unknown)."""
+    """Whether the run's norm makes one sample's output depend on its batch (None: unknown; a
+    record of an earlier version is upgraded on reading: :func:`normbench.records.upgrade`)."""
     recorded = cfg.get("norm.batch_dependent")
-    if isinstance(recorded, bool):
-        return recorded
-    name = cfg.get("norm.name")
-    if name == "weight":  # mean-only batch norm after weight norm takes the batch mean
-        return bool(cfg.get("norm.mean_only", False))
-    return _BATCH_DEPENDENT_BEFORE_RECORDED.get(name)
+    return recorded if isinstance(recorded, bool) else None
 
 
 def _run_row(run_id: str, run_dir: Path, cfg: dict, summary: dict) -> dict[str, Any]:
@@ -335,7 +314,7 @@ def _read_run(run_dir: Path) -> tuple[dict, dict, list[dict]] | str:
     except (ValueError, UnicodeDecodeError) as exc:
         return f"corrupt {SUMMARY_FILE}: {_one_line(exc)}"
     try:
-        cfg = flatten(_read_config(run_dir))
+        cfg = flatten(read_config(run_dir))
     except (yaml.YAMLError, ValueError, UnicodeDecodeError) as exc:
         return f"corrupt {CONFIG_FILE}: {_one_line(exc)}"
     return summary, cfg, read_metrics(run_dir)

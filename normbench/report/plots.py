@@ -55,7 +55,7 @@ STYLE = {
 }
 
 
-def _styled(func):
+def styled(func):
     """Run a plotting function inside the report's rc style, leaving global rcParams alone."""
     import functools
 
@@ -92,7 +92,7 @@ def color_map(labels: Sequence[str]) -> dict[str, str]:
     return out
 
 
-def _marker(label: str) -> str:
+def marker_for(label: str) -> str:
     return MARKERS.get(_base(label), "o")
 
 
@@ -101,7 +101,7 @@ def label_order(labels: Sequence[str]) -> list[str]:
     return sorted(set(map(str, labels)), key=names.norm_order)
 
 
-def _new_figure(ncols: int, nrows: int, width: float = 3.4, height: float = 2.7,
+def new_figure(ncols: int, nrows: int, width: float = 3.4, height: float = 2.7,
                 sharey: bool | str = False) -> Figure:
     # A single panel still gets room for a two-line title and a legend row.
     fig = Figure(figsize=(max(width * ncols, 5.0), height * nrows + 0.9), dpi=DPI,
@@ -110,7 +110,7 @@ def _new_figure(ncols: int, nrows: int, width: float = 3.4, height: float = 2.7,
     return fig
 
 
-def _title(fig: Figure, main: str, detail: str | None = None) -> None:
+def figure_title(fig: Figure, main: str, detail: str | None = None) -> None:
     """A figure title; the method details (what the bands are) go on a second line."""
     fig.suptitle(main if not detail else f"{main}\n{detail}", fontsize=9.5)
 
@@ -129,13 +129,13 @@ def _scale(metric: str) -> float:
     return 100.0 if names.is_percent(metric) else 1.0
 
 
-def _facets(rs: RunSet, exclude: Sequence[str]) -> list[str]:
+def facet_grid(rs: RunSet, exclude: Sequence[str]) -> list[str]:
     """Swept keys other than the norm (the lines) and ``exclude`` (the x axis): one panel each."""
     return [k for k in rs.swept_keys
             if k not in exclude and k != "norm" and not k.startswith("norm.")]
 
 
-def _facet_title(keys: Sequence[str], values: Sequence) -> str:
+def facet_title(keys: Sequence[str], values: Sequence) -> str:
     parts = []
     for k, v in zip(keys, values, strict=True):
         if isinstance(v, float) and v.is_integer():
@@ -145,7 +145,7 @@ def _facet_title(keys: Sequence[str], values: Sequence) -> str:
     return ", ".join(parts)
 
 
-def _facet_groups(runs: pd.DataFrame, keys: list[str]):
+def facet_groups(runs: pd.DataFrame, keys: list[str]):
     if not keys:
         yield (), runs
         return
@@ -153,19 +153,19 @@ def _facet_groups(runs: pd.DataFrame, keys: list[str]):
         yield (key if isinstance(key, tuple) else (key,)), frame
 
 
-def _legend(fig: Figure, colors: dict[str, str], order: list[str], extra=(),
+def add_legend(fig: Figure, colors: dict[str, str], order: list[str], extra=(),
             markers: bool = True) -> None:
     """One legend for the whole figure, below the panels, norms in report order."""
     from matplotlib.lines import Line2D
 
-    handles = [Line2D([], [], color=colors[lab], marker=_marker(lab) if markers else None,
+    handles = [Line2D([], [], color=colors[lab], marker=marker_for(lab) if markers else None,
                       markersize=4, label=lab) for lab in order]
     handles.extend(extra)
     fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 6),
                frameon=False, fontsize=8)
 
 
-@_styled
+@styled
 def plot_convergence(
     rs: RunSet, out_dir: Path, colors: dict[str, str], xaxis: str = "step",
     metrics: Sequence[str] | None = None, seed_lines: bool = False,
@@ -186,12 +186,12 @@ def plot_convergence(
         metrics = [m for m in (test, "train_loss") if m in curves.columns]
     if not metrics:
         return []
-    facet_keys = _facets(rs, exclude=())
-    facets = list(_facet_groups(done, facet_keys))
+    facet_keys = facet_grid(rs, exclude=())
+    facets = list(facet_groups(done, facet_keys))
     if len(facets) > 8:  # beyond this the panels are unreadable; keep the largest settings
         facets = facets[-8:]
     order = label_order(done["label"])
-    fig = _new_figure(len(facets), len(metrics), width=3.0, height=2.4, sharey="row")
+    fig = new_figure(len(facets), len(metrics), width=3.0, height=2.4, sharey="row")
     axes = fig.axes
     ncols = len(facets)
     for col, (fkey, frame) in enumerate(facets):
@@ -208,13 +208,13 @@ def plot_convergence(
             else:
                 ax.tick_params(labelleft=False)
             if row == 0 and facet_keys:
-                ax.set_title(_facet_title(facet_keys, fkey))
+                ax.set_title(facet_title(facet_keys, fkey))
             ax.set_xlim(left=0)
     name, what = CONVERGENCE_AXES.get(xaxis, ("convergence_time", "wall-clock time"))
     metric_names = " and ".join(names.label(m) for m in metrics)
-    _title(fig, f"Convergence: {metric_names} against {what}",
+    figure_title(fig, f"Convergence: {metric_names} against {what}",
            seeds_note(done, facet_keys, "shaded: 95% t band") + ("; thin: each seed" if seed_lines else ""))
-    _legend(fig, colors, order, markers=False)
+    add_legend(fig, colors, order, markers=False)
     return save(fig, out_dir, name)
 
 
@@ -285,7 +285,7 @@ def _is_log_key(x: str, values: Sequence[float]) -> bool:
                 and (x in ("lr", "optim.lr", "batch_size") or "lr" in x))
 
 
-@_styled
+@styled
 def plot_sweep(
     rs: RunSet, out_dir: Path, colors: dict[str, str], x: str, metric: str,
     name: str | None = None, title: str | None = None,
@@ -299,10 +299,10 @@ def plot_sweep(
     done = rs.runs[rs.runs["status"] == "completed"]
     if done.empty or x not in done.columns or metric not in done.columns:
         return []
-    facet_keys = _facets(rs, exclude=(x,))
-    facets = list(_facet_groups(done, facet_keys))[:8]
+    facet_keys = facet_grid(rs, exclude=(x,))
+    facets = list(facet_groups(done, facet_keys))[:8]
     order = label_order(done["label"])
-    fig = _new_figure(len(facets), 1, width=3.6, height=2.9, sharey=True)
+    fig = new_figure(len(facets), 1, width=3.6, height=2.9, sharey=True)
     scale = _scale(metric)
     numeric_x = pd.api.types.is_numeric_dtype(pd.to_numeric(done[x], errors="coerce")) and \
         pd.to_numeric(done[x], errors="coerce").notna().all()
@@ -320,8 +320,8 @@ def plot_sweep(
             mean = a[f"{metric}_mean"].to_numpy()[sort] * scale
             lo = a[f"{metric}_ci_lo"].to_numpy()[sort] * scale
             hi = a[f"{metric}_ci_hi"].to_numpy()[sort] * scale
-            yerr = _yerr(mean, lo, hi)
-            ax.errorbar(xs, mean, yerr=yerr, color=colors[lab], marker=_marker(lab),
+            yerr = error_bars(mean, lo, hi)
+            ax.errorbar(xs, mean, yerr=yerr, color=colors[lab], marker=marker_for(lab),
                         markersize=4, capsize=2.5, elinewidth=1.0, label=lab)
         xvals = pd.to_numeric(frame[x], errors="coerce") if numeric_x else None
         if x == "batch_size":
@@ -334,10 +334,10 @@ def plot_sweep(
         if ax is fig.axes[0]:
             ax.set_ylabel(names.axis_label(metric))
         if facet_keys:
-            ax.set_title(_facet_title(facet_keys, fkey))
-    _title(fig, title or f"Final {names.label(metric)} against {names.short(x)}",
+            ax.set_title(facet_title(facet_keys, fkey))
+    figure_title(fig, title or f"Final {names.label(metric)} against {names.short(x)}",
            seeds_note(done, [x, *facet_keys], "error bars: 95% t interval"))
-    _legend(fig, colors, order)
+    add_legend(fig, colors, order)
     return save(fig, out_dir, name or f"{metric}_vs_{x.replace('.', '_')}")
 
 
@@ -355,7 +355,7 @@ def plot_batch_size(rs: RunSet, out_dir: Path, colors: dict[str, str],
                       title=title)
 
 
-def _yerr(mean, lo, hi) -> np.ndarray:
+def error_bars(mean, lo, hi) -> np.ndarray:
     """Asymmetric error-bar lengths; zero where the interval is undefined (one seed)."""
     mean, lo, hi = (np.asarray(v, dtype=float) for v in (mean, lo, hi))
     return np.vstack([np.where(np.isfinite(lo), mean - lo, 0.0),

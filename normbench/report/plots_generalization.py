@@ -14,18 +14,18 @@ from normbench.metrics import metric
 from normbench.report import names
 from normbench.report.load import RunSet
 from normbench.report.plots import (
-    _facet_groups,
-    _facet_title,
-    _facets,
-    _legend,
-    _marker,
-    _new_figure,
-    _styled,
-    _title,
-    _yerr,
+    add_legend,
+    error_bars,
+    facet_grid,
+    facet_groups,
+    facet_title,
+    figure_title,
     label_order,
+    marker_for,
+    new_figure,
     save,
     seeds_note,
+    styled,
 )
 from normbench.report.stats import aggregate
 
@@ -36,7 +36,7 @@ def _columns(rs: RunSet) -> tuple[str, str, float, str]:
     return (f"final_train_{spec.name}", f"final_test_{spec.name}", 100.0 if spec.percent else 1.0,
             spec.label)
 
-@_styled
+@styled
 def plot_generalization(rs: RunSet, out_dir: Path, colors: dict[str, str]) -> list[Path]:
     """Train against test performance per run, and the generalization gap per norm.
 
@@ -52,13 +52,13 @@ def plot_generalization(rs: RunSet, out_dir: Path, colors: dict[str, str]) -> li
     if "generalization_gap" not in done or done["generalization_gap"].isna().all():
         done["generalization_gap"] = metric(rs.primary_metric).gap(done[tr], done[te])
     order = label_order(done["label"])
-    fig = _new_figure(2, 1, width=3.7, height=3.0)
+    fig = new_figure(2, 1, width=3.7, height=3.0)
     ax, bx = fig.axes
-    facet_keys = _facets(rs, exclude=())
+    facet_keys = facet_grid(rs, exclude=())
     _train_against_test(ax, done, facet_keys, order, colors, tr, te, scale)
     _gap_bars(bx, done, facet_keys, order, colors, scale, what)
-    _title(fig, f"Generalization: train against test {what}", seeds_note(done, facet_keys, "error bars: 95% t interval"))
-    _legend(fig, colors, order, markers=False)  # colour: the norm; markers: the settings
+    figure_title(fig, f"Generalization: train against test {what}", seeds_note(done, facet_keys, "error bars: 95% t interval"))
+    add_legend(fig, colors, order, markers=False)  # colour: the norm; markers: the settings
     return save(fig, out_dir, "generalization")
 
 
@@ -78,15 +78,15 @@ def _train_against_test(ax, done, facet_keys, order, colors, tr, te, scale) -> N
         for _, a in agg[agg["label"] == lab].iterrows():
             setting = tuple(a[k] for k in facet_keys)
             mx, my = a[f"{tr}_mean"] * scale, a[f"{te}_mean"] * scale
-            xerr = _yerr([mx], [a[f"{tr}_ci_lo"] * scale], [a[f"{tr}_ci_hi"] * scale])
-            yerr = _yerr([my], [a[f"{te}_ci_lo"] * scale], [a[f"{te}_ci_hi"] * scale])
+            xerr = error_bars([mx], [a[f"{tr}_ci_lo"] * scale], [a[f"{tr}_ci_hi"] * scale])
+            yerr = error_bars([my], [a[f"{te}_ci_lo"] * scale], [a[f"{te}_ci_hi"] * scale])
             ax.errorbar([mx], [my], xerr=xerr, yerr=yerr, linestyle="none", color=colors[lab],
-                        marker=marker.get(setting, _marker(lab)), markersize=5, markeredgecolor="black",
+                        marker=marker.get(setting, marker_for(lab)), markersize=5, markeredgecolor="black",
                         markeredgewidth=0.5, elinewidth=0.8, capsize=1.5, zorder=3)
     if len(settings) > 1:  # which marker is which setting
         for setting in settings:
             ax.plot([], [], linestyle="none", marker=marker[setting], color="grey", markeredgecolor="black",
-                    label=_facet_title(facet_keys, setting))
+                    label=facet_title(facet_keys, setting))
     lo = np.nanmin(done[[tr, te]].to_numpy()) * scale
     hi = np.nanmax(done[[tr, te]].to_numpy()) * scale
     pad = 0.05 * (hi - lo or 1.0)
@@ -102,7 +102,7 @@ def _train_against_test(ax, done, facet_keys, order, colors, tr, te, scale) -> N
 
 
 def _gap_bars(bx, done, facet_keys, order, colors, scale, what) -> None:
-    groups = list(_facet_groups(done, facet_keys))
+    groups = list(facet_groups(done, facet_keys))
     width = 0.8 / max(len(order), 1)
     for i, lab in enumerate(order):
         means, errs = [], [[], []]
@@ -119,13 +119,13 @@ def _gap_bars(bx, done, facet_keys, order, colors, scale, what) -> None:
                error_kw={"elinewidth": 0.9}, label=lab)
     bx.axhline(0, color="black", linewidth=0.6)
     bx.set_xticks(np.arange(len(groups)),
-                  [_facet_title(facet_keys, k) if facet_keys else "all runs" for k, _ in groups],
+                  [facet_title(facet_keys, k) if facet_keys else "all runs" for k, _ in groups],
                   rotation=30 if len(groups) > 4 else 0)
     bx.set_ylabel(f"how much worse test is ({what}{', points' if scale == 100.0 else ''})")
     bx.set_title("Generalization gap")
 
 
-@_styled
+@styled
 def plot_label_noise(rs: RunSet, out_dir: Path, colors: dict[str, str]) -> list[Path]:
     """Final train (dashed) and test (solid) accuracy against the label-noise fraction.
 
@@ -139,10 +139,10 @@ def plot_label_noise(rs: RunSet, out_dir: Path, colors: dict[str, str]) -> list[
         return []
     from matplotlib.lines import Line2D
 
-    facet_keys = _facets(rs, exclude=(x,))
-    facets = list(_facet_groups(done, facet_keys))[:8]
+    facet_keys = facet_grid(rs, exclude=(x,))
+    facets = list(facet_groups(done, facet_keys))[:8]
     order = label_order(done["label"])
-    fig = _new_figure(len(facets), 1, width=3.6, height=2.9, sharey=True)
+    fig = new_figure(len(facets), 1, width=3.6, height=2.9, sharey=True)
     for ax, (fkey, frame) in zip(fig.axes, facets, strict=False):
         agg = aggregate(frame, [tr, te], ["label", x])
         for lab in order:
@@ -155,18 +155,18 @@ def plot_label_noise(rs: RunSet, out_dir: Path, colors: dict[str, str]) -> list[
                 mean = a[f"{column}_mean"].to_numpy() * scale
                 lo = a[f"{column}_ci_lo"].to_numpy() * scale
                 hi = a[f"{column}_ci_hi"].to_numpy() * scale
-                yerr = _yerr(mean, lo, hi)
+                yerr = error_bars(mean, lo, hi)
                 ax.errorbar(pd.to_numeric(a[x]) * 100, mean, yerr=yerr, color=colors[lab],
-                            linestyle=style, marker=_marker(lab), markersize=4, capsize=2.5,
+                            linestyle=style, marker=marker_for(lab), markersize=4, capsize=2.5,
                             elinewidth=1.0)
         ax.set_xlabel("label noise (% of training labels randomized)")
         if ax is fig.axes[0]:
             ax.set_ylabel(f"final {what}" + (" (%)" if scale == 100.0 else ""))
         if facet_keys:
-            ax.set_title(_facet_title(facet_keys, fkey))
+            ax.set_title(facet_title(facet_keys, fkey))
     extra = [Line2D([], [], color="black", linestyle="-", label="test"),
              Line2D([], [], color="black", linestyle="--", label="train")]
-    _title(fig, f"Label noise: final train and test {what}", seeds_note(done, [x, *facet_keys],
+    figure_title(fig, f"Label noise: final train and test {what}", seeds_note(done, [x, *facet_keys],
                                                                        "error bars: 95% t interval"))
-    _legend(fig, colors, order, extra=extra)
+    add_legend(fig, colors, order, extra=extra)
     return save(fig, out_dir, "label_noise")

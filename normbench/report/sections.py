@@ -39,7 +39,7 @@ def overview(rs, dirs, metric: str) -> Section:
     ident = []
     for col in ("dataset", "model", "norm", "batch_size", "lr", "seed"):
         vals = runs[col].dropna().unique()
-        shown = ", ".join(tables._fmt_key(v) for v in _sorted_values(vals)[:12])
+        shown = ", ".join(tables.format_key(v) for v in _sorted_values(vals)[:12])
         ident.append(f"- {col}: {shown}{' …' if len(vals) > 12 else ''}")
     section.text("\n".join(ident))
     section.text("Varying between settings: " + (", ".join(f"`{k}`" for k in rs.swept_keys) or
@@ -93,7 +93,7 @@ def batch_size(rs, figs: dict, out_dir, thresholds, thresh_metric: str) -> Secti
         rows = []
         for t in thresholds:
             for i, bs in enumerate(t.batch_sizes):
-                row = {f"{k}": tables._fmt_key(v) for k, v in t.setting.items()}
+                row = {f"{k}": tables.format_key(v) for k, v in t.setting.items()}
                 lo, hi = t.ci_lo[i], t.ci_hi[i]
                 row.update({
                     "batch size": bs, "best batch-independent": t.best_other[i],

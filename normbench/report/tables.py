@@ -94,7 +94,7 @@ def summary_table(rs: RunSet, metrics: Sequence[str] | None = None) -> pd.DataFr
     agg = _sort(agg, keys)
     rows = []
     for _, r in agg.iterrows():
-        row = {names.short(k): _fmt_key(r[k]) for k in keys}
+        row = {names.short(k): format_key(r[k]) for k in keys}
         row["norm"] = r["label"]
         row["runs"] = _runs_cell(r)
         for m in metrics:
@@ -121,7 +121,7 @@ def _runs_cell(r: pd.Series) -> str:
     return text + (f" ({', '.join(notes)})" if notes else "")
 
 
-def _fmt_key(value) -> str:
+def format_key(value) -> str:
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     return str(value)
@@ -145,7 +145,7 @@ def target_table(rs: RunSet) -> pd.DataFrame:
     rows = []
     for key, frame in finished.groupby([*keys, "label"], dropna=False, sort=True):
         key = key if isinstance(key, tuple) else (key,)
-        row = {names.short(k): _fmt_key(v) for k, v in zip(keys, key[:-1], strict=True)}
+        row = {names.short(k): format_key(v) for k, v in zip(keys, key[:-1], strict=True)}
         row["norm"] = key[-1]
         steps = pd.to_numeric(frame["steps_to_target"], errors="coerce")
         reached = steps.notna().to_numpy()
@@ -182,7 +182,7 @@ def difference_table(rs: RunSet, metric: str, reference: str | None = None) -> p
         metric == "generalization_gap" and rs.primary_metric == "acc") else metric
     rows = []
     for _, r in diff.sort_values([*keys, "a"], kind="stable").iterrows():
-        row = {names.short(k): _fmt_key(r[k]) for k in keys}
+        row = {names.short(k): format_key(r[k]) for k in keys}
         row["comparison"] = f"{r['a']} − {r['b']}"
         row["seeds"] = f"{r['n_a']} vs {r['n_b']}"
         row["difference"] = fmt(r["diff"], scale)
@@ -212,7 +212,7 @@ def incomplete_table(rs: RunSet) -> pd.DataFrame:
     rows = []
     for _, r in bad.iterrows():
         rows.append({"run": r["run_id"], "status": r["status"], "norm": r["label"],
-                     "batch size": _fmt_key(r["batch_size"]), "seed": _fmt_key(r["seed"]),
+                     "batch size": format_key(r["batch_size"]), "seed": format_key(r["seed"]),
                      "steps": fmt(r.get("steps", float("nan")), "steps"),
                      "error": " ".join(str(r.get("error") or "").split())[:160] or "–"})
     return pd.DataFrame(rows)

@@ -18,34 +18,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from normbench import records
-from normbench.cli.sweeps import nuisance_keys
+from normbench.config.identity import config_dict, same_run
 from normbench.errors import ConfigError
-
-# A run may resume under other values of the keys that do not change what it computes, and
-# with another step budget (to extend a finished run).
-BUDGET_KEYS = ("trainer.max_steps", "trainer.epochs")
-RESUMABLE_KEYS = (*nuisance_keys(), *BUDGET_KEYS)
-
-
-def config_dict(cfg: DictConfig) -> dict:
-    """The resolved config as plain data, without Hydra's own node."""
-    data = OmegaConf.to_container(cfg, resolve=True)
-    data.pop("hydra", None)
-    return data
-
-
-def without(data: dict, dotted_keys) -> dict:
-    data = {k: (dict(v) if isinstance(v, dict) else v) for k, v in data.items()}
-    for key in dotted_keys:
-        node, *rest = key.split(".")
-        if rest and isinstance(data.get(node), dict):
-            data[node].pop(rest[0], None)
-        elif not rest:
-            data.pop(node, None)
-    return data
 
 
 def read_checkpoint(path: Path) -> dict:
@@ -88,10 +65,10 @@ def finished_summary(cfg: DictConfig, run_dir: str | Path) -> dict | None:
     if previous.get("status") not in ("completed", "diverged"):
         return None
     try:
-        recorded = OmegaConf.to_container(OmegaConf.load(run_dir / records.CONFIG_FILE), resolve=True)
+        recorded = records.read_config(run_dir)
     except Exception:  # missing, or not YAML (yaml's errors are not ValueErrors): not skipped
         return None
-    if without(recorded, RESUMABLE_KEYS) != without(config_dict(cfg), RESUMABLE_KEYS):
+    if not same_run(recorded, config_dict(cfg)):
         return None  # Trainer says why
     if previous["status"] == "completed":
         t = cfg.trainer
@@ -141,85 +118,96 @@ class LoopState:
         return state
 
 
-# -- a trainer's checkpoint: what it resumes from and what it saves ------------------------
+# -- a run's checkpoints: what it saves, verifies and restores -------------------------------
 
 
-def load_checkpoint(self) -> int | None:
-    """Resume the trainer ``self`` from the newest verified checkpoint of its run directory, if
-    it has one; return its step.
+class Checkpoints:
+    """The checkpoints of one run directory: what a run resumes from and what it saves.
 
-    A checkpoint whose bytes do not match their SHA-256 digest is never used: the previous
-    one is, which replays to the same result (training is deterministic), or the run is
-    refused with advice when none verifies.
+    A checkpoint holds the run's config, the state of each of its ``parts`` (anything with
+    ``state_dict``/``load_state_dict``: the model, optimizer, schedule and batch source), the
+    RNGs and the loop state. It is saved with its SHA-256 digest and restored only after its
+    bytes match it (:func:`normbench.records.verified_checkpoint`); the metrics history it
+    resumes with is checked against the evaluations it made. ``writer``: whether this process
+    writes the run directory (rank 0 under torchrun); the others only restore.
     """
-    path, _, rejected = records.verified_checkpoint(self.run_dir)
-    if path is None and rejected:
-        raise ConfigError(f"{self.run_dir}: {' and '.join(rejected)} fail their SHA-256 check (damaged, modified, "
-                          "or written without a digest), so normbench will not resume from them; move them away "
-                          "to train this run from the start")
-    if path is None:
-        return None
-    if rejected and self.ctx.main:
-        print(f"normbench: warning: {' and '.join(rejected)} fails its SHA-256 check; resuming from {path.name}",
-              file=sys.stderr, flush=True)
-    ckpt = read_checkpoint(path)
-    if without(ckpt["config"], RESUMABLE_KEYS) != without(self.config, RESUMABLE_KEYS):
-        raise ConfigError(
-            f"{self.run_dir} holds a run with another config; resume it with the same overrides "
-            f"or choose a new directory (hydra.run.dir=...)"
-        )
-    self.model.load_state_dict(ckpt["model"])
-    self.optimizer.load_state_dict(ckpt["optimizer"])
-    if self.scheduler is not None:
-        self.scheduler.load_state_dict(ckpt["scheduler"])
-    s = ckpt["state"]
-    source_state = ckpt["source"] if "source" in ckpt else {"shuffle_rng": ckpt["shuffle_rng"], "perm": s.get("perm")}
-    self.source.load_state_dict(source_state)
-    torch.set_rng_state(ckpt["torch_rng"])
-    if self.device.type == "cuda" and ckpt.get("cuda_rng") is not None:
-        torch.cuda.set_rng_state(ckpt["cuda_rng"], self.device)
-    self.state = LoopState(**{k: v for k, v in s.items() if k in LoopState.__dataclass_fields__})
-    self.state.history = verified_history(self, s.get("evaluated_steps"))
-    if self.ctx.main:
-        records.write_metrics(self.run_dir, self.state.history)
-    return self.state.step
 
-def verified_history(self, evaluated_steps: list | None) -> list[dict]:
-    """The metrics history up to the checkpoint, checked against the evaluations it made.
+    def __init__(self, run_dir: Path, config: dict, device: torch.device, writer: bool = True):
+        self.run_dir, self.config, self.device, self.writer = Path(run_dir), config, device, writer
 
-    Evaluations made after the checkpoint are dropped (they will be made again). A lost or
-    damaged evaluation before it cannot be recomputed (the weights of that step are gone), and
-    best_test_acc and steps_to_target would then be computed from what is left: such a run is
-    refused, not resumed into a record that silently differs.
-    """
-    path = self.run_dir / records.METRICS_FILE
-    try:
-        history = records.read_metrics(self.run_dir, strict=True)
-    except ValueError as exc:
-        raise ConfigError(f"{exc}; the evaluations cannot be recomputed, so normbench will not resume this "
-                          "run: move its directory away to train it again") from None
-    history = [r for r in history if isinstance(r.get("step"), int) and r["step"] <= self.state.step]
-    if evaluated_steps is not None and [r["step"] for r in history] != list(evaluated_steps):
-        raise ConfigError(f"{path} holds {len(history)} of the {len(evaluated_steps)} evaluations made up to step "
-                          f"{self.state.step} (missing, truncated or edited); they cannot be recomputed, so "
-                          "normbench will not resume this run: move its directory away to train it again")
-    return history
+    def restore(self, parts: dict) -> LoopState | None:
+        """Load the newest verified checkpoint into ``parts`` and the RNGs; return its loop state
+        with the verified history, or None when the directory holds no checkpoint (a new run).
 
-def save_checkpoint(self) -> None:
-    """Checkpoint the trainer ``self`` (rank 0): weights, optimizer, schedule, batch order, RNGs, loop state."""
-    if not self.ctx.main:
-        return
-    s = self.state
-    ckpt = {
-        "config": self.config,
-        "model": self.model.state_dict(),  # the plain module: no "module." or "_orig_mod." prefixes
-        "optimizer": self.optimizer.state_dict(),
-        "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
-        "source": self.source.state_dict(),
-        "torch_rng": torch.get_rng_state(),
-        "cuda_rng": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
-        "state": s.checkpoint(),
-    }
-    buffer = io.BytesIO()
-    torch.save(ckpt, buffer)
-    records.write_checkpoint(self.run_dir, buffer.getvalue(), s.step, ckpt["state"]["evaluated_steps"])
+        A checkpoint whose bytes do not match their SHA-256 digest is never used: the previous
+        one is, which replays to the same result (training is deterministic), or the run is
+        refused with advice when none verifies.
+        """
+        path, _, rejected = records.verified_checkpoint(self.run_dir)
+        if path is None and rejected:
+            raise ConfigError(f"{self.run_dir}: {' and '.join(rejected)} fail their SHA-256 check (damaged, modified, "
+                              "or written without a digest), so normbench will not resume from them; move them away "
+                              "to train this run from the start")
+        if path is None:
+            return None
+        if rejected and self.writer:
+            print(f"normbench: warning: {' and '.join(rejected)} fails its SHA-256 check; resuming from {path.name}",
+                  file=sys.stderr, flush=True)
+        try:
+            ckpt = records.upgrade("checkpoint", read_checkpoint(path))
+        except ValueError as exc:
+            raise ConfigError(f"{path}: {exc}; move it away to train this run from the start") from None
+        if not same_run(records.upgrade("config", ckpt["config"]), self.config):
+            raise ConfigError(
+                f"{self.run_dir} holds a run with another config; resume it with the same overrides "
+                f"or choose a new directory (hydra.run.dir=...)"
+            )
+        for name, part in parts.items():
+            if part is not None:
+                part.load_state_dict(ckpt[name])
+        torch.set_rng_state(ckpt["torch_rng"])
+        if self.device.type == "cuda" and ckpt.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state(ckpt["cuda_rng"], self.device)
+        s = ckpt["state"]
+        state = LoopState(**{k: v for k, v in s.items() if k in LoopState.__dataclass_fields__})
+        state.history = self._verified_history(state.step, s.get("evaluated_steps"))
+        if self.writer:
+            records.write_metrics(self.run_dir, state.history)
+        return state
+
+    def _verified_history(self, step: int, evaluated_steps: list | None) -> list[dict]:
+        """The metrics history up to the checkpoint's ``step``, checked against the evaluations it made.
+
+        Evaluations made after the checkpoint are dropped (they will be made again). A lost or
+        damaged evaluation before it cannot be recomputed (the weights of that step are gone), and
+        best_test_acc and steps_to_target would then be computed from what is left: such a run is
+        refused, not resumed into a record that silently differs.
+        """
+        path = self.run_dir / records.METRICS_FILE
+        try:
+            history = records.read_metrics(self.run_dir, strict=True)
+        except ValueError as exc:
+            raise ConfigError(f"{exc}; the evaluations cannot be recomputed, so normbench will not resume this "
+                              "run: move its directory away to train it again") from None
+        history = [r for r in history if isinstance(r.get("step"), int) and r["step"] <= step]
+        if evaluated_steps is not None and [r["step"] for r in history] != list(evaluated_steps):
+            raise ConfigError(f"{path} holds {len(history)} of the {len(evaluated_steps)} evaluations made up to step "
+                              f"{step} (missing, truncated or edited); they cannot be recomputed, so "
+                              "normbench will not resume this run: move its directory away to train it again")
+        return history
+
+    def save(self, state: LoopState, parts: dict) -> None:
+        """Checkpoint ``parts`` (their ``state_dict``; None stays None), the RNGs and the loop state."""
+        if not self.writer:
+            return
+        ckpt = {
+            "record_version": records.RECORD_VERSION,
+            "config": self.config,
+            **{name: part.state_dict() if part is not None else None for name, part in parts.items()},
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
+            "state": state.checkpoint(),
+        }
+        buffer = io.BytesIO()
+        torch.save(ckpt, buffer)
+        records.write_checkpoint(self.run_dir, buffer.getvalue(), state.step, ckpt["state"]["evaluated_steps"])

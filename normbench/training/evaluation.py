@@ -1,80 +1,103 @@
-"""A trainer's evaluation: the record of one step in ``metrics.jsonl``.
+"""A run's evaluation: the record of one step in ``metrics.jsonl``.
 
-Functions of the :class:`~normbench.training.trainer.Trainer` (``self``), kept apart from the loop.
+An :class:`Evaluator` is built once per run from what evaluation reads (the batch source, the
+task, the forward pass, which population statistics score the run, the config's evaluation
+keys) and scores a model at a loop state; it never reaches into the trainer.
 """
 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 
 import torch
+from torch import nn
 
 from normbench.training.population import exact_statistics
 
 
-def _exact_statistics(self):
-    """A context in which the model holds exact population statistics (see population.py)."""
-    batches = self.source.population_batches(self.cfg.norm.get("population_samples"),
-                                             self.cfg.trainer.eval_batch_size)
-    return exact_statistics(self.model, batches, self.forward)
+class Evaluator:
+    """Scores a model: train and test loss and metric, the extra test sets, the model's probe.
 
-
-def evaluate(self) -> dict:
-    """Score the trainer ``self``'s model now: the evaluation record of its current step.
-
-    Train and test loss and metric (with the population statistics ``norm.population`` names,
-    and also with exact ones under ``norm.also_exact``), the extra test sets, the model's probe,
-    the loss the steps since the last evaluation saw, the learning rate.
+    Args:
+        source: the run's batch source (what it evaluates on, and the population batches).
+        task: the run's task (its loss and metric).
+        forward: ``forward(model, x)`` with the run's autocast and memory format.
+        eval_statistics: which population statistics score batch-statistics layers: ``running``,
+            ``exact`` (recomputed before each evaluation) or None (no such layer).
+        cfg: the composed config (its ``trainer`` evaluation keys, ``norm.population_samples`` and
+            ``norm.also_exact``, ``batch_size``).
     """
-    t, m = self.cfg.trainer, self.task.metric
-    exact = self.eval_statistics == "exact"
-    with _exact_statistics(self) if exact else contextlib.nullcontext():
-        results = self.source.evaluate(self.task, self.model, t.eval_batch_size, t.train_eval_samples,
-                                       self.forward)
-        probe = _probe(self)
-    if self.eval_statistics == "running" and self.cfg.norm.get("also_exact", False):
-        # The same weights scored both ways: how much of the error is the running estimate.
-        with _exact_statistics(self):
-            # one training sample: only the test score is kept
-            results["exact"] = self.source.evaluate(self.task, self.model, t.eval_batch_size, 1,
-                                                    self.forward)["test"]
-    (train_loss, train_metric), (test_loss, test_metric) = results.pop("train"), results.pop("test")
-    extra = {}
-    for label, (loss, metric) in results.items():
-        extra[f"test_loss_{label}"], extra[f"test_{m}_{label}"] = loss, metric
-    extra.update(probe)
-    s = self.state
-    if s.interval_steps:  # the loss the steps themselves saw (train mode: batch statistics)
-        extra["step_loss"] = s.interval_loss / s.interval_steps
-        s.interval_loss, s.interval_steps = 0.0, 0
-    return {
-        "step": s.step,
-        "epoch": s.step / self.steps_per_epoch,
-        "samples_seen": s.step * self.cfg.batch_size,
-        "wall_time_s": s.wall_time_s,
-        "train_time_s": s.train_time_s,
-        "train_loss": train_loss,
-        f"train_{m}": train_metric,
-        "test_loss": test_loss,
-        f"test_{m}": test_metric,
-        **extra,
-        "lr": self.optimizer.param_groups[0]["lr"],
-    }
 
-@torch.no_grad()
-def _probe(self) -> dict:
-    """The model's optional ``probe(x) -> dict`` on a fixed test batch, in eval mode.
+    def __init__(self, source, task, forward: Callable, eval_statistics: str | None, cfg):
+        self.source, self.task, self.forward, self.eval_statistics = source, task, forward, eval_statistics
+        t = cfg.trainer
+        self.batch_size, self.eval_batch_size, self.train_eval_samples = (cfg.batch_size, t.eval_batch_size,
+                                                                          t.train_eval_samples)
+        self.population_samples = cfg.norm.get("population_samples")
+        self.also_exact = eval_statistics == "running" and cfg.norm.get("also_exact", False)
 
-    Models that expose internals worth following over training (the MLP: percentiles of a
-    last-layer pre-activation, as in the BN paper's Figure 1) define it; others do not.
-    """
-    probe = getattr(self.model, "probe", None)
-    if not callable(probe):
-        return {}
-    was_training = self.model.training
-    self.model.eval()
-    try:
-        x = self.source.test_inputs(self.cfg.trainer.eval_batch_size)
-        return {k: float(v) for k, v in probe(x).items()}
-    finally:
-        self.model.train(was_training)
+    def _exact_statistics(self, model: nn.Module):
+        """A context in which ``model`` holds exact population statistics (see population.py)."""
+        batches = self.source.population_batches(self.population_samples, self.eval_batch_size)
+        return exact_statistics(model, batches, self.forward)
+
+    def record(self, model: nn.Module, state, lr: float) -> dict:
+        """The evaluation record of ``model`` at loop state ``state`` (``lr``: the current rate).
+
+        Train and test loss and metric (with the population statistics ``norm.population`` names,
+        and also with exact ones under ``norm.also_exact``), the extra test sets, the model's probe,
+        the loss the steps since the last evaluation saw (consumed from ``state``), the learning rate.
+        """
+        m = self.task.metric
+        exact = self.eval_statistics == "exact"
+        with self._exact_statistics(model) if exact else contextlib.nullcontext():
+            results = self.source.evaluate(self.task, model, self.eval_batch_size, self.train_eval_samples,
+                                           self.forward)
+            probe = self._probe(model)
+        if self.also_exact:
+            # The same weights scored both ways: how much of the error is the running estimate.
+            with self._exact_statistics(model):
+                # one training sample: only the test score is kept
+                results["exact"] = self.source.evaluate(self.task, model, self.eval_batch_size, 1,
+                                                        self.forward)["test"]
+        (train_loss, train_metric), (test_loss, test_metric) = results.pop("train"), results.pop("test")
+        extra = {}
+        for label, (loss, metric) in results.items():
+            extra[f"test_loss_{label}"], extra[f"test_{m}_{label}"] = loss, metric
+        extra.update(probe)
+        s = state
+        if s.interval_steps:  # the loss the steps themselves saw (train mode: batch statistics)
+            extra["step_loss"] = s.interval_loss / s.interval_steps
+            s.interval_loss, s.interval_steps = 0.0, 0
+        return {
+            "step": s.step,
+            "epoch": s.step / self.source.steps_per_epoch,
+            "samples_seen": s.step * self.batch_size,
+            "wall_time_s": s.wall_time_s,
+            "train_time_s": s.train_time_s,
+            "train_loss": train_loss,
+            f"train_{m}": train_metric,
+            "test_loss": test_loss,
+            f"test_{m}": test_metric,
+            **extra,
+            "lr": lr,
+        }
+
+    @torch.no_grad()
+    def _probe(self, model: nn.Module) -> dict:
+        """The model's optional ``probe(x) -> dict`` on a fixed test batch, in eval mode.
+
+        Models that expose internals worth following over training (the MLP: percentiles of a
+        last-layer pre-activation, as in the BN paper's Figure 1) define it; others do not.
+        """
+        probe = getattr(model, "probe", None)
+        if not callable(probe):
+            return {}
+        was_training = model.training
+        model.eval()
+        try:
+            x = self.source.test_inputs(self.eval_batch_size)
+            return {k: float(v) for k, v in probe(x).items()}
+        finally:
+            model.train(was_training)

@@ -25,27 +25,26 @@ import time
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from torch import nn
 
 from normbench import records
-from normbench.config.validation import validate
+from normbench.config.identity import config_dict
+from normbench.config.validation import check_rules, import_plugins
 from normbench.data import DATASETS, TensorData, load_dataset
 from normbench.errors import ConfigError
-from normbench.models import build_model, check_model_reads, norm_options
+from normbench.models import build_model, check_model_options, check_model_reads, norm_options
 from normbench.norms import get_norm
 from normbench.training import distributed
 from normbench.training.batches import make_source
 from normbench.training.checkpoints import (
+    Checkpoints,
     LoopState,
-    config_dict,
     finished_summary,
-    load_checkpoint,
     previous_summary,
-    save_checkpoint,
 )
 from normbench.training.environment import environment, resolve_device, set_threads
-from normbench.training.evaluation import evaluate
+from normbench.training.evaluation import Evaluator
 from normbench.training.loggers import make_logger
 from normbench.training.optim import build_optimizer, build_schedule
 from normbench.training.population import batch_statistics_layers, values_per_statistic
@@ -58,80 +57,114 @@ class Diverged(Exception):
     """The training loss became NaN or infinite."""
 
 
+class Forward:
+    """``forward(model, x)``: the model's call with the run's bf16 autocast (``trainer.amp``) and
+    memory format (``trainer.channels_last``), the same in training and evaluation."""
+
+    def __init__(self, device: torch.device, amp: bool = False, channels_last: bool = False):
+        self.device, self.amp, self.channels_last = device, amp, channels_last
+
+    def autocast(self):
+        if not self.amp:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=torch.bfloat16)
+
+    def prepare(self, x: torch.Tensor) -> torch.Tensor:
+        if self.channels_last and x.dim() == 4:
+            return x.contiguous(memory_format=torch.channels_last)
+        return x
+
+    def __call__(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        with self.autocast():
+            return model(self.prepare(x))
+
+
 class Trainer:
-    """One run: data, model and optimizer built from ``cfg``, recorded into ``run_dir``."""
+    """One run: data, model and optimizer built from ``cfg`` (validated: :func:`validate`),
+    recorded into ``run_dir``.
+
+    Its collaborators do the rest: the batch source gives the batches, the :class:`Evaluator`
+    scores the model, the :class:`Checkpoints` save and restore the run, and
+    :func:`normbench.records.build_summary` shapes its summary.
+    """
 
     def __init__(self, cfg: DictConfig, run_dir: Path, ctx: distributed.Context | None = None):
-        validate(cfg)
         self.cfg = cfg
         self.run_dir = Path(run_dir)
         self.ctx = ctx or distributed.Context()
         self.device = resolve_device(cfg.trainer.device, self.ctx)
-        self._configure_kernels()
+        self.forward = self._configure_kernels()
         torch.manual_seed(cfg.seed)  # before the data and the model: both may draw from it
-        self._load_data()
-        self._build_model()
-        self.steps_per_epoch = self.source.steps_per_epoch
-        self.total_steps = cfg.trainer.max_steps or cfg.trainer.epochs * self.steps_per_epoch
-        self.eval_every = cfg.trainer.eval_every or self.steps_per_epoch
-        self.optimizer, self.lr = build_optimizer(cfg.optim, self.model, cfg.batch_size)
-        self.scheduler = build_schedule(cfg.optim, self.optimizer, self.total_steps, self.steps_per_epoch)
-        self.state = LoopState()
-        self.num_params = sum(p.numel() for p in self.model.parameters())
-        threads_from = set_threads(cfg.trainer.get("threads", "auto"), self.device, self.num_params)
-        self.env = {**environment(self.device, cfg, self.ctx), "threads_from": threads_from}
-        if self.data.source:
-            self.env["dataset_source"] = self.data.source
-        self.config = config_dict(cfg)
-        self.logger = make_logger(cfg, self.run_dir, self.config) if self.ctx.main else _NoLogger()
-        self.train_model: nn.Module = self.model  # DDP- and compile-wrapped in fit()
-        self.resumed_from = load_checkpoint(self)
+        data = self._load_data()
+        self.model, eval_statistics, values = self._build_model(data)
+        self.total_steps = cfg.trainer.max_steps or cfg.trainer.epochs * self.source.steps_per_epoch
+        self.optimizer, lr = build_optimizer(cfg.optim, self.model, cfg.batch_size)
+        self.scheduler = build_schedule(cfg.optim, self.optimizer, self.total_steps, self.source.steps_per_epoch)
+        num_params = sum(p.numel() for p in self.model.parameters())
+        threads_from = set_threads(cfg.trainer.get("threads", "auto"), self.device, num_params)
+        env = {**environment(self.device, cfg, self.ctx), "threads_from": threads_from}
+        if data.source:
+            env["dataset_source"] = data.source
+        # What every summary of this run says besides its loop state.
+        self.identity = {"env": env, "num_params": num_params, "lr": lr, "metric": self.task.metric, "extra": {
+            "eval_statistics": eval_statistics,
+            "values_per_batch_statistic": values,
+            "sequence_length": getattr(self.model, "max_steps", None),  # recurrent models
+            **data.reference,  # the dataset's reference values (CLEVR: the question-only prior)
+        }}
+        self.evaluator = Evaluator(self.source, self.task, self.forward, eval_statistics, cfg)
+        config = config_dict(cfg)
+        self.checkpoints = Checkpoints(self.run_dir, config, self.device, writer=self.ctx.main)
+        self.logger = make_logger(cfg, self.run_dir, config) if self.ctx.main else _NoLogger()
+        restored = self.checkpoints.restore(self._parts())
+        self.resumed = restored is not None
+        self.state = restored or LoopState()
         if self.ctx.rank > 0:  # dropout and noise differ between ranks, as their data does
             torch.manual_seed(cfg.seed * 1_000_003 + self.ctx.rank * 7_919 + self.state.step)
 
     # -- assembly -----------------------------------------------------------------------------
 
-    def _configure_kernels(self) -> None:
-        """Determinism, cuDNN autotuning and the memory format and precision options."""
+    def _configure_kernels(self) -> Forward:
+        """Determinism, cuDNN autotuning, and the forward pass's memory format and precision."""
         t = self.cfg.trainer
         if t.deterministic:
             torch.use_deterministic_algorithms(True)
             torch.backends.cudnn.benchmark = False
         elif self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick the fastest kernels
-        self.amp = bool(t.get("amp", False))
-        self.channels_last = bool(t.get("channels_last", False))
-        if self.amp and self.device.type == "cpu" and self.ctx.main:
+        forward = Forward(self.device, bool(t.get("amp", False)), bool(t.get("channels_last", False)))
+        if forward.amp and self.device.type == "cpu" and self.ctx.main:
             print("normbench: warning: trainer.amp=true on the CPU: bf16 autocast works there but is slow",
                   file=sys.stderr, flush=True)
+        return forward
 
-    def _load_data(self) -> None:
+    def _load_data(self):
         """The dataset (on the device when it fits), its task and the batch source."""
         cfg = self.cfg
         if cfg.dataset.name in DATASETS:  # before loading: reading or generating a set can take a while
             check_model_reads(cfg.model.name, cfg.dataset.name, DATASETS[cfg.dataset.name].kind)
         data = load_dataset(cfg.dataset)
-        self.data = data.to(self.device) if isinstance(data, TensorData) else data
-        self.task = task_for(self.data)
-        self.source = make_source(self.data, cfg.batch_size, cfg.seed, self.device, self.ctx.rank, self.ctx.world)
+        data = data.to(self.device) if isinstance(data, TensorData) else data
+        self.task = task_for(data)
+        self.source = make_source(data, cfg.batch_size, cfg.seed, self.device, self.ctx.rank, self.ctx.world)
         n_train = self.source.num_train // self.ctx.world
         if cfg.batch_size > n_train:
             per = f" per device ({self.ctx.world} devices)" if self.ctx.enabled else ""
             raise ConfigError(f"batch_size={cfg.batch_size} exceeds the {n_train} training samples{per} of "
-                              f"dataset={self.data.name}")
-        shape = self.data.input_shape  # a dict of shapes for several inputs (Inputs)
-        if self.channels_last and (isinstance(shape, dict) or len(shape) != 3):
-            raise ConfigError(f"trainer.channels_last=true needs image data (N, C, H, W); dataset={self.data.name} "
+                              f"dataset={data.name}")
+        shape = data.input_shape  # a dict of shapes for several inputs (Inputs)
+        if self.forward.channels_last and (isinstance(shape, dict) or len(shape) != 3):
+            raise ConfigError(f"trainer.channels_last=true needs image data (N, C, H, W); dataset={data.name} "
                               f"has inputs of shape {shape if isinstance(shape, dict) else tuple(shape)}")
+        return data
 
-    def _build_model(self) -> None:
-        """The model with its norm, checked against the batch; which statistics score it."""
+    def _build_model(self, data) -> tuple[nn.Module, str | None, dict | None]:
+        """The model with its norm, checked against the batch; which population statistics score it
+        (None when no layer uses batch statistics) and how many values each batch statistic sees."""
         cfg = self.cfg
-        self.model = build_model(cfg.model, cfg.norm, self.data).to(self.device)
-        # Which statistics score the run: None when no layer uses batch statistics.
-        self.eval_statistics = cfg.norm.get("population", "running") if batch_statistics_layers(self.model) else None
-        self.norm = get_norm(cfg.norm.name)
-        if cfg.batch_size < 2 and (self.eval_statistics or cfg.norm.get("batch_dependent", False)):
+        model = build_model(cfg.model, cfg.norm, data).to(self.device)
+        eval_statistics = cfg.norm.get("population", "running") if batch_statistics_layers(model) else None
+        if cfg.batch_size < 2 and (eval_statistics or cfg.norm.get("batch_dependent", False)):
             raise ConfigError(
                 f"norm={cfg.norm.name} computes statistics over the batch and needs batch_size>=2, got "
                 f"batch_size={cfg.batch_size}; use a larger batch or norm=group, layer or instance"
@@ -140,50 +173,32 @@ class Trainer:
             if self.device.type != "cuda":
                 raise ConfigError("norm.sync=true (SyncBatchNorm) needs CUDA devices; on the CPU use norm.sync=false "
                                   "(per-device batch statistics)")
-            if self.eval_statistics == "exact":
+            if eval_statistics == "exact":
                 raise ConfigError("norm.population=exact with norm.sync=true is not supported (rank 0 computes the "
                                   "statistics alone, and SyncBatchNorm would wait for the other ranks); use "
                                   "norm.population=running or norm.sync=false")
-            self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
-        if self.channels_last:
-            self.model = self.model.to(memory_format=torch.channels_last)
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        if self.forward.channels_last:
+            model = model.to(memory_format=torch.channels_last)
         # The mechanism behind BN's small-batch penalty, for the record (one eval-mode pass).
-        self.values_per_statistic = (values_per_statistic(self.model, self.source.first_batch(), self.forward)
-                                     if self.eval_statistics else None)
+        values = values_per_statistic(model, self.source.first_batch(), self.forward) if eval_statistics else None
+        return model, eval_statistics, values
 
-    # -- the loop -----------------------------------------------------------------------------
+    def _parts(self) -> dict:
+        """What a checkpoint holds besides the RNGs and the loop state."""
+        # The plain module: no "module." or "_orig_mod." prefixes from DDP or torch.compile.
+        return {"model": self.model, "optimizer": self.optimizer, "scheduler": self.scheduler, "source": self.source}
 
     def summary(self, status: str, error: str | None = None) -> dict:
-        summary = records.summarize(self.cfg, self.state, status, self.env, self.num_params, self.lr, error,
-                                    self.task.metric)
-        summary["eval_statistics"] = self.eval_statistics
-        summary["values_per_batch_statistic"] = self.values_per_statistic
-        summary["sequence_length"] = getattr(self.model, "max_steps", None)  # recurrent models
-        summary.update(self.data.reference)  # the dataset's reference values (CLEVR: the question-only prior)
-        return summary
+        return records.build_summary(self.cfg, status, error, state=self.state, **self.identity)
 
     # -- the loop ---------------------------------------------------------------------------
-
-    def _autocast(self):
-        if not self.amp:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=torch.bfloat16)
-
-    def _prepare(self, x: torch.Tensor) -> torch.Tensor:
-        if self.channels_last and x.dim() == 4:
-            return x.contiguous(memory_format=torch.channels_last)
-        return x
-
-    def forward(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        """``model(x)`` with the run's autocast and memory format (training and evaluation)."""
-        with self._autocast():
-            return model(self._prepare(x))
 
     def _record(self, progress) -> None:
         """Evaluate, record and checkpoint (rank 0; the other ranks wait and learn whether it diverged)."""
         train_loss = None
         if self.ctx.main:
-            record = evaluate(self)
+            record = self.evaluator.record(self.model, self.state, self.optimizer.param_groups[0]["lr"])
             self.state.history.append(record)
             records.append_metrics(self.run_dir, record)
             self.logger.log(record)
@@ -193,11 +208,11 @@ class Trainer:
         if not math.isfinite(train_loss):
             raise Diverged(f"training-set loss became {train_loss} at step {self.state.step}")
         if self.ctx.main:
-            save_checkpoint(self)
+            self.checkpoints.save(self.state, self._parts())
             records.write_summary(self.run_dir, self.summary("running"))
         distributed.barrier(self.ctx)
 
-    def _wrap_model(self) -> None:
+    def _wrap_model(self) -> nn.Module:
         """The module the training steps call: DDP across processes, then torch.compile."""
         model = self.model
         if self.ctx.enabled:
@@ -208,28 +223,29 @@ class Trainer:
         if self.cfg.trainer.get("compile", False):
             mode = self.cfg.trainer.get("compile_mode", "default")
             model = torch.compile(model, mode=None if mode == "default" else mode)
-        self.train_model = model
+        return model
 
     def fit(self) -> dict:
         """Train to the step budget and return the summary; raises Diverged on a NaN loss."""
         cfg, s = self.cfg, self.state
         self._start()
-        self._wrap_model()
+        model = self._wrap_model()
         progress = make_progress(cfg.trainer.progress if self.ctx.main else "none", self.total_steps, s.step,
                                  cfg.batch_size)
         self.model.train()
-        self._start_wall = time.perf_counter() - s.wall_time_s
+        clock = Clock(s)
+        eval_every = cfg.trainer.eval_every or self.source.steps_per_epoch
         with progress, StopRequest() as stop:
-            if self.resumed_from is None:
+            if not self.resumed:
                 self._record(progress)
             batches = self.source.batches(s.epoch, s.position)
             loss_sum = torch.full((), s.pending_loss, device=self.device)
             clip = cfg.optim.grad_clip_norm
-            model, optimizer, scheduler, task = self.train_model, self.optimizer, self.scheduler, self.task
-            self._segment_start = time.perf_counter()
+            optimizer, scheduler, task, forward = self.optimizer, self.scheduler, self.task, self.forward
+            clock.segment()
             while s.step < self.total_steps:
                 x, y = next(batches)
-                loss = task.loss(self.forward(model, x).float(), y)
+                loss = task.loss(forward(model, x).float(), y)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 if clip:
@@ -240,17 +256,17 @@ class Trainer:
                 loss_sum += loss.detach()
                 s.step += 1
                 s.position += 1
-                if s.position == self.steps_per_epoch:
+                if s.position == self.source.steps_per_epoch:
                     s.epoch, s.position = s.epoch + 1, 0
                     self.source.end_epoch()
                     batches = self.source.batches(s.epoch, 0)
-                evaluating = s.step % self.eval_every == 0 or s.step == self.total_steps
+                evaluating = s.step % eval_every == 0 or s.step == self.total_steps
                 if evaluating or s.step % cfg.trainer.log_every == 0:
-                    self._log(loss_sum, progress, evaluating)
+                    self._log(loss_sum, progress, evaluating, clock)
                 # A Python flag: no sync. Across processes the ranks could see it at different
                 # steps, so there the run relies on its evaluation checkpoints instead.
                 if stop.signum is not None and s.step < self.total_steps and not self.ctx.enabled:
-                    self._stop(stop, loss_sum)
+                    self._stop(stop, loss_sum, clock)
         return self.summary("completed")
 
     def _start(self) -> None:
@@ -259,18 +275,19 @@ class Trainer:
         distributed.barrier(self.ctx)
         if self.ctx.main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            records.atomic_write_text(self.run_dir / records.CONFIG_FILE, OmegaConf.to_yaml(self.config))
-        if self.resumed_from is None:
+            records.write_config(self.run_dir, self.checkpoints.config)
+        if not self.resumed:
             if self.ctx.main:
                 records.write_metrics(self.run_dir, [])
-            if self.norm.data_init is not None:  # e.g. weight norm's data-dependent init
-                with self._autocast():
-                    self.norm.data_init(self.model, self._prepare(self.source.first_batch()),
-                                        norm_options(self.cfg.norm))
+            norm = get_norm(self.cfg.norm.name)
+            if norm.data_init is not None:  # e.g. weight norm's data-dependent init
+                with self.forward.autocast():
+                    norm.data_init(self.model, self.forward.prepare(self.source.first_batch()),
+                                   norm_options(self.cfg.norm))
         elif self.ctx.main:
             print(f"resuming from step {self.state.step} of {self.total_steps} ({self.run_dir})", flush=True)
 
-    def _log(self, loss_sum: torch.Tensor, progress, evaluating: bool) -> None:
+    def _log(self, loss_sum: torch.Tensor, progress, evaluating: bool, clock: Clock) -> None:
         """The one sync per interval (and, across processes, the mean over ranks): the interval's
         mean loss, the divergence check, the clocks, and the evaluation when one is due."""
         s = self.state
@@ -281,29 +298,47 @@ class Trainer:
         loss_sum.zero_()
         s.logged_at = s.step
         s.pending_loss = 0.0
-        self._clock()
+        clock.tick()
         if not math.isfinite(mean_loss):
             raise Diverged(f"training loss became {mean_loss} by step {s.step}")
         progress.step(s.step, mean_loss)
         if evaluating:
             self._record(progress)
-            s.wall_time_s = time.perf_counter() - self._start_wall
-        self._segment_start = time.perf_counter()
+            clock.wall()
+        clock.segment()
 
-    def _clock(self) -> None:
-        """Add the training segment since the last log to ``train_time_s``; update ``wall_time_s``."""
-        now = time.perf_counter()
-        self.state.train_time_s += now - self._segment_start
-        self.state.wall_time_s = now - self._start_wall
-
-    def _stop(self, stop: StopRequest, loss_sum: torch.Tensor) -> None:
+    def _stop(self, stop: StopRequest, loss_sum: torch.Tensor, clock: Clock) -> None:
         """Checkpoint the current step on a stop signal and raise :class:`Interrupted`."""
         s = self.state
-        self._clock()
+        clock.tick()
         s.pending_loss = float(loss_sum)
-        save_checkpoint(self)
+        self.checkpoints.save(s, self._parts())
         records.write_summary(self.run_dir, self.summary("running"))
         raise Interrupted(stop.signum, s.step, stop.previous_handler())
+
+
+class Clock:
+    """The loop's two clocks in its state: ``wall_time_s`` since the run started (across resumes)
+    and ``train_time_s``, the training segments between logs (evaluation and checkpoints excluded)."""
+
+    def __init__(self, state: LoopState):
+        self.state = state
+        self.start = time.perf_counter() - state.wall_time_s
+        self.segment_start = time.perf_counter()
+
+    def segment(self) -> None:
+        """A training segment starts now."""
+        self.segment_start = time.perf_counter()
+
+    def tick(self) -> None:
+        """Add the segment since the last log to ``train_time_s``; update ``wall_time_s``."""
+        now = time.perf_counter()
+        self.state.train_time_s += now - self.segment_start
+        self.state.wall_time_s = now - self.start
+
+    def wall(self) -> None:
+        """``wall_time_s`` now (after an evaluation)."""
+        self.state.wall_time_s = time.perf_counter() - self.start
 
 
 class _NoLogger:
@@ -314,6 +349,18 @@ class _NoLogger:
 
     def finish(self, summary: dict, interrupted: bool = False) -> None:
         pass
+
+
+def validate(cfg: DictConfig) -> None:
+    """Import the run's ``plugins``, then check ``cfg`` against :mod:`normbench.config.schema`, the
+    model's options against its class, and the norm's own check (e.g. ghost batch norm's virtual
+    batch against the batch size); raise :class:`ConfigError` naming the first bad value."""
+    import_plugins(cfg.get("plugins") or [])
+    check_rules(cfg)
+    check_model_options(cfg.model)
+    norm = get_norm(cfg.norm.name)
+    if norm.check is not None:
+        norm.check(norm_options(cfg.norm), cfg.batch_size)
 
 
 def train(cfg: DictConfig, run_dir: str | Path) -> dict:
@@ -331,7 +378,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
     :class:`Interrupted`. Running the same config again resumes from that step.
     """
     ctx = distributed.from_env()
-    validate(cfg)  # before the lock makes the run directory: bad input leaves nothing behind
+    validate(cfg)  # once per run, before the lock makes the run directory: bad input leaves nothing behind
     if not ctx.enabled:
         with records.RunLock(run_dir):  # one writer per run directory
             return _train(cfg, Path(run_dir), ctx)
@@ -352,14 +399,14 @@ def _train(cfg: DictConfig, run_dir: Path, ctx: distributed.Context) -> dict:
     if previous is not None:
         return previous
     trainer = Trainer(cfg, Path(run_dir), ctx)
-    if trainer.resumed_from is not None:
+    if trainer.resumed:
         previous = previous_summary(trainer.run_dir)
         if previous.get("status") == "diverged":
             return previous
         if trainer.state.step >= trainer.total_steps:  # finished: record again from what verified
             summary = trainer.summary("completed")
             if ctx.main:
-                records.atomic_write_text(trainer.run_dir / records.CONFIG_FILE, OmegaConf.to_yaml(trainer.config))
+                records.write_config(trainer.run_dir, trainer.checkpoints.config)
                 records.write_summary(trainer.run_dir, summary)
             return summary
     try:
