@@ -1,6 +1,7 @@
-"""``normbench`` as a user runs it, in a subprocess: one thread, unbuffered, no sweep report.
-
-Used by the tests that need a real process (signals, SIGKILL, resource limits, two writers).
+"""``normbench`` as a user runs it: :func:`normbench` in a subprocess (one thread, unbuffered, no
+sweep report), for the tests where the process boundary is the point (signals, SIGKILL, resource
+limits, two writers, exit codes, imports); :func:`cli` in this process (Typer's ``CliRunner``), for
+everything else: usage errors, help, listings, a short run.
 """
 
 from __future__ import annotations
@@ -22,12 +23,45 @@ LONG = ["model=mlp", "model.width=256", "trainer.max_steps=2000", "trainer.eval_
         "trainer.train_eval_samples=200", "trainer.progress=none"]
 
 
-def normbench(*args, cwd, check=False, **kwargs) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, "-m", "normbench", *args], capture_output=True, text=True, cwd=cwd,
-                          env=ENV, timeout=300, **kwargs)
+def normbench(*args, cwd=None, check=False, env=None, timeout=300, **kwargs) -> subprocess.CompletedProcess:
+    """``python -m normbench ARGS`` in a subprocess (``env``: added to :data:`ENV`)."""
+    proc = subprocess.run([sys.executable, "-m", "normbench", *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd, env={**ENV, **(env or {})}, timeout=timeout, **kwargs)
     if check:
         assert proc.returncode == 0, proc.stderr
     return proc
+
+
+def spawn(*args, cwd=None, env=None, **kwargs) -> subprocess.Popen:
+    """``python -m normbench ARGS`` started in the background (by default stdout and stderr in one
+    pipe; ``kwargs`` go to ``Popen``)."""
+    kwargs = {"stdout": subprocess.PIPE, "stderr": subprocess.STDOUT, "text": True, **kwargs}
+    return subprocess.Popen([sys.executable, "-m", "normbench", *map(str, args)], cwd=cwd, env={**ENV, **(env or {})},
+                            **kwargs)
+
+
+def cli(*args, cwd=None, check=False):
+    """``normbench ARGS`` in this process (Typer's ``CliRunner``), from ``cwd`` when given; the
+    result has ``exit_code``, ``stdout`` and ``stderr``. A sweep writes no report."""
+    from typer.testing import CliRunner
+
+    from normbench.cli.commands import app
+
+    before, report = Path.cwd(), os.environ.get("NORMBENCH_NO_REPORT")
+    os.environ["NORMBENCH_NO_REPORT"] = "1"
+    try:
+        if cwd is not None:
+            os.chdir(cwd)
+        result = CliRunner().invoke(app, [str(a) for a in args])
+    finally:
+        os.chdir(before)
+        if report is None:
+            os.environ.pop("NORMBENCH_NO_REPORT", None)
+        else:
+            os.environ["NORMBENCH_NO_REPORT"] = report
+    if check:
+        assert result.exit_code == 0, result.output
+    return result
 
 
 def wait_for(condition, timeout_s: float = 120.0, poll_s: float = 0.01) -> None:

@@ -1,23 +1,16 @@
-"""The command line, as a user runs it: through a subprocess."""
+"""The command line: usage errors, help and listings in this process (Typer's ``CliRunner``);
+a run, the imports of a refusal and a sweep's exit status across a real process boundary."""
 
 import json
-import os
 import subprocess
 import sys
 
 import pytest
+from procs import cli, normbench
 
 from normbench import records
 
 TINY = ["trainer.max_steps=20", "trainer.eval_every=10", "trainer.progress=none"]
-
-
-def normbench(*args, cwd=None, check=False):
-    proc = subprocess.run([sys.executable, "-m", "normbench", *args], capture_output=True, text=True, cwd=cwd,
-                          env={**os.environ, "PYTHONUNBUFFERED": "1"}, timeout=300)
-    if check:
-        assert proc.returncode == 0, proc.stderr
-    return proc
 
 
 def test_run_trains_and_records(tmp_path):
@@ -54,46 +47,39 @@ def test_list_help_and_a_bad_value_answer_without_importing_torch(tmp_path):
 @pytest.mark.parametrize("override", ["dataset.permute=maybe", "norm.mean_only=off", "norm.affine=yes",
                                       "optim.nesterov=1", "optim.norm_weight_decay=no"])
 def test_a_switch_takes_only_true_or_false(tmp_path, override):
-    from typer.testing import CliRunner
-
-    from normbench.cli.commands import app
-
-    result = CliRunner().invoke(app, ["run", override, f"hydra.run.dir={tmp_path / 'run'}"])
+    result = cli("run", override, f"hydra.run.dir={tmp_path / 'run'}")
     assert result.exit_code == 2
     assert result.stderr == f"normbench: error: {override} must be true or false\n"
     assert not (tmp_path / "run").exists()
 
 
 def test_a_run_directory_that_cannot_be_made_is_named(tmp_path):
-    from typer.testing import CliRunner
-
-    from normbench.cli.commands import app
-
     (tmp_path / "file").write_text("not a directory")
-    result = CliRunner().invoke(app, ["run", f"hydra.run.dir={tmp_path / 'file' / 'run'}"])
+    result = cli("run", f"hydra.run.dir={tmp_path / 'file' / 'run'}")
     assert result.exit_code == 2
     assert result.stderr.startswith(f"normbench: error: cannot create the run directory {tmp_path / 'file'}")
     assert "hydra.run.dir=DIR" in result.stderr and result.stderr.count("\n") == 1
 
 
 def test_version_list_and_help():
-    assert normbench("--version", check=True).stdout.strip().startswith("normbench 0.")
-    listing = normbench("list", "norms", check=True).stdout
+    assert cli("--version", check=True).stdout.strip().startswith("normbench 0.")
+    listing = cli("list", "norms", check=True).stdout
     for kind in ("none", "batch", "group", "layer", "instance", "weight"):
         assert f"  {kind} " in listing
-    everything = normbench("list", check=True).stdout
+    everything = cli("list", check=True).stdout
     assert "models:" in everything and "datasets:" in everything and "mnist1d" in everything
-    top = normbench("--help", check=True).stdout
+    assert "claims:" in everything and "gn-batch-size" in everything
+    top = cli("--help", check=True).stdout
     assert "run" in top and "list" in top and "normbench run norm=group batch_size=2" in top
-    run_help = normbench("run", "--help", check=True).stdout
+    run_help = cli("run", "--help", check=True).stdout
     assert "--config-help" in run_help and "--cfg job" in run_help and "-m" in run_help
-    groups = normbench("run", "--config-help", check=True).stdout
+    groups = cli("run", "--config-help", check=True).stdout
     assert "norm: batch, ghost, group, instance, layer, none, renorm, rms, weight" in groups
 
 
 def test_cfg_job_prints_the_composed_config_without_training(tmp_path):
-    proc = normbench("run", "norm=layer", "model=mlp", "--cfg", "job", cwd=tmp_path, check=True)
-    assert "name: layer" in proc.stdout and "name: mlp" in proc.stdout and "batch_size: 32" in proc.stdout
+    result = cli("run", "norm=layer", "model=mlp", "--cfg", "job", cwd=tmp_path, check=True)
+    assert "name: layer" in result.stdout and "name: mlp" in result.stdout and "batch_size: 32" in result.stdout
     assert not (tmp_path / "outputs").exists()
 
 
@@ -108,26 +94,32 @@ def test_cfg_job_prints_the_composed_config_without_training(tmp_path):
     (["batchsize=3"], "unknown config key 'batchsize'; did you mean 'batch_size'?"),
     (["trainer.max_step=3"], "unknown config key 'trainer.max_step'; did you mean 'trainer.max_steps'?"),
     (["-m", "norm=batch,grup"], "unknown norm 'grup'"),
-    (["-m", "hydra/launcher=slurmm", "seed=0"], "unknown hydra/launcher 'slurmm'; choose one of: basic, joblib, local,"),
+    (["-m", "hydra/launcher=slurmm", "seed=0"], "unknown hydra/launcher 'slurmm'; choose one of: basic,"),
     (["--config-name", "nope"], "Cannot find primary config 'nope'"),  # not "cannot create the run directory"
 ])
 def test_bad_input_is_one_line_nonzero_exit_no_traceback_no_record(tmp_path, args, message):
     run_dir = tmp_path / "run"
-    proc = normbench("run", *args, f"hydra.run.dir={run_dir}", f"hydra.sweep.dir={tmp_path / 'sweep'}", cwd=tmp_path)
-    assert proc.returncode == 2
-    assert proc.stderr.strip() == proc.stderr.strip().splitlines()[0], proc.stderr
-    assert proc.stderr.startswith("normbench: error: ") and message in proc.stderr
-    assert "Traceback" not in proc.stderr + proc.stdout
+    result = cli("run", *args, f"hydra.run.dir={run_dir}", f"hydra.sweep.dir={tmp_path / 'sweep'}", cwd=tmp_path)
+    assert result.exit_code == 2
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith("normbench: error: ") and message in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout and not isinstance(result.exception, Exception)
     assert not run_dir.exists() and not (tmp_path / "sweep").exists()
 
 
+def test_an_unknown_launcher_lists_the_installed_ones():
+    pytest.importorskip("hydra_plugins.hydra_joblib_launcher", reason="the cluster extra is not installed")
+    result = cli("run", "-m", "hydra/launcher=slurmm", "seed=0")
+    assert result.exit_code == 2 and "choose one of: basic, joblib, local," in result.stderr
+
+
 def test_bad_input_against_a_finished_run_loses_nothing(tmp_path):
-    normbench("run", *TINY, f"hydra.run.dir={tmp_path}", check=True)
+    cli("run", *TINY, f"hydra.run.dir={tmp_path}", check=True)
     record = lambda: {p.name: p.read_bytes() for p in tmp_path.iterdir()  # noqa: E731
                       if p.is_file() and p.name != records.LOCK_FILE}  # the lock names its last holder
     before = record()
-    proc = normbench("run", *TINY, "norm=group", "norm.groups=3", f"hydra.run.dir={tmp_path}")
-    assert proc.returncode == 2
+    result = cli("run", *TINY, "norm=group", "norm.groups=3", f"hydra.run.dir={tmp_path}")
+    assert result.exit_code == 2
     assert record() == before
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from procs import ENV, LONG, normbench, signal_when_started, wait_for
+from procs import ENV, LONG, normbench, signal_when_started, spawn, wait_for
 from typer.testing import CliRunner
 
 from normbench import records
@@ -137,8 +137,7 @@ def test_sigkill_at_any_moment_then_the_same_command_resumes_to_the_same_result(
               "trainer.train_eval_samples=200", "trainer.progress=none"]
     normbench("run", *common, f"hydra.run.dir={tmp_path / 'straight'}", cwd=tmp_path, check=True)
     killed = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, "-m", "normbench", "run", *common, f"hydra.run.dir={killed}"],
-                            env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = spawn("run", *common, f"hydra.run.dir={killed}", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_for(lambda: len(records.read_metrics(killed)) >= 5, poll_s=0.005)  # past step 100
     proc.kill()
     proc.wait()
@@ -174,8 +173,7 @@ def test_a_second_process_on_a_run_directory_stops_with_one_line_naming_the_hold
     run_dir = tmp_path / "run"
     args = ["run", "trainer.max_steps=100000", "trainer.eval_every=50", "trainer.progress=none",
             f"hydra.run.dir={run_dir}"]
-    first = subprocess.Popen([sys.executable, "-m", "normbench", *args], stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True, env=ENV)
+    first = spawn(*args, stderr=subprocess.PIPE)
     try:
         wait_for(lambda: (run_dir / records.CHECKPOINT_FILE).exists())
         second = normbench(*args, cwd=tmp_path)
@@ -365,6 +363,8 @@ def test_a_refused_run_removes_only_the_directories_normbench_created(tmp_path, 
     # A marker planted in the directory, naming it, is not believed: it lacks this process's token.
     (tmp_path / "mine" / f".normbench-created-{os.getpid()}").write_text(f"forged\n{tmp_path / 'mine'}\n")
     for where in (["hydra.run.dir=mine"], ["hydra.run.dir=new/a/b"], []):  # [] is outputs/DATE/TIME
-        code, _, err = cli("run", "optim.lr=-1", *where)
+        code, _, err = cli("run", "optim.lr=-1", *where)  # refused by the command line: nothing is made
         assert (code, err) == (2, "normbench: error: optim.lr=-1 must be a positive number\n")
+        code, _, err = cli("run", "norm=group", "norm.groups=5", *where)  # refused in the job Hydra started
+        assert code == 2 and err.startswith("normbench: error: norm.groups=5 does not divide") and err.count("\n") == 1
     assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")) == ["mine", "outputs"]

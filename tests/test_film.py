@@ -1,13 +1,11 @@
 """FiLM: the conditional norm against its formula, the ablations, every norm, gradients, and the command line."""
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
 from omegaconf import OmegaConf
+from procs import cli
 
 from normbench import records
 from normbench.config import schema
@@ -226,16 +224,11 @@ SMALL_SET = ["dataset.train_images=24", "dataset.val_images=10", "dataset.questi
              "dataset.image_size=32"]
 
 
-def normbench(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "normbench", *args], capture_output=True, text=True, cwd=cwd,
-                          env={**os.environ, "PYTHONUNBUFFERED": "1"}, timeout=300)
-
-
 def test_run_model_film_records_per_type_accuracy_and_the_prior(tmp_path):
     run_dir = tmp_path / "film"
-    proc = normbench("run", "model=film", "norm=group", "model.maps=16", "batch_size=16", *SMALL_SET,
-                     "trainer.max_steps=6", "trainer.eval_every=3", "trainer.progress=none", f"hydra.run.dir={run_dir}")
-    assert proc.returncode == 0, proc.stderr
+    proc = cli("run", "model=film", "norm=group", "model.maps=16", "batch_size=16", *SMALL_SET,
+               "trainer.max_steps=6", "trainer.eval_every=3", "trainer.progress=none", f"hydra.run.dir={run_dir}")
+    assert proc.exit_code == 0, proc.output
     metrics = records.read_metrics(run_dir)
     assert len(metrics) == 3
     types = ("exist", "count", "query_attribute", "compare_attribute", "compare_number")
@@ -250,16 +243,15 @@ def test_run_model_film_records_per_type_accuracy_and_the_prior(tmp_path):
 
 
 def test_cfg_job_model_film_defaults_to_the_generated_set_and_adam_and_the_command_line_wins(tmp_path):
-    film = normbench("run", "model=film", "--cfg", "job", cwd=tmp_path)
-    assert film.returncode == 0 and "name: clevr_like" in film.stdout and "film: full" in film.stdout
+    film = cli("run", "model=film", "--cfg", "job", cwd=tmp_path)
+    assert film.exit_code == 0 and "name: clevr_like" in film.stdout and "film: full" in film.stdout
     assert "optim:\n  name: adam" in film.stdout  # the paper's optimizer
-    assert "optim:\n  name: sgd" in normbench("run", "model=film", "optim=sgd", "--cfg", "job", cwd=tmp_path).stdout
-    clevr = normbench("run", "model=film", "dataset=clevr", "dataset.root=/data/CLEVR_v1.0", "--cfg", "job",
-                      cwd=tmp_path)
+    assert "optim:\n  name: sgd" in cli("run", "model=film", "optim=sgd", "--cfg", "job", cwd=tmp_path).stdout
+    clevr = cli("run", "model=film", "dataset=clevr", "dataset.root=/data/CLEVR_v1.0", "--cfg", "job", cwd=tmp_path)
     assert "name: clevr\n" in clevr.stdout and "root: /data/CLEVR_v1.0" in clevr.stdout
-    default = normbench("run", "--cfg", "job", cwd=tmp_path).stdout  # other models unchanged
+    default = cli("run", "--cfg", "job", cwd=tmp_path).stdout  # other models unchanged
     assert "name: mnist1d" in default and "optim:\n  name: sgd" in default
-    listing = normbench("list", cwd=tmp_path).stdout
+    listing = cli("list", cwd=tmp_path).stdout
     assert "film" in listing and "clevr_like" in listing and "clevr " in listing
 
 
@@ -275,9 +267,9 @@ def test_cfg_job_model_film_defaults_to_the_generated_set_and_adam_and_the_comma
 ])
 def test_bad_input_is_one_line_nonzero_exit_no_traceback(tmp_path, args, message):
     run_dir = tmp_path / "run"
-    proc = normbench("run", *args, f"hydra.run.dir={run_dir}", cwd=tmp_path)
-    assert proc.returncode == 2, proc.stderr
-    assert proc.stderr.strip() == proc.stderr.strip().splitlines()[0], proc.stderr
+    proc = cli("run", *args, f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    assert proc.exit_code == 2, proc.output
+    assert proc.stderr.count("\n") == 1, proc.stderr
     assert proc.stderr.startswith("normbench: error: ") and message in proc.stderr
     assert "Traceback" not in proc.stderr + proc.stdout
     assert not run_dir.exists()

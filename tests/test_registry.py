@@ -1,10 +1,13 @@
 """The extension points: a norm registered from outside normbench trains through `normbench run`
 with no other edit, and every registered norm is known wherever norms are listed."""
 
+import os
 import textwrap
+from pathlib import Path
 
 import pytest
 import torch
+from procs import ENV, cli, normbench
 from typer.testing import CliRunner
 
 from normbench import records
@@ -109,21 +112,16 @@ def test_a_user_config_dir_adds_norms_and_experiments(tmp_path):
     assert "gn4" in listed
 
 
-def test_the_plugin_example_adds_a_norm_and_an_experiment_and_sweeps_them(tmp_path):
+def test_the_plugin_example_adds_a_norm_and_an_experiment_and_sweeps_them(tmp_path, monkeypatch):
     """examples/scalenorm as its README runs it: a sweep in subprocesses, the norm imported by plugins."""
     import json
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
 
-    root = Path(__file__).resolve().parents[1]
-    env = {**os.environ, "PYTHONPATH": f"{root / 'examples' / 'scalenorm'}{os.pathsep}{root}", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, "-m", "normbench", "run", "-m", "plugins=[scalenorm_plugin]",
-                           "hydra.searchpath=[pkg://scalenorm_plugin.conf]", "+experiment=scale_vs_layer",
-                           "norm=scale,layer", "trainer.max_steps=20", "trainer.eval_every=10", "trainer.progress=none",
-                           "hydra.callbacks.report.enabled=false", f"hydra.sweep.dir={tmp_path / 'sweep'}"],
-                          capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+    plugin = Path(__file__).resolve().parents[1] / "examples" / "scalenorm"
+    env = {"PYTHONPATH": f"{plugin}{os.pathsep}{ENV['PYTHONPATH']}"}
+    proc = normbench("run", "-m", "plugins=[scalenorm_plugin]", "hydra.searchpath=[pkg://scalenorm_plugin.conf]",
+                     "+experiment=scale_vs_layer", "norm=scale,layer", "trainer.max_steps=20", "trainer.eval_every=10",
+                     "trainer.progress=none", "hydra.callbacks.report.enabled=false",
+                     f"hydra.sweep.dir={tmp_path / 'sweep'}", env=env, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     summaries = {json.loads(p.read_text())["norm"]: json.loads(p.read_text())
                  for p in (tmp_path / "sweep").glob("*/summary.json")}
@@ -131,9 +129,7 @@ def test_the_plugin_example_adds_a_norm_and_an_experiment_and_sweeps_them(tmp_pa
     assert all(s["status"] == "completed" for s in summaries.values())
     config = next((tmp_path / "sweep").glob("*norm=scale*/config.yaml")).read_text()
     assert "label: ScaleNorm" in config
-    refused = subprocess.run([sys.executable, "-m", "normbench", "run", "plugins=[no_such_plugin]",
-                              f"hydra.run.dir={tmp_path / 'run'}"], capture_output=True, text=True, env=env,
-                             cwd=tmp_path, timeout=120)
-    assert refused.returncode == 2 and refused.stderr.startswith("normbench: error: plugins: cannot import "
-                                                                 "'no_such_plugin'")
+    refused = cli("run", "plugins=[no_such_plugin]", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    assert refused.exit_code == 2 and refused.stderr.startswith("normbench: error: plugins: cannot import "
+                                                                "'no_such_plugin'")
     assert not (tmp_path / "run").exists()

@@ -10,12 +10,10 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from procs import normbench
 
 from normbench.claims import experiments
 from normbench.claims.registry import CLAIMS
@@ -24,13 +22,11 @@ from normbench.config.validation import check_rules
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "normbench" / "configs"
-ENV = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1",
-       "MKL_NUM_THREADS": "1", "NORMBENCH_NO_REPORT": "1"}
 
 
 def cli(*args, cwd=None, timeout=300):
-    return subprocess.run([sys.executable, "-m", "normbench", *args], capture_output=True, text=True, env=ENV,
-                          cwd=cwd, timeout=timeout)
+    """``normbench reproduce`` in a subprocess: it runs its sweeps in subprocesses of its own."""
+    return normbench(*args, cwd=cwd, timeout=timeout)
 
 
 def missing_groups(overrides: list[str]) -> list[str]:

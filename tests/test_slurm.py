@@ -10,12 +10,11 @@ import json
 import os
 import shutil
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
+from procs import normbench, spawn, wait_for
 
 from normbench import records
 from normbench.cli import sweeps
@@ -61,8 +60,7 @@ def squeue(env, *fields):
 def test_a_four_run_sweep_through_the_slurm_launcher(slurm, tmp_path):
     args = ["-m", *SMALL_JOBS, "norm=batch,group", "seed=0,1", "trainer.max_steps=20", "trainer.eval_every=10",
             "trainer.progress=none"]
-    proc = subprocess.run([sys.executable, "-m", "normbench", "run", *args], cwd=tmp_path, env=slurm,
-                          capture_output=True, text=True, timeout=300)
+    proc = normbench("run", *args, cwd=tmp_path, env=slurm)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     sweep_dir = tmp_path / "multirun" / sweeps.sweep_name(sweeps.parse(args[1:]))
     summaries = [json.loads(p.read_text()) for p in sweep_dir.glob("*/summary.json")]
@@ -82,24 +80,22 @@ def test_usr2_on_a_running_slurm_job_checkpoints_requeues_and_resumes(slurm, tmp
              "trainer.train_eval_samples=200", "trainer.progress=none"]
     args = ["-m", *SMALL_JOBS, *train]
     run_dir = tmp_path / "multirun" / sweeps.sweep_name(sweeps.parse(args[1:])) / sweeps.job_subdir(train, sweeps.nuisance_keys())
-    sweep = subprocess.Popen([sys.executable, "-m", "normbench", "run", *args], cwd=tmp_path, env=slurm,
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    sweep = spawn("run", *args, cwd=tmp_path, env=slurm)
     try:
-        deadline = time.time() + 120
-        while time.time() < deadline and not (run_dir / records.CHECKPOINT_FILE).exists():
-            time.sleep(0.02)
-        time.sleep(0.3)
+        wait_for(lambda: (run_dir / records.CHECKPOINT_FILE).exists(), timeout_s=120, poll_s=0.02)
+        # The step-0 checkpoint comes after the run's signal handler is in place; poll until
+        # Slurm reports the job as running too.
+        wait_for(lambda: [j[1] for j in squeue(slurm, "%i", "%T")] == ["RUNNING"], timeout_s=30, poll_s=0.05)
         jobs = squeue(slurm, "%i", "%T")
-        assert len(jobs) == 1 and jobs[0][1] == "RUNNING", jobs
         job_id = jobs[0][0]
         subprocess.run(["scancel", "--signal=USR2", job_id], env=slurm, check=True)
         # submitit requeues the job; Slurm holds a requeued job for two minutes: let it start now.
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            info = subprocess.run(["scontrol", "show", "job", job_id], env=slurm, capture_output=True, text=True).stdout
-            if "JobState=PENDING" in info and "Restarts=0" not in info:
-                break
-            time.sleep(0.1)
+        def job_info() -> str:
+            return subprocess.run(["scontrol", "show", "job", job_id], env=slurm, capture_output=True, text=True).stdout
+
+        wait_for(lambda: "JobState=PENDING" in (info := job_info()) and "Restarts=0" not in info, timeout_s=60,
+                 poll_s=0.1)
+        info = job_info()
         assert "Restarts=1" in info, info
         subprocess.run(["scontrol", "update", f"jobid={job_id}", "StartTime=now"], env=slurm, check=True)
         out, _ = sweep.communicate(timeout=240)
@@ -117,8 +113,7 @@ def test_usr2_on_a_running_slurm_job_checkpoints_requeues_and_resumes(slurm, tmp
     assert 0 < step < 2000
 
     straight = tmp_path / "straight"
-    subprocess.run([sys.executable, "-m", "normbench", "run", *train, f"hydra.run.dir={straight}"], cwd=tmp_path,
-                   env=slurm, check=True, capture_output=True, timeout=300)
+    normbench("run", *train, f"hydra.run.dir={straight}", cwd=tmp_path, env=slurm, check=True)
     a, b = records.read_summary(straight), records.read_summary(run_dir)
     assert b["status"] == "completed" and b["steps"] == 2000 and a["final"] == b["final"]
     wa = torch.load(straight / "checkpoint.pt", weights_only=False)["model"]
@@ -134,12 +129,9 @@ def test_a_job_killed_by_slurm_is_recorded_as_failed_and_the_others_complete(slu
     args = ["-m", *SMALL_JOBS, "norm=batch,group", *train]
     sweep_dir = tmp_path / "multirun" / sweeps.sweep_name(sweeps.parse(args[1:]))
     victim = sweep_dir / sweeps.job_subdir(["norm=batch", *train], sweeps.nuisance_keys())
-    sweep = subprocess.Popen([sys.executable, "-m", "normbench", "run", *args], cwd=tmp_path, env=slurm,
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    sweep = spawn("run", *args, cwd=tmp_path, env=slurm)
     try:
-        deadline = time.time() + 120
-        while time.time() < deadline and not (victim / records.CHECKPOINT_FILE).exists():
-            time.sleep(0.02)
+        wait_for(lambda: (victim / records.CHECKPOINT_FILE).exists(), timeout_s=120, poll_s=0.02)
         jobs = [fields[0] for fields in squeue(slurm, "%i")]
         assert any(j.endswith("_0") for j in jobs), jobs
         subprocess.run(["scancel", next(j for j in jobs if j.endswith("_0"))], env=slurm, check=True)
@@ -159,29 +151,27 @@ def test_jobs_no_node_can_hold_are_refused_in_one_line_before_anything_is_writte
                               check=True).stdout.split()[0])
     args = ["run", "-m", "hydra/launcher=slurm", "hydra.launcher.gpus_per_node=0", f"hydra.launcher.cpus_per_task={cpus + 1}",
             "trainer.max_steps=20", "trainer.progress=none"]
-    proc = subprocess.run([sys.executable, "-m", "normbench", *args], cwd=tmp_path, env=slurm, capture_output=True,
-                          text=True, timeout=120)
+    proc = normbench(*args, cwd=tmp_path, env=slurm, timeout=120)
     assert proc.returncode == 2
     assert proc.stderr == (f"normbench: error: hydra.launcher.cpus_per_task={cpus + 1} asks for more than any node of "
                            f"the default partition has ({cpus} CPUs at most), so the jobs would wait forever; ask for "
                            "less, or choose another partition with hydra.launcher.partition=NAME\n")
-    proc = subprocess.run([sys.executable, "-m", "normbench", *args[:-3], "hydra.launcher.partition=nope",
-                           "trainer.max_steps=20"], cwd=tmp_path, env=slurm, capture_output=True, text=True, timeout=120)
+    proc = normbench(*args[:-3], "hydra.launcher.partition=nope", "trainer.max_steps=20", cwd=tmp_path, env=slurm,
+                     timeout=120)
     assert proc.returncode == 2 and "hydra.launcher.partition=nope names no partition with nodes" in proc.stderr
     assert squeue(slurm, "%i") == [] and list(tmp_path.iterdir()) == []
 
 
 def test_a_relaunched_sweep_submits_only_the_runs_that_are_not_finished(slurm, tmp_path):
     train = ["trainer.max_steps=20", "trainer.eval_every=10", "trainer.progress=none", "hydra.sweep.dir=sweep"]
-    first = subprocess.run([sys.executable, "-m", "normbench", "run", "-m", *SMALL_JOBS, *train, "seed=0"],
-                           cwd=tmp_path, env=slurm, capture_output=True, text=True, timeout=300)
+    first = normbench("run", "-m", *SMALL_JOBS, *train, "seed=0", cwd=tmp_path, env=slurm)
     assert first.returncode == 0 and "submitted 1 Slurm job " in first.stdout, first.stderr[-2000:]
-    args = [sys.executable, "-m", "normbench", "run", "-m", *SMALL_JOBS, *train, "seed=0,1"]
-    second = subprocess.run(args, cwd=tmp_path, env=slurm, capture_output=True, text=True, timeout=300)
+    args = ["run", "-m", *SMALL_JOBS, *train, "seed=0,1"]
+    second = normbench(*args, cwd=tmp_path, env=slurm)
     lines = second.stdout.splitlines()
     assert second.returncode == 0, second.stderr[-2000:]
     assert lines[0].startswith("skipped, already completed: batch norm, cnn on mnist1d, batch 32, seed 0 |")
     assert "submitted 1 Slurm job " in second.stdout and lines[-1].startswith("sweep: 2 completed, 0 diverged")
-    third = subprocess.run(args, cwd=tmp_path, env=slurm, capture_output=True, text=True, timeout=300)
+    third = normbench(*args, cwd=tmp_path, env=slurm)
     assert third.stdout.count("skipped, already completed") == 2 and "submitted" not in third.stdout
     assert len(list((tmp_path / "sweep" / ".submitit").glob("*/*_log.out"))) == 2  # two Slurm jobs in all

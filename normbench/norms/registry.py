@@ -31,6 +31,8 @@ class Norm:
         recurrent: ``recurrent(num_features, max_steps, center, **options) -> nn.Module`` for a
             term of a recurrent cell (called as ``norm(x, t)``); None: no recurrent form.
         recurrent_options: the option keys the recurrent form takes (default: ``options``).
+        population_layers: the module types it builds that keep population (running) statistics
+            for evaluation, which exact population statistics recompute (batch norm's kinds).
     """
 
     name: str
@@ -43,6 +45,7 @@ class Norm:
     check: Callable[[dict, int], None] | None = None
     recurrent: Callable[..., nn.Module] | None = None
     recurrent_options: frozenset[str] | None = None
+    population_layers: tuple[type, ...] = ()
 
 
 #: The registry: ``norm=`` choice -> its entry.
@@ -61,3 +64,10 @@ def get_norm(name: str) -> Norm:
         return NORMS[name]
     except KeyError:
         raise ConfigError(f"unknown norm '{name}'; known norms: {', '.join(NORMS)}") from None
+
+
+def population_layer_types() -> tuple[type, ...]:
+    """Every registered norm's :attr:`Norm.population_layers`: the layers, whichever norm built
+    them (a model may hold batch norm of its own, as FiLM's classifier does), that evaluate with
+    population statistics."""
+    return tuple(dict.fromkeys(t for norm in NORMS.values() for t in norm.population_layers))

@@ -24,6 +24,7 @@ fraction that reached the target, instead of averaging the survivors.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -118,13 +119,21 @@ def seeds_needed(a, b, effect: float, level: float = LEVEL, power: float = POWER
         scale = lambda n: np.sqrt(2 / n)  # noqa: E731
     if not sd > 0:
         return 2
-    n = 2
+    ns = _seed_counts(limit)
+    df = ns - 1 if paired else 2 * ns - 2
+    # One vectorised quantile call over every candidate count (a scalar call each costs ~0.3 ms).
+    detected = np.flatnonzero((_st.t.ppf(0.5 + level / 2, df) + _st.t.ppf(power, df)) * sd * scale(ns) <= abs(effect))
+    return int(ns[detected[0]]) if len(detected) else None
+
+
+@functools.cache
+def _seed_counts(limit: int) -> np.ndarray:
+    """The seed counts :func:`seeds_needed` tries, in order: 2 to 100, then 10% more each time."""
+    counts, n = [], 2
     while n <= limit:
-        df = n - 1 if paired else 2 * n - 2
-        if (_st.t.ppf(0.5 + level / 2, df) + _st.t.ppf(power, df)) * sd * scale(n) <= abs(effect):
-            return n
+        counts.append(n)
         n = n + 1 if n < 100 else int(n * 1.1)
-    return None
+    return np.array(counts)
 
 
 def censored_median(values: Sequence[float | None], reached: Sequence[bool]) -> float:

@@ -153,8 +153,9 @@ class Checkpoints:
         if rejected and self.writer:
             print(f"normbench: warning: {' and '.join(rejected)} fails its SHA-256 check; resuming from {path.name}",
                   file=sys.stderr, flush=True)
+        ckpt = read_checkpoint(path)
         try:
-            ckpt = records.upgrade("checkpoint", read_checkpoint(path))
+            ckpt = records.upgrade("checkpoint", ckpt)
         except ValueError as exc:
             raise ConfigError(f"{path}: {exc}; move it away to train this run from the start") from None
         if not same_run(records.upgrade("config", ckpt["config"]), self.config):

@@ -37,17 +37,17 @@ from collections.abc import Callable, Iterable
 import torch
 from torch import nn
 
-from normbench.norms import MeanOnlyBatchNorm, RecurrentBatchNorm
-
-#: The layers whose evaluation uses population statistics (conditional BN and the ResNets'
-#: BN are ``nn.BatchNorm2d`` inside the model; mean-only BN follows weight norm).
-BATCH_STATISTICS_LAYERS = (nn.modules.batchnorm._BatchNorm, MeanOnlyBatchNorm, RecurrentBatchNorm)
+from normbench.norms import RecurrentBatchNorm
+from normbench.norms.registry import population_layer_types
 
 
 def batch_statistics_layers(model: nn.Module) -> list[nn.Module]:
-    """The layers of ``model`` that keep population statistics for evaluation."""
-    return [m for m in model.modules()
-            if isinstance(m, BATCH_STATISTICS_LAYERS) and getattr(m, "running_mean", None) is not None]
+    """The layers of ``model`` that keep population statistics for evaluation: those of the types
+    the norms' registry entries name (:attr:`~normbench.norms.Norm.population_layers`; conditional
+    BN and the ResNets' BN are ``nn.BatchNorm2d`` inside the model whatever the run's norm), with
+    running statistics."""
+    kinds = population_layer_types()
+    return [m for m in model.modules() if isinstance(m, kinds) and getattr(m, "running_mean", None) is not None]
 
 
 class _Sums:
