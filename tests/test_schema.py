@@ -5,6 +5,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
+from procs import cli
 from typer.testing import CliRunner
 
 from normbench.cli.commands import app
@@ -151,3 +152,16 @@ def test_the_sweep_check_composes_what_hydra_would(tmp_path):
     drawn = CliRunner().invoke(app, ["run", "-m", "optim.lr=tag(log,interval(0.001,1.0))", "--dry-run", sweep])
     assert drawn.exit_code == 2 and "draws from an interval" in drawn.stderr
     assert not (tmp_path / "sweep").exists()
+
+
+def test_a_config_with_several_problems_names_each_on_a_line_of_its_own(tmp_path):
+    result = cli("run", "batch_size=0", "dataset.permute=maybe", "norm.momentum=1.5", "+dataset.foo=1",
+                 f"hydra.run.dir={tmp_path / 'run'}")
+    assert result.exit_code == 2 and not (tmp_path / "run").exists()
+    assert result.stderr.splitlines() == [
+        "normbench: error: batch_size=0 must be a positive integer",
+        "normbench: error: norm.momentum=1.5 is not a fraction; use a value in [0, 1]",
+        "normbench: error: dataset.permute=maybe must be true or false",
+        "normbench: error: dataset=mnist1d takes no option 'foo'; its options: num_samples, train_split, "
+        "generator_seed, permute, permute_seed, label_noise, seed",
+    ]

@@ -12,6 +12,7 @@ import typer
 import normbench
 from normbench import records
 from normbench.cli import usage
+from normbench.errors import error_lines
 
 app = typer.Typer(
     name="normbench",
@@ -101,7 +102,7 @@ def run(ctx: typer.Context) -> None:
     try:
         usage.check_arguments(command)
     except usage.UsageError as exc:
-        typer.echo(f"normbench: error: {exc}", err=True)
+        typer.echo(error_lines(exc), err=True)
         raise typer.Exit(2) from None
     if command.dry_run:
         _dry_run(command)
@@ -283,7 +284,7 @@ def reproduce(
 
         verdicts = run_reproduce(names, scale, seeds, out, runs, extra, report_only=report_only, force=force)
     except ConfigError as exc:
-        typer.echo(f"normbench: error: {exc}", err=True)
+        typer.echo(error_lines(exc), err=True)
         raise typer.Exit(2) from None
     not_run = [k for k, v in verdicts.items() if v.not_run]
     typer.echo(f"wrote {out / 'README.md'}: " + ", ".join(f"{k} {v.outcome}" for k, v in verdicts.items()))

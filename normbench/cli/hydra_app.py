@@ -23,7 +23,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from normbench import records
 from normbench.cli.sweeps import short_name
 from normbench.config.catalog import CONFIG_DIR
-from normbench.errors import ConfigError
+from normbench.errors import ConfigError, error_lines
 
 # config.yaml names a sweep's run directories through it (a long name: a prefix and a hash).
 if not OmegaConf.has_resolver("normbench_short"):
@@ -31,7 +31,7 @@ if not OmegaConf.has_resolver("normbench_short"):
 
 
 def fail(message: str, code: int = 2):
-    print(f"normbench: error: {message}", file=sys.stderr, flush=True)
+    print(error_lines(message), file=sys.stderr, flush=True)
     raise SystemExit(code)
 
 
@@ -173,7 +173,7 @@ def run_job(cfg: DictConfig) -> dict | None:
         if not in_sweep:
             _remove_fresh_dir(run_dir, created)
             fail(str(exc))
-        print(f"normbench: error: {exc}", file=sys.stderr, flush=True)
+        print(error_lines(exc), file=sys.stderr, flush=True)
         records.record_failure(run_dir, OmegaConf.to_container(cfg, resolve=True), str(exc))
         return None
     except Exception as exc:  # recorded as failed by train(); one line here, no traceback

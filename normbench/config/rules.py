@@ -77,14 +77,24 @@ def one_of(*allowed: str, why: str = "") -> Rule:
     return lambda value: None if value in allowed else f"is not one of {', '.join(allowed)}{why}"
 
 
-def check(prefix: str, values: Mapping[str, Any], rules: Mapping[str, Rule]) -> None:
-    """Check each of ``values`` that has a rule; raise :class:`ConfigError` naming the first bad one
-    as ``<prefix>.<key>=<value>``."""
+def problems(prefix: str, values: Mapping[str, Any], rules: Mapping[str, Rule]) -> list[str]:
+    """What is wrong with each of ``values`` that has a rule, one line per bad value, as
+    ``<prefix>.<key>=<value> <why>``."""
+    found = []
     for key, rule in rules.items():
         if key in values:
             problem = rule(values[key])
             if problem:
-                raise ConfigError(f"{prefix}.{key}={values[key]} {problem}")
+                found.append(f"{prefix}.{key}={values[key]} {problem}")
+    return found
+
+
+def check(prefix: str, values: Mapping[str, Any], rules: Mapping[str, Rule]) -> None:
+    """Check each of ``values`` that has a rule; raise :class:`ConfigError` naming every bad one,
+    a line each (:func:`problems`)."""
+    found = problems(prefix, values, rules)
+    if found:
+        raise ConfigError("\n".join(found))
 
 
 def text(value) -> str | None:
