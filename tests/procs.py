@@ -19,7 +19,9 @@ ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1",
        "MKL_NUM_THREADS": "1", "NORMBENCH_NO_REPORT": "1"}
 # Only the first and last evaluations checkpoint, so a checkpoint in between comes from a signal.
-LONG = ["model=mlp", "model.width=256", "trainer.max_steps=2000", "trainer.eval_every=2000",
+# The signal is sent within one poll (10 ms) of the step-0 checkpoint: a few steps in, of 600.
+LONG_STEPS = 600
+LONG = ["model=mlp", "model.width=256", f"trainer.max_steps={LONG_STEPS}", f"trainer.eval_every={LONG_STEPS}",
         "trainer.train_eval_samples=200", "trainer.progress=none"]
 
 

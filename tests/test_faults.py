@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from procs import ENV, LONG, normbench, signal_when_started, spawn, wait_for
+from procs import ENV, LONG, LONG_STEPS, normbench, signal_when_started, spawn, wait_for
 from typer.testing import CliRunner
 
 from normbench import records
@@ -39,7 +39,7 @@ def straight(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def straight_long(tmp_path_factory) -> Path:
-    """LONG (checkpoints at steps 0 and 2000 only), run once without interruption."""
+    """LONG (checkpoints at steps 0 and LONG_STEPS only), run once without interruption."""
     run_dir = tmp_path_factory.mktemp("straight_long")
     normbench("run", *LONG, f"hydra.run.dir={run_dir}", cwd=run_dir, check=True)
     return run_dir
@@ -133,7 +133,7 @@ def test_sigkill_at_a_chosen_point_then_the_same_command_ends_bit_identical(tmp_
 
 
 def test_sigkill_at_any_moment_then_the_same_command_resumes_to_the_same_result(tmp_path):
-    common = ["model=mlp", "model.width=256", "trainer.max_steps=1000", "trainer.eval_every=25",
+    common = ["model=mlp", "model.width=256", "trainer.max_steps=400", "trainer.eval_every=25",
               "trainer.train_eval_samples=200", "trainer.progress=none"]
     normbench("run", *common, f"hydra.run.dir={tmp_path / 'straight'}", cwd=tmp_path, check=True)
     killed = tmp_path / "killed"
@@ -142,7 +142,7 @@ def test_sigkill_at_any_moment_then_the_same_command_resumes_to_the_same_result(
     proc.kill()
     proc.wait()
     ckpt_step = records.verified_checkpoint(killed)[1]["step"]  # SIGKILL may land mid-write: what verifies
-    assert 0 < ckpt_step < 1000, "the run must be killed part way"
+    assert 0 < ckpt_step < 400, "the run must be killed part way"
     assert records.read_summary(killed)["status"] == "running"
     assert "completed" in normbench("run", *common, f"hydra.run.dir={killed}", cwd=tmp_path, check=True).stdout
     assert_same_run(tmp_path / "straight", killed)
@@ -150,6 +150,7 @@ def test_sigkill_at_any_moment_then_the_same_command_resumes_to_the_same_result(
 
 # -- signals: checkpoint, one line, resumable ---------------------------------------------------
 
+@pytest.mark.xdist_group("straight_long")  # one worker computes the fixture once for the three
 @pytest.mark.parametrize("sig", [signal.SIGUSR2, signal.SIGTERM, signal.SIGINT], ids=["USR2", "SIGTERM", "SIGINT"])
 def test_usr2_sigterm_and_ctrl_c_checkpoint_print_one_line_and_resume_bit_identical(tmp_path, straight_long, sig):
     run_dir = tmp_path / "signalled"
@@ -160,10 +161,10 @@ def test_usr2_sigterm_and_ctrl_c_checkpoint_print_one_line_and_resume_bit_identi
     step = summary["steps"]
     assert err == (f"normbench: stopped by {signal.Signals(sig).name} at step {step}; the checkpoint is saved; "
                    f"run the same command to resume ({run_dir})\n")
-    assert summary["status"] == "running" and 0 < step < 2000  # resumable, not failed
+    assert summary["status"] == "running" and 0 < step < LONG_STEPS  # resumable, not failed
     assert records.verified_checkpoint(run_dir)[1]["step"] == step  # the signal's checkpoint
     out = normbench("run", *LONG, f"hydra.run.dir={run_dir}", cwd=tmp_path, check=True).stdout
-    assert f"resuming from step {step} of 2000" in out
+    assert f"resuming from step {step} of {LONG_STEPS}" in out
     assert_same_run(straight_long, run_dir)
 
 

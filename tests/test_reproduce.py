@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 
 import pytest
+from procs import cli as in_process
 from procs import normbench
 
 from normbench.claims import experiments
@@ -175,15 +176,15 @@ def test_reproduce_end_to_end_and_relaunch(tmp_path):
 
     # Another budget or seed count does not replace the verdict unless asked.
     before = (results / "bn-sigmoid" / "verdict.json").read_text()
-    for other in (("trainer.max_steps=10",), ("--seeds", "3", "--report-only")):
-        refused = cli(*args, *other, cwd=tmp_path)
-        assert refused.returncode == 2 and refused.stderr.count("\n") == 1, refused.stderr
+    for other in (("trainer.max_steps=10",), ("--seeds", "3", "--report-only")):  # refused before any sweep
+        refused = in_process(*args, *other, cwd=tmp_path)
+        assert refused.exit_code == 2 and refused.stderr.count("\n") == 1, refused.stderr
         assert refused.stderr.startswith("normbench: error: results/bn-sigmoid holds a verdict made by "
                                          "`normbench reproduce bn-sigmoid --scale small --seeds 2")
         assert "--out DIR" in refused.stderr and "--force" in refused.stderr and "skipped" not in refused.stdout
         assert (results / "bn-sigmoid" / "verdict.json").read_text() == before
-    forced = cli(*args, "--seeds", "3", "--report-only", "--force", cwd=tmp_path)
-    assert forced.returncode == 0 and json.loads((results / "bn-sigmoid" / "verdict.json").read_text())["seeds"] == 3
+    forced = in_process(*args, "--seeds", "3", "--report-only", "--force", cwd=tmp_path)  # no sweep: a report
+    assert forced.exit_code == 0 and json.loads((results / "bn-sigmoid" / "verdict.json").read_text())["seeds"] == 3
 
 
 def test_a_claim_that_cannot_run_says_so_and_fails(tmp_path):

@@ -21,6 +21,9 @@ from normbench.cli import sweeps
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "slurm_local.sh"
+# One Slurm for the module: its tests run on one worker, one after the other.
+pytestmark = pytest.mark.xdist_group("slurm")
+
 SMALL_JOBS = ["hydra/launcher=slurm", "hydra.launcher.gpus_per_node=0", "hydra.launcher.cpus_per_task=1",
               "hydra.launcher.mem_gb=1", "hydra.launcher.timeout_min=10"]
 
@@ -124,7 +127,7 @@ def test_usr2_on_a_running_slurm_job_checkpoints_requeues_and_resumes(slurm, tmp
 def test_a_job_killed_by_slurm_is_recorded_as_failed_and_the_others_complete(slurm, tmp_path):
     # norm=batch is cancelled while it trains (submitit ignores the SIGTERM; Slurm kills it
     # KillWait=5 s later); norm=group runs to the end.
-    train = ["model=mlp", "model.width=64", "trainer.max_steps=20000", "trainer.eval_every=20000",
+    train = ["model=mlp", "model.width=64", "trainer.max_steps=8000", "trainer.eval_every=8000",
              "trainer.train_eval_samples=200", "trainer.progress=none"]
     args = ["-m", *SMALL_JOBS, "norm=batch,group", *train]
     sweep_dir = tmp_path / "multirun" / sweeps.sweep_name(sweeps.parse(args[1:]))

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 import torch
-from procs import LONG, normbench, signal_when_started
+from procs import LONG, LONG_STEPS, cli, normbench, signal_when_started
 
 from normbench import records
 from normbench.cli import sweeps
@@ -31,9 +31,9 @@ def test_relaunched_sweep_skips_finished_runs_and_resumes_the_interrupted_one(tm
     code, _, err = signal_when_started([sys.executable, "-m", "normbench", "run", *args], tmp_path, group_dir)
     assert code == 128 + signal.SIGUSR2, err
     step = records.read_summary(group_dir)["steps"]
-    assert 0 < step < 2000
+    assert 0 < step < LONG_STEPS
 
-    dry = normbench("run", *args, "--dry-run", cwd=tmp_path, check=True).stdout.splitlines()
+    dry = cli("run", *args, "--dry-run", cwd=tmp_path, check=True).stdout.splitlines()
     assert dry[0].startswith(f"dry run: 2 jobs in multirun/{sweep_dir.name} (") and "nothing launched" in dry[0]
     assert "norm=batch" in dry[1] and "completed: skipped" in dry[1]
     assert "norm=group" in dry[2] and f"running: resume from step {step}" in dry[2]
@@ -42,12 +42,12 @@ def test_relaunched_sweep_skips_finished_runs_and_resumes_the_interrupted_one(tm
     before = (batch_dir / "checkpoint.pt").stat().st_mtime_ns
     proc = normbench("run", *args, cwd=tmp_path, check=True)
     assert "skipped, already completed: batch norm" in proc.stdout
-    assert f"resuming from step {step} of 2000" in proc.stdout
+    assert f"resuming from step {step} of {LONG_STEPS}" in proc.stdout
     assert proc.stdout.strip().splitlines()[-1].startswith("sweep: 2 completed, 0 diverged, 0 failed")
     assert (batch_dir / "checkpoint.pt").stat().st_mtime_ns == before
     assert records.read_summary(group_dir)["status"] == "completed"
 
-    again = normbench("run", *args, cwd=tmp_path, check=True).stdout
+    again = cli("run", *args, cwd=tmp_path, check=True).stdout  # nothing to train: in this process
     assert again.count("skipped, already completed") == 2 and "resuming" not in again
 
 
