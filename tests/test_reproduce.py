@@ -73,6 +73,9 @@ def test_small_experiment_composes_and_trains(tmp_path, name):
             cfg.dataset.num_samples, cfg.dataset.train_split = 4000, 0.95
         if cfg.dataset.name == "text":
             cfg.dataset.test_fraction, cfg.dataset.max_train_chars = 0.01, 20000
+        if cfg.dataset.name in ("clevr_like", "sort_of_clevr"):  # a small generated set: loading is the slow part
+            cfg.dataset.train_images, cfg.dataset.val_images = 40, 20
+            cfg.dataset.train_samples = cfg.dataset.test_samples = None
         summary = train(cfg, tmp_path / f"sweep{i}")
         assert summary["status"] == "completed", summary.get("error")
         assert summary["steps"] == 2

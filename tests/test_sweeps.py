@@ -135,12 +135,12 @@ def test_optuna_tunes_the_learning_rate_of_each_norm(tmp_path):
 
     for norm in ("batch", "group"):
         sweep = tmp_path / norm
-        proc = normbench("run", "-m", "hydra/sweeper=optuna", "hydra.sweeper.direction=maximize",
-                         "hydra.sweeper.n_trials=3", "hydra.sweeper.sampler.seed=0", "optim.lr=tag(log,interval(0.01,1.0))",
-                         f"norm={norm}", "model=mlp", "model.width=16", "trainer.max_steps=20", "trainer.eval_every=20",
-                         "trainer.progress=none", "hydra.callbacks.report.enabled=false", f"hydra.sweep.dir={sweep}",
-                         cwd=tmp_path)
-        assert proc.returncode == 0, proc.stderr
+        proc = cli("run", "-m", "hydra/sweeper=optuna", "hydra.sweeper.direction=maximize",
+                   "hydra.sweeper.n_trials=3", "hydra.sweeper.sampler.seed=0", "optim.lr=tag(log,interval(0.01,1.0))",
+                   f"norm={norm}", "model=mlp", "model.width=16", "trainer.max_steps=20", "trainer.eval_every=20",
+                   "trainer.progress=none", "hydra.callbacks.report.enabled=false", f"hydra.sweep.dir={sweep}",
+                   cwd=tmp_path)
+        assert proc.exit_code == 0, proc.output
         summaries = [json.loads(p.read_text()) for p in sweep.glob("*/summary.json")]
         lrs = {s["lr"] for s in summaries}
         assert len(summaries) == 3 and len(lrs) == 3 and all(0.01 <= lr <= 1.0 for lr in lrs)
