@@ -66,7 +66,7 @@ class CommandLine:
 
 def parse(args) -> CommandLine:
     """``normbench run``'s arguments as one :class:`CommandLine`."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from normbench.cli import sweeps
 
     args = ["--help" if a == "--config-help" else a for a in args]
     flags = [a for a in args if a in _MULTIRUN]
@@ -76,7 +76,7 @@ def parse(args) -> CommandLine:
     parsed = None
     if not any(a in _OWN_PRIMARY or a.startswith(tuple(f"{flag}=" for flag in _OWN_PRIMARY)) for a in args):
         try:
-            parsed = tuple(OverridesParser.create().parse_overrides(given))
+            parsed = tuple(sweeps.parse(given))
         except (SystemExit, Exception):
             pass  # Hydra reports a malformed argument itself
     return CommandLine(tuple(args), bool(flags), dry_run, tuple(given), parsed)

@@ -19,6 +19,8 @@ from normbench.norms.weight import apply_weight_norm, weight_norm_data_init
 
 _BATCH_NORMS = {0: nn.BatchNorm1d, 1: nn.BatchNorm1d, 2: nn.BatchNorm2d, 3: nn.BatchNorm3d}
 _BN_LAYERS = (nn.modules.batchnorm._NormBase, MeanOnlyBatchNorm, RecurrentBatchNorm)
+# The batch-statistics layers evaluated with population statistics (instance norm's base excluded).
+_BN_POPULATION = (nn.modules.batchnorm._BatchNorm, MeanOnlyBatchNorm, RecurrentBatchNorm)
 
 
 def _init_gamma(layer: nn.Module, gamma_init, kind: str) -> nn.Module:
@@ -101,7 +103,7 @@ for _entry in (
     Norm("none", lambda num_features, dims: nn.Identity(),
          recurrent=lambda num_features, max_steps, center: StepNorm(nn.Identity())),
     Norm("batch", _batch, frozenset({"momentum", "eps", "affine", "mean_only", "gamma_init"}), _BN_LAYERS,
-         recurrent=_recurrent_batch, population_layers=_BN_LAYERS),
+         recurrent=_recurrent_batch, population_layers=_BN_POPULATION),
     Norm("group", _group, frozenset({"groups", "eps", "affine"}), (nn.GroupNorm,)),
     Norm("layer", lambda num_features, dims, **o: LayerNorm(num_features, **o), _AFFINE, (LayerNorm, nn.LayerNorm),
          recurrent=_per_step(LayerNorm)),
