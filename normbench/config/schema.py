@@ -100,6 +100,9 @@ RUN_RULES: list[tuple[str, Rule, Any]] = [
     ("trainer.threads", lambda v: None if v == "auto" else positive_int(v) and "must be auto or a positive integer",
      "auto"),
     ("trainer.device", _device, "auto"),
+    ("trainer.pack", one_of("none", "seed"), "none"),
+    ("trainer.pack_size", positive_int, 16),
+    ("trainer.reuse", boolean, True),
 ]
 
 _NAMES: dict[str, Rule] = {"name": text, "description": text}

@@ -36,14 +36,19 @@ def parameter_groups(cfg, model: nn.Module):
     return [{"params": rest}, {"params": norms, "weight_decay": 0.0}]
 
 
-def build_optimizer(cfg, model: nn.Module, batch_size: int) -> tuple[torch.optim.Optimizer, float]:
+def build_optimizer(cfg, model: nn.Module, batch_size: int, leaf=None) -> tuple[torch.optim.Optimizer, float]:
     """The optimizer named by ``cfg.name`` over ``model``'s parameters, and its learning rate.
 
     ``batch_size`` is the batch of one device: under data parallelism the linear scaling rule
     uses the per-device batch, as the GN paper's 0.1 N / 32 for N images per GPU (8 GPUs).
+    ``leaf(parameter)``, when given, is the tensor the optimizer updates in place of each of
+    ``model``'s parameters, in the same groups and order (a pack's stacked members).
     """
     lr = effective_lr(cfg, batch_size)
     params = parameter_groups(cfg, model)
+    if leaf is not None:
+        groups = [{"params": list(params)}] if not isinstance(params, list) else params
+        params = [{**g, "params": [leaf(p) for p in g["params"]]} for g in groups]
     if cfg.name == "sgd":
         opt = torch.optim.SGD(params, lr=lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
                               weight_decay=cfg.weight_decay)

@@ -35,7 +35,7 @@ from normbench.data import DATASETS, TensorData, load_dataset
 from normbench.errors import ConfigError
 from normbench.models import build_model, check_model_options, check_model_reads, norm_options
 from normbench.norms import get_norm
-from normbench.training import distributed
+from normbench.training import cache, distributed
 from normbench.training.batches import make_source
 from normbench.training.checkpoints import (
     Checkpoints,
@@ -290,12 +290,17 @@ class Trainer:
     def _log(self, loss_sum: torch.Tensor, progress, evaluating: bool, clock: Clock) -> None:
         """The one sync per interval (and, across processes, the mean over ranks): the interval's
         mean loss, the divergence check, the clocks, and the evaluation when one is due."""
-        s = self.state
         raw = distributed.mean(self.ctx, loss_sum).item()
+        loss_sum.zero_()
+        self.interval(raw, progress, evaluating, clock)
+
+    def interval(self, raw: float, progress, evaluating: bool, clock: Clock) -> None:
+        """The end of a logging interval whose step losses summed to ``raw`` (read from the device):
+        the loop state, the divergence check, the progress line, the evaluation when one is due."""
+        s = self.state
         mean_loss = raw / (s.step - s.logged_at)
         s.interval_loss += raw
         s.interval_steps += s.step - s.logged_at
-        loss_sum.zero_()
         s.logged_at = s.step
         s.pending_loss = 0.0
         clock.tick()
@@ -309,12 +314,22 @@ class Trainer:
 
     def _stop(self, stop: StopRequest, loss_sum: torch.Tensor, clock: Clock) -> None:
         """Checkpoint the current step on a stop signal and raise :class:`Interrupted`."""
-        s = self.state
+        self.save_pending(float(loss_sum), clock)
+        raise Interrupted(stop.signum, self.state.step, stop.previous_handler())
+
+    def save_pending(self, pending_loss: float, clock: Clock) -> None:
+        """Checkpoint the current step between evaluations (``pending_loss``: the steps' loss sum
+        not yet logged), with a ``running`` summary."""
         clock.tick()
-        s.pending_loss = float(loss_sum)
-        self.checkpoints.save(s, self._parts())
+        self.state.pending_loss = pending_loss
+        self.checkpoints.save(self.state, self._parts())
         records.write_summary(self.run_dir, self.summary("running"))
-        raise Interrupted(stop.signum, s.step, stop.previous_handler())
+
+    def diverged(self, exc: Diverged) -> dict:
+        """The summary of a run that diverged: the last finite evaluation, and where it diverged."""
+        summary = self.summary("diverged", str(exc))
+        summary["diverged_at_step"] = self.state.step
+        return summary
 
 
 class Clock:
@@ -393,27 +408,45 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
 
 
 def _train(cfg: DictConfig, run_dir: Path, ctx: distributed.Context) -> dict:
+    finished, trainer = prepare(cfg, run_dir, ctx)
+    if finished is not None:
+        return finished
+    return fit_run(trainer, ctx)
+
+
+def prepare(cfg: DictConfig, run_dir: Path, ctx: distributed.Context) -> tuple[dict | None, Trainer | None]:
+    """The run's summary when it has nothing left to train (finished, diverged, or reused from an
+    identical run: :mod:`normbench.training.cache`), else its Trainer, restored. The caller holds
+    the run directory's lock."""
     if ctx.main:  # the lock is ours: a temporary file here is a killed writer's
         records.remove_stale_temporaries(run_dir)
     previous = finished_summary(cfg, run_dir)
     if previous is not None:
-        return previous
+        return previous, None
+    if ctx.main and not ctx.enabled:
+        reused = cache.reuse(cfg, run_dir)
+        if reused is not None:
+            return reused, None
     trainer = Trainer(cfg, Path(run_dir), ctx)
     if trainer.resumed:
         previous = previous_summary(trainer.run_dir)
         if previous.get("status") == "diverged":
-            return previous
+            return previous, None
         if trainer.state.step >= trainer.total_steps:  # finished: record again from what verified
             summary = trainer.summary("completed")
             if ctx.main:
                 records.write_config(trainer.run_dir, trainer.checkpoints.config)
                 records.write_summary(trainer.run_dir, summary)
-            return summary
+                cache.remember(cfg, trainer.run_dir, summary)
+            return summary, None
+    return None, trainer
+
+
+def fit_run(trainer: Trainer, ctx: distributed.Context) -> dict:
     try:
         summary = trainer.fit()
     except Diverged as exc:  # the record keeps the last finite evaluation, and says where it diverged
-        summary = trainer.summary("diverged", str(exc))
-        summary["diverged_at_step"] = trainer.state.step
+        summary = trainer.diverged(exc)
     except Interrupted as exc:
         trainer.logger.finish(trainer.summary("running"), interrupted=True)
         if callable(exc.previous_handler):
@@ -434,6 +467,7 @@ def _train(cfg: DictConfig, run_dir: Path, ctx: distributed.Context) -> dict:
         raise
     if ctx.main:
         records.write_summary(trainer.run_dir, summary)
+        cache.remember(trainer.cfg, trainer.run_dir, summary)
     trainer.logger.finish(summary)
     dump = os.environ.get("NORMBENCH_DUMP_RANK_STATE")
     if dump:  # a debugging and test hook: each process's final weights, to compare ranks
