@@ -1,7 +1,9 @@
-"""normbench's Hydra launchers: ``hydra/launcher=slurm`` and ``hydra/launcher=local``.
+"""normbench's Hydra launchers: ``hydra/launcher=sequential`` (the default), ``slurm`` and ``local``.
 
 Hydra loads launchers only from the ``hydra_plugins`` namespace, so the classes live here; the
-shared code (failure records, the install hint) is in :mod:`normbench.cli.launchers`.
+shared code (packs, stale directories, failure records, the install hint) is in
+:mod:`normbench.cli.launchers`. Each launcher refuses a sweep whose directories hold runs of
+another config, skips finished runs, and launches one job per pack (``trainer.pack=seed``).
 """
 
 from __future__ import annotations
@@ -13,10 +15,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from hydra.core.utils import JobReturn, filter_overrides
-from omegaconf import OmegaConf
+from hydra.core.utils import JobReturn, configure_log, filter_overrides, run_job, setup_globals
+from hydra.plugins.launcher import Launcher
+from omegaconf import OmegaConf, open_dict
 
-from normbench.cli.launchers import check_resources, isolated, skip_finished
+from normbench.cli.launchers import check_resources, isolated, member_returns, prepare_launch
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +36,30 @@ except ImportError:  # pragma: no cover
     _Joblib = object  # type: ignore[assignment,misc]
 
 
+class SequentialLauncher(Launcher):
+    """One job after another in this process (as Hydra's basic launcher), one job per pack."""
+
+    def setup(self, *, hydra_context: Any, task_function: Any, config: Any) -> None:
+        self.config, self.hydra_context, self.task_function = config, hydra_context, task_function
+
+    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+        setup_globals()
+        configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+        Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
+        done, leads, packs = prepare_launch(self, job_overrides)
+        for i in leads:
+            log.info("\t#%d : %s", initial_job_idx + i, " ".join(filter_overrides(job_overrides[i])))
+            sweep_config = self.hydra_context.config_loader.load_sweep_config(self.config, list(job_overrides[i]))
+            with open_dict(sweep_config):
+                sweep_config.hydra.job.id = sweep_config.hydra.job.num = initial_job_idx + i
+            done[i] = isolated(self, job_overrides[i], run_job(
+                hydra_context=self.hydra_context, task_function=self.task_function, config=sweep_config,
+                job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir"))
+            done.update(member_returns(self, job_overrides, packs[i], done[i]))
+            configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+        return [done[i] for i in range(len(job_overrides))]
+
+
 class SlurmLauncher(_SubmititSlurm):  # type: ignore[misc,valid-type]
     """Hydra's submitit Slurm launcher, with each job's failure recorded instead of raised."""
 
@@ -47,8 +74,7 @@ class SlurmLauncher(_SubmititSlurm):  # type: ignore[misc,valid-type]
         from hydra.core.singleton import Singleton
         from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
 
-        done = skip_finished(self, job_overrides)
-        todo = [i for i in range(len(job_overrides)) if i not in done]
+        done, todo, packs = prepare_launch(self, job_overrides)
         if not todo:
             return [done[i] for i in range(len(job_overrides))]
         params = dict(self.params)
@@ -69,8 +95,11 @@ class SlurmLauncher(_SubmititSlurm):  # type: ignore[misc,valid-type]
         print(f"normbench: submitted {len(jobs)} Slurm job{'s' if len(jobs) != 1 else ''} (array {jobs[0].job_id.split('_')[0]}); "
               f"waiting for them; logs in {sweep_dir / '.submitit'}", flush=True)
         outcomes = _wait(jobs, [" ".join(filter_overrides(job_overrides[i])) for i in todo])
-        done.update({i: isolated(self, job_overrides[i], outcome) for i, outcome in zip(todo, outcomes, strict=True)})
+        for i, outcome in zip(todo, outcomes, strict=True):
+            done[i] = isolated(self, job_overrides[i], outcome)
+            done.update(member_returns(self, job_overrides, packs[i], outcome))
         return [done[i] for i in range(len(job_overrides))]
+
 
 _LIVE_STATES = ("PENDING,RUNNING,SUSPENDED,COMPLETING,CONFIGURING,REQUEUED,REQUEUE_HOLD,REQUEUE_FED,"
                 "RESIZING,SIGNALING,STAGE_OUT")
@@ -150,12 +179,13 @@ class LocalLauncher(_Joblib):  # type: ignore[misc,valid-type]
     """
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
-        done = skip_finished(self, job_overrides)
-        todo = [i for i in range(len(job_overrides)) if i not in done]
+        done, todo, packs = prepare_launch(self, job_overrides)
         if todo:
             try:
                 results: Sequence[Any] = super().launch([job_overrides[i] for i in todo], initial_job_idx)
             except Exception as exc:
                 results = [f"the local worker pool stopped: {type(exc).__name__}: {exc}"] * len(todo)
-            done.update({i: isolated(self, job_overrides[i], result) for i, result in zip(todo, results, strict=True)})
+            for i, result in zip(todo, results, strict=True):
+                done[i] = isolated(self, job_overrides[i], result)
+                done.update(member_returns(self, job_overrides, packs[i], result))
         return [done[i] for i in range(len(job_overrides))]

@@ -188,6 +188,48 @@ def run_job(cfg: DictConfig) -> dict | None:
     return summary
 
 
+def run_pack(cfg: DictConfig, members: list[tuple[dict, str]]) -> float:
+    """A pack's lead job: train it and its ``members`` (``(config, run_dir)`` of the runs that differ
+    from it only in seed) as one pack (:func:`normbench.training.packing.train_pack`), print each
+    run's final line, and return the lead's objective. Failures are recorded in every member's
+    directory and the sweep goes on, as for a single job."""
+    from normbench.training.packing import train_pack
+    from normbench.training.preemption import Interrupted
+
+    run_dirs = [Path(HydraConfig.get().runtime.output_dir), *(Path(d) for _, d in members)]
+    cfgs = [cfg, *(OmegaConf.create(c) for c, _ in members)]
+    if cfg.trainer.progress != "none":
+        for member, run_dir in zip(cfgs, run_dirs, strict=True):
+            print(start_line(member, run_dir), flush=True)
+    try:
+        summaries = train_pack(cfgs, run_dirs)
+    except records.RunDirBusy as exc:
+        print(f"normbench: busy: {exc}", file=sys.stderr, flush=True)
+        return WORST_OBJECTIVE
+    except Interrupted as exc:
+        print(f"normbench: {exc}; run the same command to resume ({run_dirs[0].parent})", file=sys.stderr, flush=True)
+        raise SystemExit(128 + exc.signum) from None
+    except KeyboardInterrupt:
+        print(f"normbench: interrupted; run the same command to resume from the last checkpoints "
+              f"({run_dirs[0].parent})", file=sys.stderr, flush=True)
+        raise SystemExit(130) from None
+    except ConfigError as exc:
+        print(error_lines(exc), file=sys.stderr, flush=True)
+        for member, run_dir in zip(cfgs, run_dirs, strict=True):
+            if not (run_dir / records.SUMMARY_FILE).exists():
+                records.record_failure(run_dir, OmegaConf.to_container(member, resolve=True), str(exc))
+        return WORST_OBJECTIVE
+    except Exception as exc:  # recorded as failed by train_pack(); one line here, no traceback
+        print(f"normbench: error: pack failed: {type(exc).__name__}: {exc} (records: {run_dirs[0].parent})",
+              file=sys.stderr, flush=True)
+        return WORST_OBJECTIVE
+    for summary, run_dir in zip(summaries, run_dirs, strict=True):
+        print(final_line(summary, run_dir), flush=True)
+        if summary["status"] == "diverged":
+            print(f"normbench: the run diverged: {summary['error']}", file=sys.stderr, flush=True)
+    return objective(summaries[0], str(cfg.get("objective", "auto")))
+
+
 class SweepOutcome(Callback):
     """At the end of a multirun, count the runs by status, print one line, and write the counts
     to ``<sweep dir>/sweep_outcome.json``, from which ``normbench run -m`` takes its exit status."""

@@ -169,3 +169,136 @@ def check_resources(params: dict) -> None:
             raise ConfigError(f"hydra.launcher.{key}={params.get(key)} asks for more than any node of {where} has "
                               f"({most} {unit} at most), so the jobs would wait forever; ask for less, or choose "
                               "another partition with hydra.launcher.partition=NAME")
+
+
+# -- packs and stale directories: what every launcher does before it launches -----------------
+
+
+def _job_config(launcher: Any, overrides: Sequence[str]) -> tuple[dict, Path]:
+    """The job's resolved config (plain data, without Hydra's node) and its absolute run directory."""
+    from hydra.core.hydra_config import HydraConfig
+
+    sweep_config = launcher.hydra_context.config_loader.load_sweep_config(launcher.config, list(overrides))
+    HydraConfig.instance().set_config(sweep_config)  # for ${hydra:...} in the job's own keys
+    run_dir = Path(str(sweep_config.hydra.sweep.dir)) / str(sweep_config.hydra.sweep.subdir)
+    data = OmegaConf.to_container(sweep_config, resolve=True)
+    data.pop("hydra", None)
+    return data, run_dir.absolute()
+
+
+def refuse_stale(launcher: Any, job_overrides: Sequence[Sequence[str]]) -> None:
+    """Refuse a sweep whose run directories hold runs of another config (the user edited a config
+    file or an experiment overlay: the sweep's directory is named from the command line only, so
+    it would otherwise count the old runs as its own). One line, before anything runs."""
+    from normbench.config.identity import differences
+
+    stale = []
+    for overrides in job_overrides:
+        try:
+            config, run_dir = _job_config(launcher, overrides)
+            recorded = records.read_config(run_dir)
+        except Exception:  # unreadable: the job itself says why
+            continue
+        found = differences(recorded, config) if recorded else []
+        if found:
+            stale.append((run_dir, found))
+    if stale:
+        run_dir, found = stale[0]
+        more = f", as do {len(stale) - 1} more of this sweep's run directories" if len(stale) > 1 else ""
+        raise ConfigError(f"{run_dir} holds a run with another config ({'; '.join(found)}){more}; the sweep's "
+                          "directory is named from the command line only, so an edited config file lands on the "
+                          "old runs: move them away, or choose another directory with hydra.sweep.dir=DIR")
+
+
+def plan_packs(launcher: Any, job_overrides: Sequence[Sequence[str]]) -> list[list[int]]:
+    """The jobs as packs: lists of indices into ``job_overrides`` whose configs differ only in
+    ``seed`` and ask ``trainer.pack=seed``, at most ``trainer.pack_size`` each, in job order; every
+    other job is a pack of one."""
+    import json
+
+    from normbench.config.identity import nuisance_keys, without
+
+    groups: dict[str, list[int]] = {}
+    order: list[str] = []
+    for i, overrides in enumerate(job_overrides):
+        key = f"alone-{i}"
+        try:
+            config, _ = _job_config(launcher, overrides)
+            trainer = config.get("trainer") or {}
+            if trainer.get("pack") == "seed":
+                key = json.dumps(without(config, [*nuisance_keys(), "seed"]), sort_keys=True, default=str)
+                size = int(trainer.get("pack_size") or 1)
+                while len(groups.get(key, [])) >= size:
+                    key += "+"
+        except Exception:
+            pass
+        if key not in groups:
+            groups[key], order = [], [*order, key]
+        groups[key].append(i)
+    return [groups[k] for k in order]
+
+
+class PackTask:
+    """The task function a launcher runs for each job: a pack's lead job trains its whole pack
+    (:func:`normbench.cli.hydra_app.run_pack`), every other job runs the task itself.
+
+    ``packs`` maps a lead's run directory to its other members, ``(config, run_dir)`` each;
+    picklable, so it travels to joblib workers and Slurm jobs with the launcher.
+    """
+
+    def __init__(self, task_function: Any, packs: dict[str, list[tuple[dict, str]]]):
+        self.task_function, self.packs = task_function, packs
+
+    def __call__(self, cfg: DictConfig) -> Any:
+        from hydra.core.hydra_config import HydraConfig
+
+        from normbench.cli.hydra_app import run_pack
+
+        members = self.packs.get(str(Path(HydraConfig.get().runtime.output_dir).absolute()))
+        if not members:
+            return self.task_function(cfg)
+        return run_pack(cfg, members)
+
+
+def prepare_launch(launcher: Any, job_overrides: Sequence[Sequence[str]]):
+    """What a launcher does first: refuse stale directories, find finished runs, plan the packs.
+
+    Returns ``(done, leads, packs)``: the JobReturns of finished runs by index, the indices of the
+    jobs to launch, and each lead's pack (its members' indices, the lead first). The launcher's
+    ``task_function`` is wrapped in a :class:`PackTask` for the launch (:func:`finish_launch`
+    restores it).
+    """
+    refuse_stale(launcher, job_overrides)
+    done = skip_finished(launcher, job_overrides)
+    todo = [i for i in range(len(job_overrides)) if i not in done]
+    packs = [[todo[k] for k in pack] for pack in plan_packs(launcher, [job_overrides[i] for i in todo])]
+    members: dict[str, list[tuple[dict, str]]] = {}
+    for pack in packs:
+        if len(pack) > 1:
+            configs = [_job_config(launcher, job_overrides[i]) for i in pack]
+            members[str(configs[0][1])] = [(config, str(run_dir)) for config, run_dir in configs[1:]]
+            seeds = ",".join(str(c.get("seed")) for c, _ in configs)
+            print(f"normbench: packed seeds {seeds} into one job ({' '.join(job_overrides[pack[0]])})", flush=True)
+    launcher.task_function = PackTask(getattr(launcher.task_function, "task_function", launcher.task_function),
+                                      members)
+    return done, [p[0] for p in packs], {p[0]: p for p in packs}
+
+
+def member_returns(launcher: Any, job_overrides: Sequence[Sequence[str]], pack: list[int],
+                   lead_result: Any) -> dict[int, JobReturn]:
+    """The JobReturns of a pack's members other than its lead, from their run records (a member
+    whose job ended without one is recorded as failed with the lead's outcome)."""
+    out = {}
+    for i in pack[1:]:
+        try:
+            _, run_dir = _job_config(launcher, job_overrides[i])
+            summary = records.read_summary(run_dir)
+        except Exception:
+            summary = None
+        if summary is None or summary.get("status") == "running":
+            record_lost_job(launcher, job_overrides[i], f"its pack's job ({' '.join(job_overrides[pack[0]])}) "
+                                                        f"ended without its result: {lead_result!r}"[:2000])
+        ret = JobReturn(overrides=list(job_overrides[i]), status=JobStatus.COMPLETED)
+        ret.return_value = summary
+        out[i] = ret
+    return out

@@ -59,3 +59,23 @@ def same_run(recorded: dict, config: dict) -> bool:
     """Whether two resolved configs compute the same run, up to :func:`resumable_keys`."""
     keys = resumable_keys()
     return without(recorded, keys) == without(config, keys)
+
+
+def differences(recorded: dict, config: dict, limit: int = 3) -> list[str]:
+    """The first ``limit`` keys where two resolved configs compute different runs, as
+    ``key: <there> there, <here> now`` (up to :func:`resumable_keys`)."""
+    keys = resumable_keys()
+    a, b = without(recorded, keys), without(config, keys)
+    out: list[str] = []
+
+    def walk(x, y, prefix: str) -> None:
+        if len(out) >= limit:
+            return
+        if isinstance(x, dict) and isinstance(y, dict):
+            for k in sorted(set(x) | set(y), key=str):
+                walk(x.get(k, "(absent)"), y.get(k, "(absent)"), f"{prefix}{k}.")
+        elif x != y:
+            out.append(f"{prefix[:-1]}: {x} there, {y} now")
+
+    walk(a, b, "")
+    return out
