@@ -11,6 +11,8 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 
 # Generated datasets are cached per test session, never in the user's home directory.
 os.environ.setdefault("NORMBENCH_CACHE", os.path.join(os.path.dirname(__file__), "..", ".pytest_cache", "normbench"))
+# The run cache is off (tests train what they ask for); the tests of the cache turn it on for themselves.
+os.environ["NORMBENCH_RUN_INDEX"] = "none"
 
 
 @pytest.fixture

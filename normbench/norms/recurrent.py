@@ -83,9 +83,15 @@ class RecurrentBatchNorm(nn.Module):
                     f"RecurrentBatchNorm holds statistics for {self.max_steps} time steps and got step "
                     f"{t + steps - 1} in training; build it with max_steps >= the training length"
                 )
-            mean = self.running_mean[t:t + steps].view(-1)  # views: batch_norm updates them in place
-            var = self.running_var[t:t + steps].view(-1)
-            self.steps_tracked.clamp_(min=t + steps)
+            with torch.no_grad():  # the running statistics of steps t .. t+steps-1, updated in place
+                # (by hand, not by batch_norm: under torch.func.vmap batch_norm loses its update of
+                # a buffer that is a slice of the stacked members' buffer)
+                var_u, mean_b = torch.var_mean(flat.detach(), dim=0, correction=1)
+                self.running_mean[t:t + steps].mul_(1 - self.momentum).add_(
+                    mean_b.view(steps, -1), alpha=self.momentum)
+                self.running_var[t:t + steps].mul_(1 - self.momentum).add_(var_u.view(steps, -1), alpha=self.momentum)
+                self.steps_tracked.copy_(torch.maximum(self.steps_tracked, torch.full_like(self.steps_tracked, t + steps)))
+            mean = var = None
             training = True
         else:
             last = (self.steps_tracked - 1).clamp(min=0)

@@ -335,11 +335,11 @@ def train_pack(cfgs: Sequence[DictConfig], run_dirs: Sequence[str | Path]) -> li
             if len(members) == 1:
                 summaries[members[0]] = fit_run(waiting[members[0]], ctx)
             else:
-                summaries.update(zip(members, _fit_pack([waiting[i] for i in members]), strict=True))
+                summaries.update(zip(members, fit_pack([waiting[i] for i in members]), strict=True))
     return [summaries[i] for i in range(len(cfgs))]
 
 
-def _fit_pack(trainers: list[Trainer]) -> list[dict]:
+def fit_pack(trainers: list[Trainer]) -> list[dict]:
     """:func:`~normbench.training.trainer._fit` for a pack: the members' records on every outcome."""
     loop = None
     try:
