@@ -383,12 +383,13 @@ def _file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def verified_checkpoint(run_dir: Path) -> tuple[Path | None, dict | None, list[str]]:
+def verified_checkpoint(run_dir: Path, max_step: int | None = None) -> tuple[Path | None, dict | None, list[str]]:
     """The newest checkpoint whose bytes match a recorded digest: ``(path, digest, rejected)``;
     the digest record holds the checkpoint's ``step`` and the ``evaluated_steps`` before it.
 
     ``rejected`` names the checkpoint files present that match no digest (damaged, modified, or
     written by a normbench that kept no digests); ``path`` is None when none verifies.
+    ``max_step``: only a checkpoint of that step or earlier (a pack's members resume at one step).
     """
     run_dir = Path(run_dir)
     names = (CHECKPOINT_FILE, PREVIOUS_CHECKPOINT_FILE)
@@ -404,6 +405,8 @@ def verified_checkpoint(run_dir: Path) -> tuple[Path | None, dict | None, list[s
         path = run_dir / name
         if path.exists():
             digest = digests.get(_file_sha256(path))
+            if digest is not None and max_step is not None and not digest.get("step", 0) <= max_step:
+                continue
             if digest is not None:
                 return path, digest, rejected
             rejected.append(name)

@@ -53,8 +53,9 @@ FALLS_BACK = {
 
 # The default suite trains these (the rest are marked slow: `pytest -m slow tests/test_packing.py`).
 QUICK = ("cnn-batch", "cnn-group-batch2", "cnn-weight", "cnn-none-clip", "lstm-batch", "film")
-# Weight tolerance: BN at a batch of 8 over 2x2 maps (the FiLM model) amplifies float noise most.
-TOLERANCE = {"film": 1e-3}
+# Weight tolerance (the optimizer state's: 10x). The FiLM model max-pools its last maps: float noise
+# can move an argmax, and that sample's gradient then takes another path (momentum entries 10% apart).
+TOLERANCE = {"film": 5e-3}
 
 
 def configs(extra, seeds=(0, 1, 2)):

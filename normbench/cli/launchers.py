@@ -186,6 +186,21 @@ def _job_config(launcher: Any, overrides: Sequence[str]) -> tuple[dict, Path]:
     return data, run_dir.absolute()
 
 
+def _save_hydra_files(launcher: Any, overrides: Sequence[str]) -> None:
+    """A pack member's ``.hydra/`` (config, hydra, overrides), as Hydra writes it for a job it runs."""
+    sweep_config = launcher.hydra_context.config_loader.load_sweep_config(launcher.config, list(overrides))
+    subdir = sweep_config.hydra.output_subdir
+    if subdir is None:
+        return
+    out = Path(str(sweep_config.hydra.sweep.dir)) / str(sweep_config.hydra.sweep.subdir) / str(subdir)
+    out.mkdir(parents=True, exist_ok=True)
+    task = OmegaConf.to_container(sweep_config, resolve=False)
+    hydra_node = task.pop("hydra", None)
+    for name, node in (("config.yaml", task), ("hydra.yaml", {"hydra": hydra_node}),
+                       ("overrides.yaml", list(overrides))):
+        records.atomic_write_text(out / name, OmegaConf.to_yaml(OmegaConf.create(node)))
+
+
 def refuse_stale(launcher: Any, job_overrides: Sequence[Sequence[str]]) -> None:
     """Refuse a sweep whose run directories hold runs of another config (the user edited a config
     file or an experiment overlay: the sweep's directory is named from the command line only, so
@@ -277,6 +292,8 @@ def prepare_launch(launcher: Any, job_overrides: Sequence[Sequence[str]]):
         if len(pack) > 1:
             configs = [_job_config(launcher, job_overrides[i]) for i in pack]
             members[str(configs[0][1])] = [(config, str(run_dir)) for config, run_dir in configs[1:]]
+            for i in pack[1:]:  # the lead's job writes its own
+                _save_hydra_files(launcher, job_overrides[i])
             seeds = ",".join(str(c.get("seed")) for c, _ in configs)
             print(f"normbench: packed seeds {seeds} into one job ({' '.join(job_overrides[pack[0]])})", flush=True)
     launcher.task_function = PackTask(getattr(launcher.task_function, "task_function", launcher.task_function),

@@ -110,21 +110,46 @@ def describe(run_dir: Path) -> str:
     return f"{status}: {verb} from step 0"
 
 
+def _packs(parsed, jobs: list[list[str]]) -> dict[int, int]:
+    """Which pack each job trains in under ``trainer.pack=seed`` on the command line (jobs whose
+    overrides differ only in ``seed``, at most ``trainer.pack_size`` each; numbered from 1); {}
+    without packing. The launcher decides from the composed configs, so a pack the command line
+    does not show (set in a config file) is left out here."""
+    given = {o.key_or_group: o.get_value_element_as_str() for o in parsed
+             if not o.is_sweep_override() and not o.is_hydra_override()}
+    if given.get("trainer.pack") != "seed":
+        return {}
+    size = int(given.get("trainer.pack_size", 16))
+    groups: dict[tuple, list[int]] = {}
+    for num, job in enumerate(jobs):
+        key = tuple(o for o in job if not o.startswith("seed="))
+        while len(groups.get(key, [])) >= size:
+            key = (*key, "+")
+        groups.setdefault(key, []).append(num)
+    numbered = [members for members in groups.values() if len(members) > 1]
+    return {num: k for k, members in enumerate(numbered, 1) for num in members}
+
+
 def dry_run(sweep_dir: str, parsed) -> list[str]:
     """The lines of ``normbench run -m ... --dry-run``: the jobs a sweep into ``sweep_dir`` would
     launch (``parsed``: as for :func:`expand`)."""
     sweep_dir = Path(sweep_dir.strip("'\""))
     exclude = nuisance_keys()
     jobs = expand(parsed)
+    packs = _packs(parsed, jobs)
     rows = []
     counts: dict[str, int] = {}
     for num, job in enumerate(jobs):
         state = describe(sweep_dir / job_subdir(job, exclude)) if "${" not in str(sweep_dir) else "new"
         kind = state.split(":")[-1].strip().split(" ")[0]
         counts[kind] = counts.get(kind, 0) + 1
+        if num in packs:
+            state += f" (pack {packs[num]})"
         rows.append((f"#{num}", " ".join(job) or "(defaults)", state))
     width = max(len(r[1]) for r in rows)
     tally = ", ".join(f"{n} {k}" for k, n in counts.items())
-    lines = [f"dry run: {len(jobs)} job{'s' if len(jobs) != 1 else ''} in {sweep_dir} ({tally}); nothing launched"]
+    packed = f"; {len(set(packs.values()))} packs of seeds (trainer.pack=seed)" if packs else ""
+    lines = [f"dry run: {len(jobs)} job{'s' if len(jobs) != 1 else ''} in {sweep_dir} ({tally}){packed}; "
+             "nothing launched"]
     lines += [f"  {num:>4}  {job:<{width}}  {state}" for num, job, state in rows]
     return lines

@@ -135,15 +135,15 @@ class Checkpoints:
     def __init__(self, run_dir: Path, config: dict, device: torch.device, writer: bool = True):
         self.run_dir, self.config, self.device, self.writer = Path(run_dir), config, device, writer
 
-    def restore(self, parts: dict) -> LoopState | None:
+    def restore(self, parts: dict, max_step: int | None = None) -> LoopState | None:
         """Load the newest verified checkpoint into ``parts`` and the RNGs; return its loop state
         with the verified history, or None when the directory holds no checkpoint (a new run).
 
         A checkpoint whose bytes do not match their SHA-256 digest is never used: the previous
         one is, which replays to the same result (training is deterministic), or the run is
-        refused with advice when none verifies.
+        refused with advice when none verifies. ``max_step``: the newest of that step or earlier.
         """
-        path, _, rejected = records.verified_checkpoint(self.run_dir)
+        path, _, rejected = records.verified_checkpoint(self.run_dir, max_step)
         if path is None and rejected:
             raise ConfigError(f"{self.run_dir}: {' and '.join(rejected)} fail their SHA-256 check (damaged, modified, "
                               "or written without a digest), so normbench will not resume from them; move them away "

@@ -318,9 +318,14 @@ def train_pack(cfgs: Sequence[DictConfig], run_dirs: Sequence[str | Path]) -> li
     with contextlib.ExitStack() as locks:
         for run_dir in run_dirs:
             locks.enter_context(records.RunLock(run_dir))
+        # A pack killed while its members saved a checkpoint left some a checkpoint ahead: those
+        # resume from their previous one, so that the pack goes on as it would have, bit for bit.
+        common = min(_newest_step(Path(d)) for d in run_dirs)
         waiting: dict[int, Trainer] = {}
         for i, (cfg, run_dir) in enumerate(zip(cfgs, run_dirs, strict=True)):
-            finished, trainer = prepare(cfg, Path(run_dir), ctx)
+            _, digest, _ = records.verified_checkpoint(Path(run_dir), common)
+            at_common = digest is not None and digest.get("step") == common
+            finished, trainer = prepare(cfg, Path(run_dir), ctx, common if at_common else None)
             if finished is not None:
                 summaries[i] = finished
             else:
@@ -337,6 +342,12 @@ def train_pack(cfgs: Sequence[DictConfig], run_dirs: Sequence[str | Path]) -> li
             else:
                 summaries.update(zip(members, fit_pack([waiting[i] for i in members]), strict=True))
     return [summaries[i] for i in range(len(cfgs))]
+
+
+def _newest_step(run_dir: Path) -> int:
+    """The step of the run's newest verified checkpoint (0 without one)."""
+    _, digest, _ = records.verified_checkpoint(run_dir)
+    return int(digest.get("step", 0)) if digest else 0
 
 
 def fit_pack(trainers: list[Trainer]) -> list[dict]:

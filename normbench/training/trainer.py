@@ -88,7 +88,8 @@ class Trainer:
     :func:`normbench.records.build_summary` shapes its summary.
     """
 
-    def __init__(self, cfg: DictConfig, run_dir: Path, ctx: distributed.Context | None = None):
+    def __init__(self, cfg: DictConfig, run_dir: Path, ctx: distributed.Context | None = None,
+                 max_step: int | None = None):
         self.cfg = cfg
         self.run_dir = Path(run_dir)
         self.ctx = ctx or distributed.Context()
@@ -116,7 +117,7 @@ class Trainer:
         config = config_dict(cfg)
         self.checkpoints = Checkpoints(self.run_dir, config, self.device, writer=self.ctx.main)
         self.logger = make_logger(cfg, self.run_dir, config) if self.ctx.main else _NoLogger()
-        restored = self.checkpoints.restore(self._parts())
+        restored = self.checkpoints.restore(self._parts(), max_step)
         self.resumed = restored is not None
         self.state = restored or LoopState()
         if self.ctx.rank > 0:  # dropout and noise differ between ranks, as their data does
@@ -414,10 +415,12 @@ def _train(cfg: DictConfig, run_dir: Path, ctx: distributed.Context) -> dict:
     return fit_run(trainer, ctx)
 
 
-def prepare(cfg: DictConfig, run_dir: Path, ctx: distributed.Context) -> tuple[dict | None, Trainer | None]:
+def prepare(cfg: DictConfig, run_dir: Path, ctx: distributed.Context,
+            max_step: int | None = None) -> tuple[dict | None, Trainer | None]:
     """The run's summary when it has nothing left to train (finished, diverged, or reused from an
-    identical run: :mod:`normbench.training.cache`), else its Trainer, restored. The caller holds
-    the run directory's lock."""
+    identical run: :mod:`normbench.training.cache`), else its Trainer, restored (from the newest
+    checkpoint of step ``max_step`` or earlier, when given). The caller holds the run directory's
+    lock."""
     if ctx.main:  # the lock is ours: a temporary file here is a killed writer's
         records.remove_stale_temporaries(run_dir)
     previous = finished_summary(cfg, run_dir)
@@ -427,7 +430,7 @@ def prepare(cfg: DictConfig, run_dir: Path, ctx: distributed.Context) -> tuple[d
         reused = cache.reuse(cfg, run_dir)
         if reused is not None:
             return reused, None
-    trainer = Trainer(cfg, Path(run_dir), ctx)
+    trainer = Trainer(cfg, Path(run_dir), ctx, max_step)
     if trainer.resumed:
         previous = previous_summary(trainer.run_dir)
         if previous.get("status") == "diverged":
