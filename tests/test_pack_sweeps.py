@@ -7,10 +7,10 @@ import signal
 
 import pytest
 import torch
+from procs import LONG, cli, normbench, spawn, wait_for
 
 from normbench import records
 from normbench.training.checkpoints import read_checkpoint
-from procs import LONG, cli, normbench, spawn, wait_for
 
 TINY = ["trainer.max_steps=6", "trainer.eval_every=3", "trainer.progress=none", "trainer.train_eval_samples=100"]
 

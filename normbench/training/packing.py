@@ -32,17 +32,17 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-from torch import nn
 from omegaconf import DictConfig
+from torch import nn
 from torch.func import functional_call, vmap
 
 from normbench import records
 from normbench.data.base import Inputs
 from normbench.models.gru import LoopGRU
+from normbench.training import cache, distributed
 from normbench.training.optim import build_optimizer, build_schedule
 from normbench.training.preemption import Interrupted, StopRequest
 from normbench.training.progress import make_progress
-from normbench.training import cache, distributed
 from normbench.training.trainer import Clock, Diverged, Trainer, fit_run, prepare, validate
 
 
@@ -279,8 +279,8 @@ class PackedLoop:
                 if evaluating or step % cfg.trainer.log_every == 0:
                     raw = loss_sum.tolist()  # the one read per interval, for every member
                     loss_sum.zero_()
-                    self._each(lambda t: t.interval(raw[trainers.index(t)], progress, evaluating,
-                                                    clocks[id(t)]))
+                    self._each(lambda t, raw=raw, evaluating=evaluating: t.interval(
+                        raw[trainers.index(t)], progress, evaluating, clocks[id(t)]))
                     keep = torch.tensor([t in self.active for t in trainers], device=self.device)
                 if stop.signum is not None and step < self.total_steps:
                     pending = loss_sum.tolist()
