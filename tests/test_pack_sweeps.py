@@ -50,6 +50,7 @@ def test_the_dry_run_shows_the_packs(tmp_path):
     assert out.count("(pack 1)") == 2 and out.count("(pack 2)") == 2
 
 
+@pytest.mark.slow  # 45 s: `pytest -m slow tests/test_pack_sweeps.py`
 def test_a_killed_pack_resumes_bit_for_bit(tmp_path):
     args = ["run", "-m", "seed=0,1", "trainer.pack=seed", *LONG, "model.width=64", "trainer.eval_every=100",
             "hydra.sweep.subdir=${seed}"]
@@ -98,6 +99,7 @@ def run_index(tmp_path, monkeypatch):
     return tmp_path / "index"
 
 
+@pytest.mark.slow  # 25 s; the cache's verification is tested in test_run_cache.py
 def test_an_identical_run_is_reused_across_sweeps_and_verified_first(tmp_path, run_index):
     first = cli("run", "-m", "seed=0,1", *TINY, "trainer.pack=seed", f"hydra.sweep.dir={tmp_path / 'a'}", check=True)
     assert "reused" not in first.stdout
