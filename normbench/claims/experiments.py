@@ -125,7 +125,8 @@ def sweeps(name: str, scale: str = "small", seeds: int = 3, runs_root: str | Pat
         swept.append(f"seed={','.join(str(s) for s in range(seeds))}")
         sweep_dir = Path(runs_root) / name / scale / f"sweep{i}-{_digest(fixed)}"
         quiet = [] if "trainer.progress" in extra_keys else ["trainer.progress=none"]
-        packed = [] if "trainer.pack" in extra_keys else ["trainer.pack=seed"]  # the seeds train as one pack
+        # The seeds train as one pack, unless the scale says packing is slower for its model.
+        packed = [] if "trainer.pack" in extra_keys else [f"trainer.pack={spec.get('pack', 'seed')}"]
         args = [*fixed, *swept, *extra, *quiet, *packed,
                 f"hydra.sweep.dir={sweep_dir}",
                 f"hydra.job.config.override_dirname.exclude_keys=[{','.join(exclude)}]",
