@@ -19,7 +19,7 @@ from hydra.core.utils import JobReturn, configure_log, filter_overrides, run_job
 from hydra.plugins.launcher import Launcher
 from omegaconf import OmegaConf, open_dict
 
-from normbench.cli.launchers import check_resources, isolated, member_returns, prepare_launch
+from normbench.cli.launchers import Launch, check_resources
 
 log = logging.getLogger(__name__)
 
@@ -46,18 +46,17 @@ class SequentialLauncher(Launcher):
         setup_globals()
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
-        done, leads, packs = prepare_launch(self, job_overrides)
-        for i in leads:
+        launch = Launch(self, job_overrides)
+        for i in launch.leads:
             log.info("\t#%d : %s", initial_job_idx + i, " ".join(filter_overrides(job_overrides[i])))
-            sweep_config = self.hydra_context.config_loader.load_sweep_config(self.config, list(job_overrides[i]))
+            sweep_config = launch.sweep_config(i)
             with open_dict(sweep_config):
                 sweep_config.hydra.job.id = sweep_config.hydra.job.num = initial_job_idx + i
-            done[i] = isolated(self, job_overrides[i], run_job(
+            launch.done.update(launch.outcome(i, run_job(
                 hydra_context=self.hydra_context, task_function=self.task_function, config=sweep_config,
-                job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir"))
-            done.update(member_returns(self, job_overrides, packs[i], done[i]))
+                job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir")))
             configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
-        return [done[i] for i in range(len(job_overrides))]
+        return [launch.done[i] for i in range(len(job_overrides))]
 
 
 class SlurmLauncher(_SubmititSlurm):  # type: ignore[misc,valid-type]
@@ -74,7 +73,8 @@ class SlurmLauncher(_SubmititSlurm):  # type: ignore[misc,valid-type]
         from hydra.core.singleton import Singleton
         from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
 
-        done, todo, packs = prepare_launch(self, job_overrides)
+        launch = Launch(self, job_overrides)
+        todo, done = launch.leads, launch.done
         if not todo:
             return [done[i] for i in range(len(job_overrides))]
         params = dict(self.params)
@@ -96,8 +96,7 @@ class SlurmLauncher(_SubmititSlurm):  # type: ignore[misc,valid-type]
               f"waiting for them; logs in {sweep_dir / '.submitit'}", flush=True)
         outcomes = _wait(jobs, [" ".join(filter_overrides(job_overrides[i])) for i in todo])
         for i, outcome in zip(todo, outcomes, strict=True):
-            done[i] = isolated(self, job_overrides[i], outcome)
-            done.update(member_returns(self, job_overrides, packs[i], outcome))
+            done.update(launch.outcome(i, outcome))
         return [done[i] for i in range(len(job_overrides))]
 
 
@@ -179,13 +178,13 @@ class LocalLauncher(_Joblib):  # type: ignore[misc,valid-type]
     """
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
-        done, todo, packs = prepare_launch(self, job_overrides)
+        launch = Launch(self, job_overrides)
+        todo, done = launch.leads, launch.done
         if todo:
             try:
                 results: Sequence[Any] = super().launch([job_overrides[i] for i in todo], initial_job_idx)
             except Exception as exc:
                 results = [f"the local worker pool stopped: {type(exc).__name__}: {exc}"] * len(todo)
             for i, result in zip(todo, results, strict=True):
-                done[i] = isolated(self, job_overrides[i], result)
-                done.update(member_returns(self, job_overrides, packs[i], result))
+                done.update(launch.outcome(i, result))
         return [done[i] for i in range(len(job_overrides))]

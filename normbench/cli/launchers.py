@@ -14,6 +14,7 @@ which resubmits the same job; normbench's trainer has already saved the current 
 
 from __future__ import annotations
 
+import copy
 import logging
 import re
 import subprocess
@@ -54,78 +55,6 @@ def missing_plugin(preset: str) -> str | None:
     if found:
         return None
     return f"hydra/launcher={preset} needs the {package} plugin, which is not installed; install it with: {INSTALL_HINT}"
-
-
-def _run_dir(launcher: Any, overrides: Sequence[str]) -> tuple[DictConfig, Path]:
-    """The job's config (without Hydra's node) and its run directory, as the job computes them."""
-    sweep_config = launcher.hydra_context.config_loader.load_sweep_config(launcher.config, list(overrides))
-    run_dir = Path(str(sweep_config.hydra.sweep.dir)) / str(sweep_config.hydra.sweep.subdir)
-    with_hydra = OmegaConf.to_container(sweep_config, resolve=False)
-    with_hydra.pop("hydra", None)
-    return OmegaConf.create(with_hydra), run_dir
-
-
-def record_lost_job(launcher: Any, overrides: Sequence[str], message: str) -> None:
-    """Record a job that ended without a result as a failed run (unless its record says it finished)."""
-    try:
-        cfg, run_dir = _run_dir(launcher, overrides)
-        try:
-            summary = records.read_summary(run_dir)
-        except (OSError, ValueError):
-            summary = None
-        if summary is not None and summary.get("status") in ("completed", "diverged", "failed"):
-            return
-        if summary is not None:  # it was running: keep what it recorded, say why it stopped
-            summary.update(status="failed", error=message)
-            records.write_summary(run_dir, summary)
-            return
-        records.record_failure(run_dir, OmegaConf.to_container(cfg, resolve=True), message)
-    except Exception as exc:  # the record is best effort; the sweep must still end
-        log.warning("normbench: could not record the failed job %s: %s", " ".join(overrides), exc)
-
-
-def isolated(launcher: Any, overrides: Sequence[str], result: Any) -> JobReturn:
-    """A JobReturn that never raises in Hydra's sweeper: failures are in the run records."""
-    if isinstance(result, JobReturn) and result.status == JobStatus.COMPLETED:
-        return result
-    if isinstance(result, JobReturn):
-        try:
-            value = result.return_value  # a failed job's value raises its exception (Hydra's public way to it)
-            message = f"job ended with status {result.status.name} and value {value!r}"
-        except Exception as exc:
-            message = f"{type(exc).__name__}: {exc}"
-    else:
-        message = " ".join(str(result).split())[:2000]
-    print(f"normbench: error: job {' '.join(overrides)} failed: {message}", file=sys.stderr, flush=True)
-    record_lost_job(launcher, overrides, message)
-    ret = JobReturn(overrides=list(overrides), status=JobStatus.COMPLETED)
-    ret.return_value = None
-    return ret
-
-
-def skip_finished(launcher: Any, job_overrides: Sequence[Sequence[str]]) -> dict[int, JobReturn]:
-    """The jobs of a relaunched sweep whose runs already finished, each with its summary, found
-    before anything is submitted: a finished run costs no Slurm job and no worker start-up.
-
-    The check is the one the job itself makes (:func:`normbench.training.checkpoints.finished_summary`); a
-    run it cannot decide here is launched, and the job decides.
-    """
-    from normbench.cli.hydra_app import skipped_line
-    from normbench.training.checkpoints import finished_summary
-
-    done = {}
-    for i, overrides in enumerate(job_overrides):
-        try:
-            cfg, run_dir = _run_dir(launcher, overrides)
-            summary = finished_summary(cfg, run_dir)
-        except Exception:
-            continue
-        if summary is not None:
-            print(skipped_line(summary, run_dir), flush=True)
-            ret = JobReturn(overrides=list(overrides), status=JobStatus.COMPLETED)
-            ret.return_value = summary
-            done[i] = ret
-    return done
 
 
 def _node_sizes(partition: str | None) -> list[tuple[int, int, int]] | None:
@@ -171,86 +100,206 @@ def check_resources(params: dict) -> None:
                               "another partition with hydra.launcher.partition=NAME")
 
 
-# -- packs and stale directories: what every launcher does before it launches -----------------
+# -- one launch: stale directories, finished runs, packs, and every job's outcome -------------
 
 
-def _job_config(launcher: Any, overrides: Sequence[str]) -> tuple[dict, Path]:
-    """The job's resolved config (plain data, without Hydra's node) and its absolute run directory."""
-    from hydra.core.hydra_config import HydraConfig
+class Launch:
+    """One launch of a sweep's jobs by a normbench launcher, each job's config composed once.
 
-    sweep_config = launcher.hydra_context.config_loader.load_sweep_config(launcher.config, list(overrides))
-    HydraConfig.instance().set_config(sweep_config)  # for ${hydra:...} in the job's own keys
-    run_dir = Path(str(sweep_config.hydra.sweep.dir)) / str(sweep_config.hydra.sweep.subdir)
-    data = OmegaConf.to_container(sweep_config, resolve=True)
-    data.pop("hydra", None)
-    return data, run_dir.absolute()
+    What every launcher does before it launches: refuse directories that hold runs of another
+    config, find finished runs, and plan the packs; the launcher's ``task_function`` becomes a
+    :class:`PackTask`. Then :meth:`outcome` turns each launched job's result into the JobReturns
+    of its whole pack. (Hydra composes a job's config in about 0.3 s; composing it again at each
+    of these steps was most of a small sweep's launch.)
 
+    ``done``: the JobReturns of finished runs by job index; ``leads``: the jobs to launch, one
+    per pack; ``packs``: each lead's pack (its members' indices, the lead first).
+    """
 
-def _save_hydra_files(launcher: Any, overrides: Sequence[str]) -> None:
-    """A pack member's ``.hydra/`` (config, hydra, overrides), as Hydra writes it for a job it runs."""
-    sweep_config = launcher.hydra_context.config_loader.load_sweep_config(launcher.config, list(overrides))
-    subdir = sweep_config.hydra.output_subdir
-    if subdir is None:
-        return
-    out = Path(str(sweep_config.hydra.sweep.dir)) / str(sweep_config.hydra.sweep.subdir) / str(subdir)
-    out.mkdir(parents=True, exist_ok=True)
-    task = OmegaConf.to_container(sweep_config, resolve=False)
-    hydra_node = task.pop("hydra", None)
-    for name, node in (("config.yaml", task), ("hydra.yaml", {"hydra": hydra_node}),
-                       ("overrides.yaml", list(overrides))):
-        records.atomic_write_text(out / name, OmegaConf.to_yaml(OmegaConf.create(node)))
+    def __init__(self, launcher: Any, job_overrides: Sequence[Sequence[str]]):
+        self.launcher, self.overrides = launcher, [list(o) for o in job_overrides]
+        self._jobs: dict[int, tuple[DictConfig, dict, Path]] = {}
+        self.refuse_stale()
+        self.done = self.skip_finished()
+        todo = [i for i in range(len(self.overrides)) if i not in self.done]
+        self.packs = {pack[0]: pack for pack in self.plan_packs(todo)}
+        self.leads = list(self.packs)
+        members: dict[str, list[tuple[dict, str]]] = {}
+        for pack in self.packs.values():
+            if len(pack) > 1:
+                members[str(self.run_dir(pack[0]))] = [(self.config(i), str(self.run_dir(i))) for i in pack[1:]]
+                for i in pack[1:]:  # the lead's job writes its own
+                    self.save_hydra_files(i)
+                seeds = ",".join(str(self.config(i).get("seed")) for i in pack)
+                print(f"normbench: packed seeds {seeds} into one job ({' '.join(self.overrides[pack[0]])})", flush=True)
+        launcher.task_function = PackTask(getattr(launcher.task_function, "task_function", launcher.task_function),
+                                          members)
 
+    def _job(self, i: int) -> tuple[DictConfig, dict, Path]:
+        if i not in self._jobs:
+            from hydra.core.hydra_config import HydraConfig
 
-def refuse_stale(launcher: Any, job_overrides: Sequence[Sequence[str]]) -> None:
-    """Refuse a sweep whose run directories hold runs of another config (the user edited a config
-    file or an experiment overlay: the sweep's directory is named from the command line only, so
-    it would otherwise count the old runs as its own). One line, before anything runs."""
-    from normbench.config.identity import differences
+            sweep_config = self.launcher.hydra_context.config_loader.load_sweep_config(self.launcher.config,
+                                                                                       self.overrides[i])
+            HydraConfig.instance().set_config(sweep_config)  # for ${hydra:...} in the job's own keys
+            run_dir = Path(str(sweep_config.hydra.sweep.dir)) / str(sweep_config.hydra.sweep.subdir)
+            data = OmegaConf.to_container(sweep_config, resolve=True)
+            data.pop("hydra", None)
+            self._jobs[i] = (sweep_config, data, run_dir.absolute())
+        return self._jobs[i]
 
-    stale = []
-    for overrides in job_overrides:
+    def sweep_config(self, i: int) -> DictConfig:
+        """Job ``i``'s whole config, Hydra's node included (a copy: launching it changes it)."""
+        sweep_config = copy.deepcopy(self._job(i)[0])
+        OmegaConf.set_readonly(sweep_config.hydra, None)  # HydraConfig.set_config made it read-only
+        return sweep_config
+
+    def config(self, i: int) -> dict:
+        """Job ``i``'s resolved config as plain data, without Hydra's node."""
+        return self._job(i)[1]
+
+    def run_dir(self, i: int) -> Path:
+        """Job ``i``'s absolute run directory."""
+        return self._job(i)[2]
+
+    def refuse_stale(self) -> None:
+        """Refuse a sweep whose run directories hold runs of another config (the user edited a
+        config file or an experiment overlay: the sweep's directory is named from the command
+        line only, so it would otherwise count the old runs as its own). One line, before
+        anything runs."""
+        from normbench.config.identity import differences
+
+        stale = []
+        for i in range(len(self.overrides)):
+            try:
+                recorded = records.read_config(self.run_dir(i))
+            except Exception:  # unreadable: the job itself says why
+                continue
+            found = differences(recorded, self.config(i)) if recorded else []
+            if found:
+                stale.append((self.run_dir(i), found))
+        if stale:
+            run_dir, found = stale[0]
+            more = f", as do {len(stale) - 1} more of this sweep's run directories" if len(stale) > 1 else ""
+            raise ConfigError(f"{run_dir} holds a run with another config ({'; '.join(found)}){more}; the sweep's "
+                              "directory is named from the command line only, so an edited config file lands on "
+                              "the old runs: move them away, or choose another directory with hydra.sweep.dir=DIR")
+
+    def skip_finished(self) -> dict[int, JobReturn]:
+        """The jobs of a relaunched sweep whose runs already finished, each with its summary, found
+        before anything is submitted: a finished run costs no Slurm job and no worker start-up.
+
+        The check is the one the job itself makes
+        (:func:`normbench.training.checkpoints.finished_summary`); a run it cannot decide here is
+        launched, and the job decides.
+        """
+        from normbench.cli.hydra_app import skipped_line
+        from normbench.training.checkpoints import finished_summary
+
+        done = {}
+        for i, overrides in enumerate(self.overrides):
+            try:
+                summary = finished_summary(OmegaConf.create(self.config(i)), self.run_dir(i))
+            except Exception:
+                continue
+            if summary is not None:
+                print(skipped_line(summary, self.run_dir(i)), flush=True)
+                done[i] = _returned(overrides, summary)
+        return done
+
+    def plan_packs(self, todo: Sequence[int]) -> list[list[int]]:
+        """The jobs ``todo`` as packs: lists of job indices whose configs differ only in ``seed``
+        and ask ``trainer.pack=seed``, at most ``trainer.pack_size`` each, in job order; every
+        other job is a pack of one."""
+        import json
+
+        from normbench.config.identity import nuisance_keys, without
+
+        groups: dict[str, list[int]] = {}
+        for i in todo:
+            key = f"alone-{i}"
+            try:
+                config = self.config(i)
+                trainer = config.get("trainer") or {}
+                if trainer.get("pack") == "seed":
+                    key = json.dumps(without(config, [*nuisance_keys(), "seed"]), sort_keys=True, default=str)
+                    size = int(trainer.get("pack_size") or 1)
+                    while len(groups.get(key, [])) >= size:
+                        key += "+"
+            except Exception:
+                pass
+            groups.setdefault(key, []).append(i)
+        return list(groups.values())
+
+    def save_hydra_files(self, i: int) -> None:
+        """A pack member's ``.hydra/`` (config, hydra, overrides), as Hydra writes it for a job it runs."""
+        sweep_config = self._job(i)[0]
+        subdir = sweep_config.hydra.output_subdir
+        if subdir is None:
+            return
+        out = self.run_dir(i) / str(subdir)
+        out.mkdir(parents=True, exist_ok=True)
+        task = OmegaConf.to_container(sweep_config, resolve=False)
+        hydra_node = task.pop("hydra", None)
+        for name, node in (("config.yaml", task), ("hydra.yaml", {"hydra": hydra_node}),
+                           ("overrides.yaml", self.overrides[i])):
+            records.atomic_write_text(out / name, OmegaConf.to_yaml(OmegaConf.create(node)))
+
+    def outcome(self, lead: int, result: Any) -> dict[int, JobReturn]:
+        """The JobReturns of ``lead``'s whole pack from its job's result: never raising in Hydra's
+        sweeper, since failures are in the run records. A job that failed outside normbench's own
+        error handling is recorded as failed; so is a member whose pack's job ended without its
+        result."""
+        out = {lead: self._isolated(lead, result)}
+        for i in self.packs[lead][1:]:
+            try:
+                summary = records.read_summary(self.run_dir(i))
+            except Exception:
+                summary = None
+            if summary is None or summary.get("status") == "running":
+                self.record_lost_job(i, f"its pack's job ({' '.join(self.overrides[lead])}) "
+                                        f"ended without its result: {result!r}"[:2000])
+            out[i] = _returned(self.overrides[i], summary)
+        return out
+
+    def _isolated(self, i: int, result: Any) -> JobReturn:
+        if isinstance(result, JobReturn) and result.status == JobStatus.COMPLETED:
+            return result
+        if isinstance(result, JobReturn):
+            try:
+                value = result.return_value  # a failed job's value raises its exception (Hydra's public way to it)
+                message = f"job ended with status {result.status.name} and value {value!r}"
+            except Exception as exc:
+                message = f"{type(exc).__name__}: {exc}"
+        else:
+            message = " ".join(str(result).split())[:2000]
+        print(f"normbench: error: job {' '.join(self.overrides[i])} failed: {message}", file=sys.stderr, flush=True)
+        self.record_lost_job(i, message)
+        return _returned(self.overrides[i], None)
+
+    def record_lost_job(self, i: int, message: str) -> None:
+        """Record a job that ended without a result as a failed run (unless its record says it finished)."""
         try:
-            config, run_dir = _job_config(launcher, overrides)
-            recorded = records.read_config(run_dir)
-        except Exception:  # unreadable: the job itself says why
-            continue
-        found = differences(recorded, config) if recorded else []
-        if found:
-            stale.append((run_dir, found))
-    if stale:
-        run_dir, found = stale[0]
-        more = f", as do {len(stale) - 1} more of this sweep's run directories" if len(stale) > 1 else ""
-        raise ConfigError(f"{run_dir} holds a run with another config ({'; '.join(found)}){more}; the sweep's "
-                          "directory is named from the command line only, so an edited config file lands on the "
-                          "old runs: move them away, or choose another directory with hydra.sweep.dir=DIR")
+            run_dir = self.run_dir(i)
+            try:
+                summary = records.read_summary(run_dir)
+            except (OSError, ValueError):
+                summary = None
+            if summary is not None and summary.get("status") in ("completed", "diverged", "failed"):
+                return
+            if summary is not None:  # it was running: keep what it recorded, say why it stopped
+                summary.update(status="failed", error=message)
+                records.write_summary(run_dir, summary)
+                return
+            records.record_failure(run_dir, self.config(i), message)
+        except Exception as exc:  # the record is best effort; the sweep must still end
+            log.warning("normbench: could not record the failed job %s: %s", " ".join(self.overrides[i]), exc)
 
 
-def plan_packs(launcher: Any, job_overrides: Sequence[Sequence[str]]) -> list[list[int]]:
-    """The jobs as packs: lists of indices into ``job_overrides`` whose configs differ only in
-    ``seed`` and ask ``trainer.pack=seed``, at most ``trainer.pack_size`` each, in job order; every
-    other job is a pack of one."""
-    import json
-
-    from normbench.config.identity import nuisance_keys, without
-
-    groups: dict[str, list[int]] = {}
-    order: list[str] = []
-    for i, overrides in enumerate(job_overrides):
-        key = f"alone-{i}"
-        try:
-            config, _ = _job_config(launcher, overrides)
-            trainer = config.get("trainer") or {}
-            if trainer.get("pack") == "seed":
-                key = json.dumps(without(config, [*nuisance_keys(), "seed"]), sort_keys=True, default=str)
-                size = int(trainer.get("pack_size") or 1)
-                while len(groups.get(key, [])) >= size:
-                    key += "+"
-        except Exception:
-            pass
-        if key not in groups:
-            groups[key], order = [], [*order, key]
-        groups[key].append(i)
-    return [groups[k] for k in order]
+def _returned(overrides: Sequence[str], value: Any) -> JobReturn:
+    ret = JobReturn(overrides=list(overrides), status=JobStatus.COMPLETED)
+    ret.return_value = value
+    return ret
 
 
 class PackTask:
@@ -273,49 +322,3 @@ class PackTask:
         if not members:
             return self.task_function(cfg)
         return run_pack(cfg, members)
-
-
-def prepare_launch(launcher: Any, job_overrides: Sequence[Sequence[str]]):
-    """What a launcher does first: refuse stale directories, find finished runs, plan the packs.
-
-    Returns ``(done, leads, packs)``: the JobReturns of finished runs by index, the indices of the
-    jobs to launch, and each lead's pack (its members' indices, the lead first). The launcher's
-    ``task_function`` is wrapped in a :class:`PackTask` for the launch (:func:`finish_launch`
-    restores it).
-    """
-    refuse_stale(launcher, job_overrides)
-    done = skip_finished(launcher, job_overrides)
-    todo = [i for i in range(len(job_overrides)) if i not in done]
-    packs = [[todo[k] for k in pack] for pack in plan_packs(launcher, [job_overrides[i] for i in todo])]
-    members: dict[str, list[tuple[dict, str]]] = {}
-    for pack in packs:
-        if len(pack) > 1:
-            configs = [_job_config(launcher, job_overrides[i]) for i in pack]
-            members[str(configs[0][1])] = [(config, str(run_dir)) for config, run_dir in configs[1:]]
-            for i in pack[1:]:  # the lead's job writes its own
-                _save_hydra_files(launcher, job_overrides[i])
-            seeds = ",".join(str(c.get("seed")) for c, _ in configs)
-            print(f"normbench: packed seeds {seeds} into one job ({' '.join(job_overrides[pack[0]])})", flush=True)
-    launcher.task_function = PackTask(getattr(launcher.task_function, "task_function", launcher.task_function),
-                                      members)
-    return done, [p[0] for p in packs], {p[0]: p for p in packs}
-
-
-def member_returns(launcher: Any, job_overrides: Sequence[Sequence[str]], pack: list[int],
-                   lead_result: Any) -> dict[int, JobReturn]:
-    """The JobReturns of a pack's members other than its lead, from their run records (a member
-    whose job ended without one is recorded as failed with the lead's outcome)."""
-    out = {}
-    for i in pack[1:]:
-        try:
-            _, run_dir = _job_config(launcher, job_overrides[i])
-            summary = records.read_summary(run_dir)
-        except Exception:
-            summary = None
-        if summary is None or summary.get("status") == "running":
-            record_lost_job(launcher, job_overrides[i], f"its pack's job ({' '.join(job_overrides[pack[0]])}) "
-                                                        f"ended without its result: {lead_result!r}"[:2000])
-        ret = JobReturn(overrides=list(job_overrides[i]), status=JobStatus.COMPLETED)
-        ret.return_value = summary
-        out[i] = ret
-    return out
