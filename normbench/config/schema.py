@@ -43,7 +43,7 @@ from normbench.config.rules import (
 ABSENT = object()  # a required key: its absence is an error
 
 #: ``norm.population``: the statistics batch norm uses at evaluation (see population.py).
-POPULATION_MODES = ("running", "exact")
+POPULATION_MODES = ("running", "exact", "precise")
 ACTIVATIONS = ("relu", "sigmoid", "tanh", "gelu")
 FILM_MODES = ("full", "gamma_only", "beta_only", "image_only", "late_fusion")
 FILM_INITS = ("default", "kaiming_uniform")

@@ -81,13 +81,14 @@ class TensorSource:
         """The first ``n`` test inputs (the probe's fixed batch)."""
         return self.data.x_test[:n]
 
-    def population_batches(self, n: int | None, batch_size: int) -> Iterator[torch.Tensor]:
-        """Training inputs for exact population statistics: ``n`` fixed samples (all when None),
-        unaugmented, in batches of ``batch_size`` (a last batch of one sample is left out: a
-        batch statistic needs two)."""
+    def population_batches(self, n: int | None, batch_size: int, complete: bool = False) -> Iterator[torch.Tensor]:
+        """Training inputs for population statistics: ``n`` fixed samples (all when None),
+        unaugmented, in batches of ``batch_size``. A train-mode pass leaves out a last batch of
+        one sample (a batch statistic needs two); ``complete`` keeps every sample (an eval-mode
+        pass, whose statistics must not depend on how the samples are cut into batches)."""
         idx = fixed_subset(self.num_train, n).to(self.data.x_train.device)
         for start in range(0, len(idx), batch_size):
-            if len(idx) - start > 1:
+            if complete or len(idx) - start > 1:
                 yield self.data.x_train[idx[start:start + batch_size]]
 
     def evaluate(self, task, model, eval_batch_size: int, train_eval_samples: int, forward) -> dict:
@@ -185,12 +186,13 @@ class LoaderSource:
                                              pin_memory=self.pin)
         return task.evaluate_batches(model, (self._to_device(x, y) for x, y in loader), forward)
 
-    def population_batches(self, n: int | None, batch_size: int) -> Iterator[torch.Tensor]:
-        """Training images with the evaluation transform (``train_eval``) for exact population
-        statistics: ``n`` fixed samples (all when None), in batches of ``batch_size``."""
+    def population_batches(self, n: int | None, batch_size: int, complete: bool = False) -> Iterator[torch.Tensor]:
+        """Training images with the evaluation transform (``train_eval``) for population
+        statistics: ``n`` fixed samples (all when None), in batches of ``batch_size`` (a last,
+        partial batch only when ``complete``)."""
         subset = torch.utils.data.Subset(self.data.train_eval, fixed_subset(len(self.data.train_eval), n).tolist())
         loader = torch.utils.data.DataLoader(subset, batch_size=batch_size, num_workers=self.workers,
-                                             pin_memory=self.pin, drop_last=True)
+                                             pin_memory=self.pin, drop_last=not complete)
         for x, y in loader:
             yield self._to_device(x, y)[0]
 

@@ -13,7 +13,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from normbench.training.population import exact_statistics
+from normbench.training.population import exact_statistics, precise_statistics
 
 
 class Evaluator:
@@ -24,7 +24,8 @@ class Evaluator:
         task: the run's task (its loss and metric).
         forward: ``forward(model, x)`` with the run's autocast and memory format.
         eval_statistics: which population statistics score batch-statistics layers: ``running``,
-            ``exact`` (recomputed before each evaluation) or None (no such layer).
+            ``exact`` or ``precise`` (recomputed before each evaluation; see population.py) or
+            None (no such layer).
         cfg: the composed config (its ``trainer`` evaluation keys, ``norm.population_samples`` and
             ``norm.also_exact``, ``batch_size``).
     """
@@ -37,10 +38,15 @@ class Evaluator:
         self.population_samples = cfg.norm.get("population_samples")
         self.also_exact = eval_statistics == "running" and cfg.norm.get("also_exact", False)
 
-    def _exact_statistics(self, model: nn.Module):
-        """A context in which ``model`` holds exact population statistics (see population.py)."""
-        batches = self.source.population_batches(self.population_samples, self.eval_batch_size)
-        return exact_statistics(model, batches, self.forward)
+    def _statistics(self, model: nn.Module, kind: str | None):
+        """A context in which ``model`` holds the population statistics ``kind`` names."""
+        n, size = self.population_samples, self.eval_batch_size
+        if kind == "exact":
+            return exact_statistics(model, lambda: self.source.population_batches(n, size, complete=True),
+                                    self.forward)
+        if kind == "precise":
+            return precise_statistics(model, self.source.population_batches(n, size), self.forward)
+        return contextlib.nullcontext()
 
     def record(self, model: nn.Module, state, lr: float) -> dict:
         """The evaluation record of ``model`` at loop state ``state`` (``lr``: the current rate).
@@ -50,14 +56,13 @@ class Evaluator:
         the loss the steps since the last evaluation saw (consumed from ``state``), the learning rate.
         """
         m = self.task.metric
-        exact = self.eval_statistics == "exact"
-        with self._exact_statistics(model) if exact else contextlib.nullcontext():
+        with self._statistics(model, self.eval_statistics):
             results = self.source.evaluate(self.task, model, self.eval_batch_size, self.train_eval_samples,
                                            self.forward)
             probe = self._probe(model)
         if self.also_exact:
             # The same weights scored both ways: how much of the error is the running estimate.
-            with self._exact_statistics(model):
+            with self._statistics(model, "exact"):
                 # one training sample: only the test score is kept
                 results["exact"] = self.source.evaluate(self.task, model, self.eval_batch_size, 1,
                                                         self.forward)["test"]

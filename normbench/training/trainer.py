@@ -174,10 +174,10 @@ class Trainer:
             if self.device.type != "cuda":
                 raise ConfigError("norm.sync=true (SyncBatchNorm) needs CUDA devices; on the CPU use norm.sync=false "
                                   "(per-device batch statistics)")
-            if eval_statistics == "exact":
-                raise ConfigError("norm.population=exact with norm.sync=true is not supported (rank 0 computes the "
-                                  "statistics alone, and SyncBatchNorm would wait for the other ranks); use "
-                                  "norm.population=running or norm.sync=false")
+            if eval_statistics == "precise":
+                raise ConfigError("norm.population=precise with norm.sync=true is not supported (rank 0 computes the "
+                                  "statistics alone in train mode, and SyncBatchNorm would wait for the other "
+                                  "ranks); use norm.population=exact, running, or norm.sync=false")
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         if self.forward.channels_last:
             model = model.to(memory_format=torch.channels_last)
