@@ -3,7 +3,7 @@ percent, and which way is better. Tasks, the progress lines, the final line, the
 reporter and the verdicts all ask here instead of guessing from a name.
 
 A run record's columns name their metric with one word among their parts: ``final_test_acc``,
-``best_test_error``, ``test_acc_exact``, ``test_bpc_len200``, ``time_to_target_s``
+``best_val_error``, ``test_acc_exact``, ``test_bpc_len200``, ``time_to_target_s``
 (:func:`metric_of`).
 
 Nothing here imports torch.

@@ -105,9 +105,10 @@ def build_summary(cfg, status: str, error: str | None = None, *, state=None, env
     ``wall_time_s``, ``train_time_s``; None for a job that failed before it trained), then ``extra``
     (what the trainer adds: the statistics that score the run, the dataset's reference values).
 
-    The metric keys follow the task: ``train_acc``/``test_acc``/``best_test_acc``/``target_acc``
-    for classification, ``train_bpc``/``test_bpc``/``best_test_bpc``/``target_bpc`` (lower is
-    better) for language modelling; ``final`` also holds the extra test sets' values
+    The metric keys follow the task: ``train_acc``/``val_acc``/``test_acc``/``best_val_acc``/
+    ``selected_test_acc``/``target_acc`` for classification, the same with ``bpc`` (lower is
+    better) for language modelling. ``selected_step`` is the evaluation with the best validation
+    score (the first, on a tie) and ``selected_test_<metric>`` its test score; ``final`` also holds the extra test sets' values
     (``test_bpc_len200``, ...).
     """
     spec, m = metrics.metric(metric), metric
@@ -115,9 +116,14 @@ def build_summary(cfg, status: str, error: str | None = None, *, state=None, env
     steps = state.step if state is not None else 0
     wall, train_time = (state.wall_time_s, state.train_time_s) if state is not None else (0.0, 0.0)
     last = history[-1] if history else {}
-    final = {k: last.get(k) for k in ("train_loss", f"train_{m}", "test_loss", f"test_{m}", "step_loss")}
+    final = {k: last.get(k) for k in ("train_loss", f"train_{m}", "val_loss", f"val_{m}", "test_loss", f"test_{m}",
+                                      "step_loss")}
     final.update({k: v for k, v in last.items() if k.startswith(("test_loss_", f"test_{m}_"))})
-    tests = [r[f"test_{m}"] for r in history if r.get(f"test_{m}") is not None]
+    # Selection reads validation only: the best validation score, and the test score at its step
+    # (the test set is reported, never selected on).
+    scored = [r for r in history if r.get(f"val_{m}") is not None]
+    best_val = spec.best([r[f"val_{m}"] for r in scored])
+    at_best = next((r for r in scored if r[f"val_{m}"] == best_val), None)
     trainer = cfg.get("trainer") or {}
     target = trainer.get(spec.target_key)
     reached = next((r for r in history if spec.reached(r.get(f"test_{m}"), target)), None)
@@ -143,7 +149,9 @@ def build_summary(cfg, status: str, error: str | None = None, *, state=None, env
         "primary_metric": m,
         "higher_is_better": spec.higher_is_better,
         "final": final,
-        f"best_test_{m}": spec.best(tests),
+        f"best_val_{m}": best_val,
+        "selected_step": at_best["step"] if at_best else None,
+        f"selected_test_{m}": at_best.get(f"test_{m}") if at_best else None,
         spec.target_key: target,
         "steps_to_target": reached["step"] if reached else None,
         "time_to_target_s": reached["train_time_s"] if reached else None,

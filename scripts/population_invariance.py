@@ -46,7 +46,7 @@ def main() -> None:
               f"{summary['final']['test_acc']:.4f} ({summary['eval_statistics']})")
         state = torch.load(Path(tmp) / "run" / "checkpoint.pt", weights_only=True, map_location="cpu")["model"]
     cfg = compose(overrides)
-    data = load_dataset(cfg.dataset)
+    data = load_dataset(cfg.dataset, cfg.seed)
     model = build_model(cfg.model, cfg.norm, data)
     model.load_state_dict(state)
     population = data.x_train

@@ -116,7 +116,7 @@ def write_run(root: Path, name: str, *, norm: str = "batch", batch_size: int = 3
         "batch_size": batch_size, "seed": seed, "steps": last.get("step", 0),
         "epochs": last.get("epoch", 0.0), "samples_seen": last.get("samples_seen", 0),
         "final": final,
-        ("best_test_bpc" if bpc else "best_test_acc"): test_acc,
+        ("selected_test_bpc" if bpc else "selected_test_acc"): test_acc,
         "steps_to_target": reached["step"] if reached else None,
         "time_to_target_s": reached["wall_time_s"] if reached else None,
         "target_acc": target_acc, "generalization_gap": gap,

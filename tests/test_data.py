@@ -16,22 +16,25 @@ def dataset(name, **overrides):
 def test_mnist1d_is_the_standard_split_and_deterministic():
     d = dataset("mnist1d")
     assert d.kind == "signal" and d.num_classes == 10
-    assert d.x_train.shape == (4000, 1, 40) and d.x_test.shape == (1000, 1, 40)
+    # The standard 4000/1000 split, 400 of the training signals held out for validation
+    assert d.x_train.shape == (3600, 1, 40) and d.x_val.shape == (400, 1, 40) and d.x_test.shape == (1000, 1, 40)
     assert d.x_train.dtype == torch.float32 and d.y_train.dtype == torch.int64
-    assert set(d.y_train.tolist()) == set(range(10))
-    assert abs(d.x_train.mean().item()) < 1e-4 and abs(d.x_train.std().item() - 1) < 1e-3  # standardized
+    assert set(d.y_train.tolist()) == set(range(10)) == set(d.y_val.tolist())
+    whole = torch.cat([d.x_train, d.x_val])  # standardized by the whole training part
+    assert abs(whole.mean().item()) < 1e-4 and abs(whole.std().item() - 1) < 1e-3
     again = dataset("mnist1d")
     assert torch.equal(d.x_train, again.x_train) and torch.equal(d.y_test, again.y_test)
 
 
 def test_mnist1d_size_option():
     d = dataset("mnist1d", num_samples=1000)
-    assert len(d.x_train) == 800 and len(d.x_test) == 200
+    assert (len(d.x_train), len(d.x_val), len(d.x_test)) == (720, 80, 200)
 
 
 def test_digits_images_and_stratified_split():
     d = dataset("digits")
-    assert d.kind == "image" and d.x_train.shape == (1437, 1, 8, 8) and d.x_test.shape == (360, 1, 8, 8)
+    assert d.kind == "image" and d.x_train.shape == (1293, 1, 8, 8) and d.x_test.shape == (360, 1, 8, 8)
+    assert d.x_val.shape == (144, 1, 8, 8)
     counts = torch.bincount(d.y_test, minlength=10)
     assert counts.min() >= 35  # stratified: every class is in the test set in proportion
 
@@ -103,3 +106,42 @@ def test_a_model_that_cannot_read_the_data_is_refused_before_the_set_is_generate
     with pytest.raises(ConfigError, match=r"model=cnn cannot read dataset=clevr_like \(vqa data\)"):
         Trainer(compose(["model=cnn", "dataset=clevr_like"]), tmp_path / "run")
     assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").rglob("*.png"))
+
+
+def _rows(x: torch.Tensor) -> set:
+    return {tuple(r) for r in x.flatten(1).tolist()}
+
+
+@pytest.mark.parametrize("name", ["mnist1d", "digits"])
+def test_the_validation_split_is_carved_from_training_data_and_fixed(name):
+    """Validation samples are training samples the run never trains on, the same in every run of
+    a fixed draw, and none of them is a test sample."""
+    whole = dataset(name, val_fraction=0)
+    d, again = dataset(name), load_dataset(compose([f"dataset={name}", "seed=7"]).dataset, seed=7)
+    assert whole.x_val is None and len(d.x_train) + len(d.x_val) == len(whole.x_train)
+    assert _rows(d.x_val) | _rows(d.x_train) == _rows(whole.x_train) and not _rows(d.x_val) & _rows(d.x_train)
+    assert not _rows(d.x_val) & _rows(d.x_test)
+    assert torch.equal(d.x_val, again.x_val) and torch.equal(d.x_test, again.x_test)  # seed 7, fixed draw
+
+
+@pytest.mark.parametrize("name", ["mnist1d", "digits"])
+def test_a_draw_that_follows_the_seed_samples_new_data_per_seed(name):
+    """dataset.draw=seed: each seed draws its own data (MNIST-1D: new signals; digits: a new
+    train/test split) and validation split; the same seed draws the same; the fixed draw is
+    none of them."""
+    def drawn(seed):
+        cfg = compose([f"dataset={name}", "dataset.draw=seed", f"seed={seed}"])
+        return load_dataset(cfg.dataset, seed=seed)
+
+    a, b, a2, fixed = drawn(1), drawn(2), drawn(1), dataset(name)
+    for key in ("x_train", "x_val", "x_test"):
+        assert torch.equal(getattr(a, key), getattr(a2, key)), key
+        assert not torch.equal(getattr(a, key), getattr(b, key)), key
+        assert not torch.equal(getattr(a, key), getattr(fixed, key)), key
+    assert a.x_test.shape == fixed.x_test.shape and len(a.x_val) == len(fixed.x_val)
+
+
+def test_a_draw_that_follows_the_seed_needs_a_seeded_dataset():
+    cfg = OmegaConf.merge(OmegaConf.to_container(compose(["dataset=text"]).dataset), {"draw": "seed"})
+    with pytest.raises(ConfigError, match="dataset.draw=seed: dataset=text has no key that seeds its draw"):
+        load_dataset(cfg, seed=1)

@@ -54,7 +54,8 @@ def assert_same_run(expected: Path, got: Path) -> None:
     a, b = records.read_summary(expected), records.read_summary(got)
     assert b["status"] == "completed" and b["steps"] == a["steps"]
     assert _untimed(b["final"]) == _untimed(a["final"])
-    assert (b["best_test_acc"], b["steps_to_target"]) == (a["best_test_acc"], a["steps_to_target"])
+    assert (b["best_val_acc"], b["selected_test_acc"], b["steps_to_target"]) == (
+        a["best_val_acc"], a["selected_test_acc"], a["steps_to_target"])
     assert [_untimed(r) for r in records.read_metrics(got)] == [_untimed(r) for r in records.read_metrics(expected)]
     wa, wb = (torch.load(d / records.CHECKPOINT_FILE, weights_only=True)["model"] for d in (expected, got))
     assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
@@ -302,7 +303,7 @@ def test_no_verified_checkpoint_is_one_clear_refusal(tmp_path, tiny_overrides, d
 
 
 @pytest.mark.parametrize("forge", [
-    lambda s: {**s, "final": {**s["final"], "test_acc": 0.999}, "best_test_acc": 0.999},
+    lambda s: {**s, "final": {**s["final"], "test_acc": 0.999}, "selected_test_acc": 0.999},
     lambda s: {k: v for k, v in s.items() if k != "final"},
 ], ids=["better-result", "no-final"])
 def test_a_forged_completed_summary_is_not_trusted_but_made_again(tmp_path, tiny_overrides, forge):
@@ -311,7 +312,7 @@ def test_a_forged_completed_summary_is_not_trusted_but_made_again(tmp_path, tiny
     code, out, _ = cli("run", *tiny_overrides, f"hydra.run.dir={tmp_path / 'run'}")
     assert code == 0 and out.startswith("completed: ") and "skipped" not in out
     again = records.read_summary(tmp_path / "run")
-    assert again["final"] == straight["final"] and again["best_test_acc"] == straight["best_test_acc"]
+    assert again["final"] == straight["final"] and again["selected_test_acc"] == straight["selected_test_acc"]
 
 
 @pytest.mark.parametrize("damage,message", [

@@ -145,12 +145,12 @@ def test_x_and_metric_options(tmp_path):
             (n, lr, s) for n in ("batch", "layer") for lr in (0.01, 0.1, 1.0) for s in (0, 1)):
         write_run(tmp_path / "lr", str(i), norm=norm, seed=seed, test_acc=0.8 + 0.05 * seed,
                   config_extra={"optim.lr": lr})
-    report = build_report([tmp_path / "lr"], tmp_path / "out", x="optim.lr", metric="best_test_acc")
+    report = build_report([tmp_path / "lr"], tmp_path / "out", x="optim.lr", metric="selected_test_acc")
     assert "sweep" in report.figures
-    assert report.figures["sweep"][0].name == "best_test_acc_vs_optim_lr.png"
+    assert report.figures["sweep"][0].name == "selected_test_acc_vs_optim_lr.png"
     _check_png(report.figures["sweep"][0])
     md = report.path.read_text()
-    assert "Differences between norms: best test accuracy" in md
+    assert "Differences between norms: test accuracy at the best validation step" in md
     with pytest.raises(ReportError, match="unknown metric 'nope'"):
         make_report([tmp_path / "lr"], tmp_path / "o", metric="nope")
     with pytest.raises(ReportError, match="unknown plot 'pie'"):

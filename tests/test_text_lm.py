@@ -156,12 +156,12 @@ def test_language_model_run_records_bits_per_character(text_file, tmp_path):
     assert summary["status"] == "completed" and summary["primary_metric"] == "bpc"
     assert summary["higher_is_better"] is False
     final = summary["final"]
-    assert set(final) == {"train_loss", "train_bpc", "test_loss", "test_bpc", "test_loss_len25", "test_bpc_len25",
-                          "step_loss"}
+    assert set(final) == {"train_loss", "train_bpc", "val_loss", "val_bpc", "test_loss", "test_bpc",
+                          "test_loss_len25", "test_bpc_len25", "step_loss"}
     assert math.isclose(final["test_bpc"], final["test_loss"] / math.log(2), rel_tol=1e-9)
-    assert summary["best_test_bpc"] == min(r["test_bpc"] for r in map(json.loads, (run_dir / "metrics.jsonl").open()))
+    assert summary["best_val_bpc"] == min(r["val_bpc"] for r in map(json.loads, (run_dir / "metrics.jsonl").open()))
     assert math.isclose(summary["generalization_gap"], final["test_bpc"] - final["train_bpc"])
-    assert "best_test_acc" not in summary and "target_bpc" in summary
+    assert "best_val_acc" not in summary and "target_bpc" in summary
     assert "corpus.txt" in summary["env"]["dataset_source"]
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").open()]
     assert [r["step"] for r in records] == [0, 6, 12]

@@ -12,10 +12,11 @@ from normbench.api import compose, run
 from normbench.errors import ConfigError
 from normbench.training.trainer import Trainer, train
 
-SUMMARY_KEYS = {"status", "dataset", "model", "norm", "batch_size", "seed", "steps", "final", "best_test_acc",
+SUMMARY_KEYS = {"status", "dataset", "model", "norm", "batch_size", "seed", "steps", "final", "best_val_acc",
                 "steps_to_target", "time_to_target_s", "generalization_gap", "wall_time_s", "samples_per_s",
-                "error", "env"}
-METRIC_KEYS = {"step", "epoch", "samples_seen", "wall_time_s", "train_loss", "train_acc", "test_loss", "test_acc", "lr"}
+                "error", "env", "selected_step", "selected_test_acc"}
+METRIC_KEYS = {"step", "epoch", "samples_seen", "wall_time_s", "train_loss", "train_acc", "val_loss", "val_acc",
+               "test_loss", "test_acc", "lr"}
 
 
 def test_run_record_follows_the_contract(tmp_path, tiny_overrides):
@@ -32,7 +33,10 @@ def test_run_record_follows_the_contract(tmp_path, tiny_overrides):
         assert m["samples_seen"] == m["step"] * 8
     final = summary["final"]
     assert final["test_acc"] == metrics[-1]["test_acc"]
-    assert summary["best_test_acc"] == max(m["test_acc"] for m in metrics)
+    # Selection reads validation only: the best validation score and the test score at its step.
+    best = max(metrics, key=lambda m: m["val_acc"])
+    assert summary["best_val_acc"] == best["val_acc"] and summary["selected_step"] == best["step"]
+    assert summary["selected_test_acc"] == best["test_acc"] and "best_test_acc" not in summary
     assert math.isclose(summary["generalization_gap"], final["train_acc"] - final["test_acc"])
     assert summary["env"]["torch"] == torch.__version__ and summary["env"]["seed"] == 0
     assert "deterministic_algorithms" in summary["env"]
@@ -53,7 +57,7 @@ def test_default_run_learns_mnist1d(tmp_path):
     """The default CNN with batch norm learns MNIST-1D well above chance in a few epochs."""
     summary = run(["trainer.epochs=3", "trainer.progress=none"], tmp_path)
     assert summary["final"]["test_acc"] > 0.8
-    assert summary["steps"] == 3 * (4000 // 32)
+    assert summary["steps"] == 3 * (3600 // 32)  # 4000 training signals, 400 held out for validation
 
 
 def test_resume_continues_bit_for_bit(tmp_path):
@@ -100,15 +104,16 @@ def test_divergence_is_a_recorded_result(tmp_path):
 
 
 def test_batches_are_full_so_batch_norm_never_sees_one_sample(tmp_path):
-    # digits has 1437 training samples: at batch 2 one sample per epoch is left over.
+    # digits has 1437 training samples, 144 of them held out for validation: at batch 2 one sample
+    # per epoch is left over.
     cfg = compose(["dataset=digits", "model=mlp", "batch_size=2", "trainer.epochs=2", "trainer.progress=none",
                    "trainer.eval_every=100000"])
     trainer = Trainer(cfg, tmp_path)
     sizes = []
     trainer.model.register_forward_pre_hook(lambda m, args: sizes.append(args[0].shape[0]) if m.training else None)
     summary = trainer.fit()
-    assert summary["steps"] == 2 * 718
-    assert set(sizes) == {2} and len(sizes) == 2 * 718
+    assert summary["steps"] == 2 * 646
+    assert set(sizes) == {2} and len(sizes) == 2 * 646
 
 
 def test_linear_lr_scaling(tmp_path, tiny_overrides):
@@ -139,7 +144,7 @@ def test_cosine_schedule_reaches_zero(tmp_path, tiny_overrides):
     ("batch_size=0", "batch_size=0 must be a positive integer"),
     ("trainer.max_steps=-3", "trainer.max_steps=-3"),
     ("batch_size=1", "needs batch_size>=2"),
-    ("batch_size=5000", "exceeds the 4000 training samples"),
+    ("batch_size=5000", "exceeds the 3600 training samples"),
     ("optim.lr=-1", "optim.lr=-1"),
     ("trainer.device=tpu", "trainer.device=tpu is not a device"),
     ("trainer.target_acc=2", "trainer.target_acc=2"),

@@ -164,7 +164,7 @@ def report(
     x: str = typer.Option(None, "--x", metavar="KEY", help="Config key for the x axis of a sweep plot, e.g. batch_size, "
                           "optim.lr."),
     metric: str = typer.Option(None, "--metric", metavar="NAME", help="Metric to compare, e.g. test_acc, test_error, "
-                               "best_test_acc, test_bpc."),
+                               "val_acc, selected_test_acc, test_bpc."),
     plot: list[str] = typer.Option(None, "--plot", metavar="NAME", help="Plot to draw (repeatable): convergence, "
                                    "convergence_steps, convergence_time, convergence_epochs, convergence_samples, batch_size, "
                                    "generalization, label_noise, sweep, all. Default: chosen from what varies."),

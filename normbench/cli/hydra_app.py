@@ -39,7 +39,8 @@ def final_line(summary: dict, run_dir: Path) -> str:
     f = summary["final"]
     speed = f"{summary['samples_per_s']:,.0f} samples/s" if summary.get("samples_per_s") else ""
     m = summary.get("primary_metric", "acc")
-    metrics = (f"test {m} {f[f'test_{m}']:.4f} (best {summary[f'best_test_{m}']:.4f}), train {m} {f[f'train_{m}']:.4f}"
+    val = f", val {m} {f[f'val_{m}']:.4f}" if f.get(f"val_{m}") is not None else ""
+    metrics = (f"test {m} {f[f'test_{m}']:.4f}{val}, train {m} {f[f'train_{m}']:.4f}"
                if f.get(f"test_{m}") is not None else "no evaluation")
     longer = [f"{k[len(f'test_{m}_'):]} {v:.4f}" for k, v in f.items() if k.startswith(f"test_{m}_") and v is not None]
     if longer:

@@ -44,6 +44,8 @@ ABSENT = object()  # a required key: its absence is an error
 
 #: ``norm.population``: the statistics batch norm uses at evaluation (see population.py).
 POPULATION_MODES = ("running", "exact", "precise")
+#: ``dataset.draw``: the same data in every run, or a draw that follows the run's seed.
+DRAWS = ("fixed", "seed")
 ACTIVATIONS = ("relu", "sigmoid", "tanh", "gelu")
 FILM_MODES = ("full", "gamma_only", "beta_only", "image_only", "late_fusion")
 FILM_INITS = ("default", "kaiming_uniform")
@@ -144,6 +146,9 @@ GROUP_RULES: dict[str, dict[str, Rule]] = {
         "workers": explained(non_negative_int, "must be a non-negative integer (0: load in the main process)"),
         "crop": positive_int, "resize": positive_int, "num_samples": positive_int, "seq_len": positive_int,
         "eval_lengths": list_of(positive_int), "max_train_chars": _SIZE,
+        "val_fraction": explained(below_one, "must be the share of training samples held out for validation, "
+                                             "at least 0 and below 1 (0: none)"),
+        "draw": one_of(*DRAWS),
     },
     "optim": {
         **_NAMES, "lr": positive_number, "betas": list_of(below_one, length=2), "eps": positive_number,

@@ -10,7 +10,9 @@ import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from normbench.data.base import TensorData
+from omegaconf import OmegaConf
+
+from normbench.data.base import DRAW_KEYS, VALIDATION_SEED, TensorData, draw_seed
 from normbench.data.imagenet import FolderData
 from normbench.errors import ConfigError
 
@@ -52,8 +54,14 @@ def register_dataset(dataset: Dataset) -> Dataset:
     return dataset
 
 
-def load_dataset(cfg) -> TensorData | FolderData:
-    """The dataset named by ``cfg.name``, with ``permute`` and ``label_noise`` applied.
+def load_dataset(cfg, seed: int = 0) -> TensorData | FolderData:
+    """The dataset named by ``cfg.name`` for a run of seed ``seed``, with ``permute`` and
+    ``label_noise`` applied and ``val_fraction`` of the training samples held out for validation.
+
+    The draw: with ``dataset.draw=fixed`` (the default) every run gets the same data; with
+    ``dataset.draw=seed`` the keys that seed the data (:data:`~normbench.data.base.DRAW_KEYS`: a
+    generated set's ``generator_seed``, a shipped set's ``split_seed``) and the validation split
+    follow ``seed``, so that seeds sample the data too and an interval over seeds covers it.
 
     Small datasets come as :class:`TensorData` (held on the device); image folders (ImageNet) as
     :class:`~normbench.data.imagenet.FolderData`, read by a DataLoader.
@@ -64,7 +72,15 @@ def load_dataset(cfg) -> TensorData | FolderData:
     noise = float(cfg.get("label_noise", 0.0))
     if not 0.0 <= noise <= 1.0:
         raise ConfigError(f"dataset.label_noise={noise} is not a fraction; use a value in [0, 1]")
-    return DATASETS[name].load(cfg)
+    follow = cfg.get("draw", "fixed") == "seed"
+    if follow:
+        keys = [k for k in DRAW_KEYS if k in cfg]
+        if not keys:
+            raise ConfigError(f"dataset.draw=seed: dataset={name} has no key that seeds its draw "
+                              f"({' or '.join(DRAW_KEYS)}); use dataset.draw=fixed")
+        cfg = OmegaConf.merge(cfg, {k: draw_seed(cfg[k], seed) for k in keys})
+    data = DATASETS[name].load(cfg)
+    return data.hold_out(float(cfg.get("val_fraction", 0.0)), draw_seed(VALIDATION_SEED, seed if follow else None))
 
 
 __all__ = ["DATASETS", "Dataset", "FolderData", "TensorData", "load_dataset", "register_dataset"]

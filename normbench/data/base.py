@@ -94,6 +94,10 @@ class TensorData:
     x_test: torch.Tensor
     y_test: torch.Tensor
     num_classes: int
+    # The validation split, carved from the training data by load_dataset (dataset.val_fraction);
+    # None: none. Model selection reads it; the test set is reported, never selected on.
+    x_val: torch.Tensor | None = None
+    y_val: torch.Tensor | None = None
     extra_tests: dict[str, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
     test_groups: dict[str, torch.Tensor] = field(default_factory=dict)
     source: str = ""  # where the data came from, when it is worth recording (files, corpus hash)
@@ -109,6 +113,14 @@ class TensorData:
             return self.x_train.sample_shape
         return tuple(self.x_train.shape[1:])
 
+    def hold_out(self, fraction: float, seed: int) -> TensorData:
+        """This data with a ``fraction`` of its training samples moved to the validation split."""
+        if fraction <= 0:
+            return self
+        train, val = validation_indices(len(self.x_train), fraction, seed)
+        return replace(self, x_train=self.x_train[train], y_train=self.y_train[train],
+                       x_val=self.x_train[val], y_val=self.y_train[val])
+
     def to(self, device: torch.device | str) -> TensorData:
         return replace(
             self,
@@ -116,6 +128,8 @@ class TensorData:
             y_train=self.y_train.to(device),
             x_test=self.x_test.to(device),
             y_test=self.y_test.to(device),
+            x_val=None if self.x_val is None else self.x_val.to(device),
+            y_val=None if self.y_val is None else self.y_val.to(device),
             extra_tests={k: (x.to(device), y.to(device)) for k, (x, y) in self.extra_tests.items()},
             test_groups={k: index.to(device) for k, index in self.test_groups.items()},
         )
@@ -207,3 +221,29 @@ def fixed_subset(total: int, n: int | None) -> torch.Tensor:
     """
     perm = torch.randperm(total, generator=torch.Generator().manual_seed(FIXED_SUBSET_SEED))
     return perm if n is None else perm[:n]
+
+
+#: The keys of a dataset's config that seed its draw (the generated samples, or the split of a
+#: shipped set): with ``dataset.draw=seed`` they follow the run's seed.
+DRAW_KEYS = ("generator_seed", "split_seed")
+
+
+def draw_seed(base: int, seed: int | None) -> int:
+    """The seed of a data draw: ``base`` itself for the fixed draw (``seed`` None), else a seed
+    mixed from ``base`` and the run's ``seed`` (numpy's SeedSequence: distinct streams for
+    distinct pairs, and none equal to the fixed draw's by construction of the mixing)."""
+    if seed is None:
+        return int(base)
+    return int(np.random.SeedSequence([int(base), int(seed)]).generate_state(1)[0])
+
+
+def validation_indices(total: int, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(train, val)``: indices of ``range(total)`` with ``round(fraction * total)`` of them held
+    out for validation, drawn by ``seed`` (fixed per data draw), each part in ascending order."""
+    n_val = round(fraction * total)
+    perm = torch.randperm(total, generator=torch.Generator().manual_seed(int(seed)))
+    return perm[n_val:].sort().values, perm[:n_val].sort().values
+
+
+#: The base seed of the validation split (mixed with the run's seed when the draw follows it).
+VALIDATION_SEED = 20_241_204

@@ -15,7 +15,7 @@ mean and standard deviation. Decoding and augmentation run in ``dataset.workers`
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from normbench.errors import ConfigError
@@ -46,8 +46,27 @@ class FolderData:
     info: dict = field(default_factory=dict)       # as TensorData's: what a model may need to know
     reference: dict = field(default_factory=dict)  # as TensorData's: values copied into the summary
 
+    val: object = None    # the validation split: training images with the evaluation transform
+    plain: object = None  # every training image with the evaluation transform (the split's source)
+
     def __len__(self) -> int:
         return len(self.train)
+
+    def hold_out(self, fraction: float, seed: int) -> FolderData:
+        """This data with a ``fraction`` of its training images moved to the validation split
+        (read with the evaluation transform)."""
+        if fraction <= 0:
+            return self
+        import torch
+
+        from normbench.data.base import validation_indices
+
+        train, val = validation_indices(len(self.train), fraction, seed)
+        subset = torch.utils.data.Subset
+        kept = set(train.tolist())  # train_eval scores training images only
+        eval_order = [i for i in self.train_eval.indices if i in kept]
+        return replace(self, train=subset(self.train, train.tolist()), val=subset(self.plain, val.tolist()),
+                       train_eval=subset(self.plain, eval_order))
 
 
 def _image_folder(path: Path, transform):
@@ -104,6 +123,6 @@ def load(cfg) -> FolderData:
     # The first n_eval images of a random but fixed order, so every class shows up.
     order = torch.randperm(len(train), generator=torch.Generator().manual_seed(0))[:n_eval].tolist()
     train_eval = subset(train_plain, order)
-    return FolderData(name="imagenet", kind="image", train=train, train_eval=train_eval, test=test,
+    return FolderData(name="imagenet", kind="image", train=train, train_eval=train_eval, test=test, plain=train_plain,
                       num_classes=len(train_plain.classes), input_shape=(3, crop, crop), workers=workers,
                       source=f"{root}: {len(train)} train, {len(test)} val images, {len(train_plain.classes)} classes")

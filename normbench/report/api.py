@@ -113,7 +113,7 @@ def make_report(
             ``skipped.csv`` and ``plots/*.png|svg`` go (created if missing).
         x: a config key to plot ``metric`` against (``batch_size``, ``optim.lr``, ...).
         metric: the metric to compare on (``test_acc``, ``final_test_error``,
-            ``best_test_acc``, ``test_bpc``, ...); default final test accuracy (or bpc).
+            ``val_acc``, ``selected_test_acc``, ``test_bpc``, ...); default final test accuracy (or bpc).
         plots: plot names to draw (see :data:`PLOTS`, or ``convergence``/``all``); default:
             chosen from what varies between the runs.
         title: the report's heading.
@@ -228,7 +228,7 @@ def _write_tables(rs: RunSet, out_dir: Path, metric: str, keys: list[str]) -> pd
     """summary.csv, runs.csv, differences.csv and skipped.csv; returns the difference table."""
     # Time to target is censored (runs that never reach it count): see tables.target_table,
     # not a mean over the runs that got there.
-    numeric = [c for c in rs.runs.columns if c.startswith(("final_", "best_")) or c in (
+    numeric = [c for c in rs.runs.columns if c.startswith(("final_", "best_", "selected_")) or c in (
         "generalization_gap", "wall_time_s", "train_time_s", "samples_per_s")]
     aggregate(rs.runs, numeric, [*keys, "label"]).to_csv(out_dir / "summary.csv", index=False)
     _portable(rs.runs, out_dir).to_csv(out_dir / "runs.csv", index=False)

@@ -21,9 +21,16 @@ LABELS = {
     "final_train_loss": "train loss",
     "final_test_bpc": "test bits per character",
     "final_train_bpc": "train bits per character",
-    "best_test_acc": "best test accuracy",
-    "best_test_error": "best test error",
-    "best_test_bpc": "best test bits per character",
+    "final_val_acc": "validation accuracy",
+    "final_val_error": "validation error",
+    "final_val_loss": "validation loss",
+    "final_val_bpc": "validation bits per character",
+    "best_val_acc": "best validation accuracy",
+    "best_val_error": "best validation error",
+    "best_val_bpc": "best validation bits per character",
+    "selected_test_acc": "test accuracy at the best validation step",
+    "selected_test_error": "test error at the best validation step",
+    "selected_test_bpc": "test bits per character at the best validation step",
     "generalization_gap": "generalization gap",
     "steps_to_target": "steps to target",
     "time_to_target_s": "time to target (s)",
@@ -123,7 +130,7 @@ def resolve_metric(name: str, columns: Iterable[str]) -> str:
         if candidate in columns:
             return candidate
     known = sorted(c[len("final_"):] if c.startswith("final_") else c for c in columns
-                   if c.startswith(("final_", "best_")) or c in (
+                   if c.startswith(("final_", "best_", "selected_")) or c in (
                        "generalization_gap", "steps_to_target", "time_to_target_s",
                        "samples_per_s", "wall_time_s", "train_time_s"))
     raise KeyError(f"unknown metric {name!r}; known: {', '.join(known)}")

@@ -92,7 +92,8 @@ class TensorSource:
                 yield self.data.x_train[idx[start:start + batch_size]]
 
     def evaluate(self, task, model, eval_batch_size: int, train_eval_samples: int, forward) -> dict:
-        """``{"train": (loss, metric), "test": ..., <extra label>: ...}`` in eval mode.
+        """``{"train": (loss, metric), "val": ... (when the data has a validation split), "test": ...,
+        <extra label>: ...}`` in eval mode.
 
         Training accuracy is scored on a fixed random subset of ``train_eval_samples`` training
         samples, not the first ones: a dataset stored in some order (by class, or balanced only
@@ -101,6 +102,8 @@ class TensorSource:
         d = self.data
         idx = fixed_subset(len(d.x_train), train_eval_samples).to(d.x_train.device)
         out = {"train": task.evaluate(model, d.x_train[idx], d.y_train[idx], eval_batch_size, forward)}
+        if d.x_val is not None:
+            out["val"] = task.evaluate(model, d.x_val, d.y_val, eval_batch_size, forward)
         if d.test_groups:  # the parts of the test set from the same pass
             out["test"], parts = task.evaluate_groups(model, d.x_test, d.y_test, d.test_groups, eval_batch_size,
                                                       forward)
@@ -200,8 +203,11 @@ class LoaderSource:
         train_eval = self.data.train_eval
         if len(train_eval) > train_eval_samples:
             train_eval = torch.utils.data.Subset(train_eval, fixed_subset(len(train_eval), train_eval_samples).tolist())
-        return {"train": self._evaluate(task, train_eval, model, eval_batch_size, forward),
-                "test": self._evaluate(task, self.data.test, model, eval_batch_size, forward)}
+        out = {"train": self._evaluate(task, train_eval, model, eval_batch_size, forward)}
+        if self.data.val is not None:
+            out["val"] = self._evaluate(task, self.data.val, model, eval_batch_size, forward)
+        out["test"] = self._evaluate(task, self.data.test, model, eval_batch_size, forward)
+        return out
 
 
 def make_source(data, batch_size: int, seed: int, device: torch.device, rank: int = 0, world: int = 1):

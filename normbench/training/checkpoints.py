@@ -181,7 +181,7 @@ class Checkpoints:
 
         Evaluations made after the checkpoint are dropped (they will be made again). A lost or
         damaged evaluation before it cannot be recomputed (the weights of that step are gone), and
-        best_test_acc and steps_to_target would then be computed from what is left: such a run is
+        best_val_acc, selected_test_acc and steps_to_target would then be computed from what is left: such a run is
         refused, not resumed into a record that silently differs.
         """
         path = self.run_dir / records.METRICS_FILE

@@ -51,7 +51,7 @@ class Evaluator:
     def record(self, model: nn.Module, state, lr: float) -> dict:
         """The evaluation record of ``model`` at loop state ``state`` (``lr``: the current rate).
 
-        Train and test loss and metric (with the population statistics ``norm.population`` names,
+        Train, validation and test loss and metric (with the population statistics ``norm.population`` names,
         and also with exact ones under ``norm.also_exact``), the extra test sets, the model's probe,
         the loss the steps since the last evaluation saw (consumed from ``state``), the learning rate.
         """
@@ -68,6 +68,8 @@ class Evaluator:
                                                         self.forward)["test"]
         (train_loss, train_metric), (test_loss, test_metric) = results.pop("train"), results.pop("test")
         extra = {}
+        if "val" in results:
+            extra["val_loss"], extra[f"val_{m}"] = results.pop("val")
         for label, (loss, metric) in results.items():
             extra[f"test_loss_{label}"], extra[f"test_{m}_{label}"] = loss, metric
         extra.update(probe)

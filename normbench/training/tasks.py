@@ -3,7 +3,7 @@
 The trainer asks its task for the training loss and for the evaluation metrics, so that the
 loop itself has no branch on the kind of data. A task has a primary metric (``acc``, higher is
 better; ``bpc``, bits per character, lower is better) that names the keys of the run record:
-``train_<metric>``, ``test_<metric>``, ``best_test_<metric>``, ``final.<...>``.
+``train_<metric>``, ``val_<metric>``, ``test_<metric>``, ``best_val_<metric>``, ``final.<...>``.
 """
 
 from __future__ import annotations

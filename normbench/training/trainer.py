@@ -144,7 +144,7 @@ class Trainer:
         cfg = self.cfg
         if cfg.dataset.name in DATASETS:  # before loading: reading or generating a set can take a while
             check_model_reads(cfg.model.name, cfg.dataset.name, DATASETS[cfg.dataset.name].kind)
-        data = load_dataset(cfg.dataset)
+        data = load_dataset(cfg.dataset, cfg.seed)
         data = data.to(self.device) if isinstance(data, TensorData) else data
         self.task = task_for(data)
         self.source = make_source(data, cfg.batch_size, cfg.seed, self.device, self.ctx.rank, self.ctx.world)
