@@ -80,11 +80,13 @@ def write_run(root: Path, name: str, *, norm: str = "batch", batch_size: int = 3
               error: str | None = None, summary_extra: dict | None = None,
               config_extra: dict | None = None, target_acc: float = 0.9,
               groups: int = 4, model: str = "cnn", dataset: str = "mnist1d",
-              tau: float = 80.0) -> Path:
+              tau: float = 80.0, val_acc: float | None = None) -> Path:
     """Write one run directory whose summary holds exactly the given final numbers.
 
     For ``bpc=True`` the ``test_acc``/``train_acc`` arguments are bits per character.
+    ``val_acc`` is the validation score (default: the test score).
     """
+    val_acc = test_acc if val_acc is None else val_acc
     run = Path(root) / name
     run.mkdir(parents=True, exist_ok=True)
     cfg = config(norm, batch_size, seed, label_noise, model=model, dataset=dataset,
@@ -101,11 +103,11 @@ def write_run(root: Path, name: str, *, norm: str = "batch", batch_size: int = 3
                         batch_size=batch_size, bpc=bpc, tau=tau)
     write_metrics(run, metrics)
     if bpc:
-        final = {"train_loss": 0.9, "train_bpc": train_acc, "test_loss": 1.0,
+        final = {"train_loss": 0.9, "train_bpc": train_acc, "val_bpc": val_acc, "test_loss": 1.0,
                  "test_bpc": test_acc}
         gap = test_acc - train_acc
     else:
-        final = {"train_loss": 0.1, "train_acc": train_acc, "test_loss": 0.3,
+        final = {"train_loss": 0.1, "train_acc": train_acc, "val_acc": val_acc, "test_loss": 0.3,
                  "test_acc": test_acc}
         gap = train_acc - test_acc
     reached = None if bpc else next((m for m in metrics if (m.get("test_acc") or 0)

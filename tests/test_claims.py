@@ -300,3 +300,18 @@ def test_bn_exact_statistics_measurement_is_paired_and_never_decides(tmp_path):
     assert measured[0].outcome == REPRODUCED and measured[0].diff == pytest.approx(0.011)
     assert verdict.outcome == REPRODUCED
     assert any("Exact population statistics remove" in n for n in verdict.notes)
+
+
+def test_a_grid_is_selected_on_validation_and_reports_the_test_values_there(tmp_path):
+    """At lr 0.01 the test accuracy is best, at lr 0.1 the validation accuracy: the grid point is
+    the validation's, and the values returned are the test accuracies there."""
+    from normbench.claims.checks import best_of_grid
+
+    for seed in range(3):
+        run(tmp_path, seed=seed, test_acc=0.90 + 0.01 * seed, val_acc=0.80, config_extra={"optim.lr": 0.01})
+        run(tmp_path, seed=seed, test_acc=0.85 + 0.01 * seed, val_acc=0.82, config_extra={"optim.lr": 0.1})
+    runs = load_runs([tmp_path]).runs
+    test, lr = best_of_grid(runs, "final_test_acc", "final_val_acc")
+    assert lr == 0.1 and sorted(test) == pytest.approx([0.85, 0.86, 0.87])
+    # Without a validation column nothing is selected.
+    assert len(best_of_grid(runs, "final_test_acc", "final_val_missing")[0]) == 0

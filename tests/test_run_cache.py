@@ -21,7 +21,7 @@ def test_a_completed_run_is_reused_by_an_identical_one_and_never_when_edited(tmp
     first = train(compose(STEPS), tmp_path / "a")
     # Display keys do not change the identity; the step budget does.
     assert cache.identity(records.read_config(tmp_path / "a")) == cache.identity(
-        {**records.read_config(tmp_path / "a"), "objective": "test_acc"})
+        {**records.read_config(tmp_path / "a"), "objective": "val_loss"})
     second = train(compose([*STEPS, "trainer.log_every=1"]), tmp_path / "b")
     assert "reused: the same run completed in" in capsys.readouterr().out
     assert second["reused_from"] == str((tmp_path / "a").absolute()) and second["final"] == first["final"]

@@ -71,7 +71,8 @@ def test_the_choices_the_schema_allows_are_the_ones_implemented():
     (["norm.gamma_init=-1"], "norm.gamma_init=-1 must be a positive number (Cooijmans et al. use 0.1)"),
     (["dataset=text", "model=lstm", "dataset.seq_len=0"], "dataset.seq_len=0 must be a positive integer"),
     (["trainer.device=gpu"], "trainer.device=gpu is not a device"),
-    (["objective=test_accuracy"], "objective=test_accuracy must be auto or a final metric of a run"),
+    (["objective=val_accuracy"], "objective=val_accuracy must be auto or a final metric of a run"),
+    (["objective=test_acc"], "objective=test_acc selects on the test set, which is reported, never selected on"),
     # A key nothing reads, added with +: in the trainer, or in a packaged component.
     (["+trainer.max_step=5"], "trainer takes no option 'max_step'; did you mean 'max_steps'? its options: max_steps,"),
     (["+dataset.foo=1"], "dataset=mnist1d takes no option 'foo'; its options: num_samples, train_split,"),

@@ -109,12 +109,13 @@ def test_sweep_jobs_take_the_gpus_round_robin_when_there_are_several(monkeypatch
 def test_a_run_gives_a_sweeper_its_objective():
     from normbench.cli.hydra_app import WORST_OBJECTIVE, objective
 
-    done = {"status": "completed", "primary_metric": "acc", "final": {"test_acc": 0.8, "test_acc_relational": 0.6}}
-    assert objective(done) == 0.8 and objective(done, "test_acc_relational") == 0.6
-    text = {"status": "completed", "primary_metric": "bpc", "final": {"test_bpc": 1.4}}
-    assert objective(text) == -1.4  # higher is better: minus bits per character
+    # auto: the validation metric, never the test set's
+    done = {"status": "completed", "primary_metric": "acc", "final": {"test_acc": 0.8, "val_acc": 0.7, "val_loss": 0.6}}
+    assert objective(done) == 0.7 and objective(done, "val_loss") == -0.6
+    text = {"status": "completed", "primary_metric": "bpc", "final": {"test_bpc": 1.4, "val_bpc": 1.5}}
+    assert objective(text) == -1.5  # higher is better: minus bits per character
     assert objective({**done, "status": "diverged"}) == objective(None) == WORST_OBJECTIVE
-    assert objective(done, "test_acc_missing") == WORST_OBJECTIVE
+    assert objective(done, "val_acc_missing") == WORST_OBJECTIVE
 
 
 def test_an_objective_the_run_does_not_measure_is_said(tmp_path):
@@ -123,10 +124,10 @@ def test_an_objective_the_run_does_not_measure_is_said(tmp_path):
 
     from normbench.cli.commands import app
 
-    result = CliRunner().invoke(app, ["run", "objective=test_acc_relational", "trainer.max_steps=5",
+    result = CliRunner().invoke(app, ["run", "objective=val_acc_relational", "trainer.max_steps=5",
                                       "trainer.progress=none", f"hydra.run.dir={tmp_path}"])
     assert result.exit_code == 0, result.output
-    assert "objective=test_acc_relational is not among this run's final metrics (" in result.stderr
+    assert "objective=val_acc_relational is not among this run's final metrics (" in result.stderr
 
 
 def test_optuna_tunes_the_learning_rate_of_each_norm(tmp_path):
@@ -145,5 +146,5 @@ def test_optuna_tunes_the_learning_rate_of_each_norm(tmp_path):
         lrs = {s["lr"] for s in summaries}
         assert len(summaries) == 3 and len(lrs) == 3 and all(0.01 <= lr <= 1.0 for lr in lrs)
         best = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
-        assert best["best_value"] == max(s["final"]["test_acc"] for s in summaries)
+        assert best["best_value"] == max(s["final"]["val_acc"] for s in summaries)  # selected on validation
         assert proc.stdout.strip().splitlines()[-1].startswith("sweep: 3 completed")

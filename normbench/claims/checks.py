@@ -278,18 +278,23 @@ def at_least(statement: str, metric: str, name: str, x, threshold: float) -> Che
                  lo - threshold, hi - threshold, "higher", outcome)
 
 
-def best_of_grid(runs: pd.DataFrame, metric: str, key: str = "optim.lr", higher: bool = True,
+def best_of_grid(runs: pd.DataFrame, metric: str, select: str, key: str = "optim.lr", higher: bool = True,
                  diverged_value: float | None = None) -> tuple[np.ndarray, Any]:
-    """The values of the grid point (``key``) with the best mean ``metric``, and that point."""
+    """The values of ``metric`` at the grid point (``key``) with the best mean ``select``, and that
+    point. ``select`` is a validation metric with the direction of ``metric`` (``higher``):
+    choosing the point by the metric it then reports would select on the test set, and a
+    variant with a sharp optimum would win by the noise of its best point. Runs without the
+    ``select`` column (no validation split) select nothing: the values come back empty."""
     grid = config_value(runs, key)
     best, best_key, best_mean = np.array([]), None, None
     for point in sorted(grid.dropna().unique(), key=str):
-        x = values(runs[grid.map(lambda v, p=point: same_value(v, p))], metric, diverged_value)
-        if not len(x):
+        at = runs[grid.map(lambda v, p=point: same_value(v, p))]
+        chosen_by = values(at, select, diverged_value)
+        if not len(chosen_by):
             continue
-        m = x.mean() if higher else -x.mean()
+        m = chosen_by.mean() if higher else -chosen_by.mean()
         if best_mean is None or m > best_mean:
-            best, best_key, best_mean = x, point, m
+            best, best_key, best_mean = values(at, metric, diverged_value), point, m
     return best, best_key
 
 

@@ -221,7 +221,8 @@ WN_VARIANTS = {
 @verdict("wn-cnn")
 def verdict_wn(rs: RunSet, p: dict) -> Verdict:
     runs, e, m = rs.runs, "final_test_error", p.get("min_effect", 0.0)
-    best = {name: best_of_grid(where(runs, **cond), e, higher=False) for name, cond in WN_VARIANTS.items()}
+    best = {name: best_of_grid(where(runs, **cond), e, "final_val_error", higher=False)
+            for name, cond in WN_VARIANTS.items()}
     wnmo = best["WN + mean-only BN"][0]
     checks = [compare(f"WN + mean-only BN has a lower test error than {other}", "test error",
                       "WN + mean-only BN", wnmo, other, best[other][0], better="lower", min_effect=m)
@@ -233,7 +234,8 @@ def verdict_wn(rs: RunSet, p: dict) -> Verdict:
                            ", ".join(f"{name} {lr}" for name, (_, lr) in best.items()), bool(inside) and all(inside.values()))]
     notes = [f"{name}: test error {100 * x.mean():.2f}% (best lr {lr}, n={len(x)})"
              for name, (x, lr) in best.items() if len(x)]
-    notes.append("Each variant uses the learning rate of the shared grid with its best mean test error.")
+    notes.append("Each variant uses the learning rate of the shared grid with its best mean validation error "
+                 "(selection never reads the test set); its test error is compared.")
     return decide("wn-cnn", checks, notes, mechanism)
 
 

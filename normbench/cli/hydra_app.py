@@ -256,15 +256,16 @@ WORST_OBJECTIVE = -1.0e9
 
 def objective(summary: dict | None, key: str = "auto") -> float:
     """The number a run gives Hydra's sweeper (``hydra/sweeper=optuna``), higher is better: the
-    final value of ``key`` in its summary (``auto``: the task's test metric, accuracy, or minus the
-    bits per character of a language model), or :data:`WORST_OBJECTIVE` for a run with none."""
+    final value of ``key`` in its summary (``auto``: the task's validation metric, accuracy, or minus
+    the bits per character of a language model; selection never reads the test set), or
+    :data:`WORST_OBJECTIVE` for a run with none."""
     from normbench.metrics import higher_is_better
 
     final = (summary or {}).get("final") or {}
     if summary is None or summary.get("status") != "completed":
         return WORST_OBJECTIVE
     if key == "auto":
-        key = f"test_{summary.get('primary_metric', 'acc')}"
+        key = f"val_{summary.get('primary_metric', 'acc')}"
     value = final.get(key)
     if value is None:
         return WORST_OBJECTIVE

@@ -65,8 +65,11 @@ LR_SCALINGS = ("none", "linear")
 def _objective(value) -> str | None:
     from normbench.metrics import metric_of
 
+    if isinstance(value, str) and value.startswith("test_"):
+        return ("selects on the test set, which is reported, never selected on; use auto (the validation "
+                "metric) or a val_ or train_ metric (val_acc, val_bpc, val_loss)")
     ok = value == "auto" or isinstance(value, str) and metric_of(value) is not None
-    return None if ok else "must be auto or a final metric of a run (test_acc, test_bpc, test_acc_relational, ...)"
+    return None if ok else "must be auto or a final metric of a run (val_acc, val_bpc, val_loss, ...)"
 
 
 def _device(value) -> str | None:
