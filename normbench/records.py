@@ -9,7 +9,9 @@ A run directory holds
 - ``summary.json``: the run's outcome (see :func:`summarize`), rewritten atomically at every
   checkpoint and at the end;
 - ``checkpoint.pt``: what the same command resumes from, and ``checkpoint.prev.pt`` the one
-  before it; each has a ``.sha256`` file (its SHA-256 digest and step), checked before a resume.
+  before it; each has a ``.sha256`` file (its SHA-256 digest and step), checked before a resume;
+- ``test_examples.npz``: the final evaluation per test example (:func:`write_examples`), with
+  its ``.sha256`` file, for paired comparisons of runs scored on the same examples.
 
 The summary and the checkpoint carry ``record_version`` (:data:`RECORD_VERSION`); a record written
 by an earlier normbench is brought to this version by :func:`upgrade`, the one place that knows
@@ -37,6 +39,7 @@ CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.jsonl"
 SUMMARY_FILE = "summary.json"
 CHECKPOINT_FILE = "checkpoint.pt"
+EXAMPLES_FILE = "test_examples.npz"
 PREVIOUS_CHECKPOINT_FILE = "checkpoint.prev.pt"
 DIGEST_SUFFIX = ".sha256"
 LOCK_FILE = ".normbench.lock"
@@ -344,7 +347,7 @@ class RunLock:
 def remove_stale_temporaries(run_dir: Path) -> list[str]:
     """Remove the temporary files of writes that a killed process left half done; return their
     names. Call it only while holding the :class:`RunLock`: then no write is in progress."""
-    ours = (CONFIG_FILE, METRICS_FILE, SUMMARY_FILE, CHECKPOINT_FILE, PREVIOUS_CHECKPOINT_FILE)
+    ours = (CONFIG_FILE, METRICS_FILE, SUMMARY_FILE, CHECKPOINT_FILE, PREVIOUS_CHECKPOINT_FILE, EXAMPLES_FILE)
     removed = []
     for path in Path(run_dir).glob(".*.tmp"):
         if path.is_file() and path.name[1:].startswith(ours):
@@ -381,6 +384,46 @@ def write_checkpoint(run_dir: Path, data: bytes, step: int, evaluated_steps: lis
     digest = {"sha256": hashlib.sha256(data).hexdigest(), "step": step, "evaluated_steps": evaluated_steps}
     atomic_write_text(_digest_path(current), json.dumps(digest) + "\n")
     atomic_write_bytes(current, data)
+
+
+def write_examples(run_dir: Path, arrays: dict, step: int) -> None:
+    """Write the final evaluation per test example: ``arrays`` maps a name to a 1-D array with one
+    entry per test example, in the test set's order (classification: ``correct``, stored as packed
+    bits, and ``loss`` in nats; language modelling: each test segment's ``loss``, its mean nats per
+    character). Its digest (SHA-256 and ``step``) is written first, then the bytes, each atomic."""
+    import io
+
+    import numpy as np
+
+    arrays = {k: np.asarray(v) for k, v in arrays.items()}
+    stored = {k: (np.packbits(v.astype(bool)) if k == "correct" else v.astype(np.float32)) for k, v in arrays.items()}
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, count=np.int64(len(next(iter(arrays.values())))), **stored)
+    data = buffer.getvalue()
+    path = Path(run_dir) / EXAMPLES_FILE
+    atomic_write_text(_digest_path(path), json.dumps({"sha256": hashlib.sha256(data).hexdigest(), "step": step}) + "\n")
+    atomic_write_bytes(path, data)
+
+
+def read_examples(run_dir: Path, step: int | None = None) -> dict | None:
+    """The per-example arrays :func:`write_examples` wrote (``correct`` as booleans), or None when
+    the file is missing, its bytes do not match its digest, or it was written at another step than
+    ``step`` (the run's final step). Never unpickles: ``allow_pickle=False``."""
+    import numpy as np
+
+    path = Path(run_dir) / EXAMPLES_FILE
+    try:
+        digest = json.loads(_digest_path(path).read_text(encoding="utf-8"))
+        if _file_sha256(path) != digest["sha256"] or (step is not None and digest.get("step") != step):
+            return None
+        with np.load(path, allow_pickle=False) as f:
+            count = int(f["count"])
+            out = {k: f[k] for k in f.files if k != "count"}
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if "correct" in out:
+        out["correct"] = np.unpackbits(out["correct"])[:count].astype(bool)
+    return out if all(len(v) == count for v in out.values()) else None
 
 
 def _file_sha256(path: Path) -> str:

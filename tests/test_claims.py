@@ -315,3 +315,23 @@ def test_a_grid_is_selected_on_validation_and_reports_the_test_values_there(tmp_
     assert lr == 0.1 and sorted(test) == pytest.approx([0.85, 0.86, 0.87])
     # Without a validation column nothing is selected.
     assert len(best_of_grid(runs, "final_test_acc", "final_val_missing")[0]) == 0
+
+
+def test_two_norms_on_one_test_set_are_compared_over_examples_and_seeds(tmp_path):
+    """Real runs that recorded their test examples get the interval over examples and seeds;
+    the same runs without the records (older runs) get Welch's over seeds."""
+    from normbench.api import run as train
+    from normbench.claims.checks import compare_runs
+
+    common = ["model=mlp", "model.width=16", "trainer.max_steps=30", "trainer.eval_every=30", "trainer.progress=none"]
+    for norm in ("batch", "layer"):
+        for seed in range(3):
+            train([*common, f"norm={norm}", f"seed={seed}"], tmp_path / f"{norm}{seed}")
+    runs = load_runs([tmp_path]).runs
+    bn, ln = runs[runs["norm"] == "batch"], runs[runs["norm"] == "layer"]
+    check = compare_runs("BN vs LN", "test error", "BN", bn, "LN", ln, "final_test_error", better="lower")
+    assert check.interval == "95% interval over test examples and seeds" and check.ci_lo < check.diff < check.ci_hi
+    for d in tmp_path.glob("*/test_examples.npz"):
+        d.unlink()
+    welch = compare_runs("BN vs LN", "test error", "BN", bn, "LN", ln, "final_test_error", better="lower")
+    assert welch.interval == "95% Welch interval" and welch.diff == check.diff

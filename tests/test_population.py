@@ -7,7 +7,11 @@ from torch import nn
 
 from normbench.api import run
 from normbench.norms import MeanOnlyBatchNorm, RecurrentBatchNorm
-from normbench.training.population import batch_statistics_layers, exact_statistics, precise_statistics
+from normbench.training.population import (
+    batch_statistics_layers,
+    exact_statistics,
+    precise_statistics,
+)
 
 
 def _hand_stats(values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

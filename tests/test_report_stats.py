@@ -218,3 +218,38 @@ def test_report_differences_on_null_data_flag_about_five_percent():
     diffs = compare(pd.DataFrame(rows), "final_test_acc", "group", "batch", ["batch_size"])
     assert len(diffs) == 300
     assert diffs["significant"].mean() <= 0.06
+
+
+def _per_example_runs(rng, n: int, k: int, seed_sd: float):
+    """Two norms of equal expected accuracy that get different examples right: per-example
+    probabilities sigmoid(1 + z_i + e_i) with the examples' shared difficulty z_i and each norm's
+    own e_i (the same distribution for both), a seed effect on the logit, k runs a side on one
+    test set of n examples drawn from the population."""
+    z = rng.normal(size=n)
+    out = []
+    for _ in range(2):
+        logit = 1 + z + rng.normal(size=n) + rng.normal(scale=seed_sd, size=(k, 1))
+        out.append((rng.random((k, n)) < 1 / (1 + np.exp(-logit))).astype(float))
+    return out
+
+
+@pytest.mark.parametrize("k", [3, 5, 10])
+def test_the_per_example_interval_holds_its_rate_when_the_test_set_is_a_sample(k):
+    """Under the null (equal expected accuracy) the interval over examples and seeds says
+    "different" at most at its nominal 2.5% a side; a Welch interval over the runs' scores alone,
+    blind to which test set was drawn, says it far more often when the seeds vary little."""
+    from normbench.report.stats import examples_diff_ci
+
+    rng = np.random.default_rng(k)
+    trials, low, high, welch = 600, 0, 0, 0
+    for _ in range(trials):
+        a, b = _per_example_runs(rng, n=500, k=k, seed_sd=0.05)
+        diff, lo, hi = examples_diff_ci(a, b)
+        assert lo <= diff <= hi and diff == pytest.approx(a.mean() - b.mean())
+        low, high = low + (lo > 0), high + (hi < 0)
+        wlo, whi = diff_ci(a.mean(1), b.mean(1))
+        welch += (wlo > 0) or (whi < 0)
+    print(f"k={k}: per-example interval {low / trials:.3f} / {high / trials:.3f} a side, "
+          f"Welch over runs {welch / trials:.3f} both sides")
+    assert low / trials <= 0.035 and high / trials <= 0.035
+    assert welch / trials > 0.06  # above its nominal 5%

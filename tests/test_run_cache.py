@@ -25,6 +25,8 @@ def test_a_completed_run_is_reused_by_an_identical_one_and_never_when_edited(tmp
     second = train(compose([*STEPS, "trainer.log_every=1"]), tmp_path / "b")
     assert "reused: the same run completed in" in capsys.readouterr().out
     assert second["reused_from"] == str((tmp_path / "a").absolute()) and second["final"] == first["final"]
+    copied = records.read_examples(tmp_path / "b", second["steps"])  # the per-example record comes along
+    assert (copied["correct"] == records.read_examples(tmp_path / "a", first["steps"])["correct"]).all()
     assert train(compose([*STEPS, "trainer.log_every=1"]), tmp_path / "b")["final"] == first["final"]  # it verifies
     assert train(compose([*STEPS, "trainer.max_steps=2"]), tmp_path / "c").get("reused_from") is None
     # A forged source is not served: the checkpoint no longer stands behind the summary.

@@ -153,3 +153,20 @@ def test_bad_values_raise_before_anything_is_written(tmp_path, override, message
     with pytest.raises(ConfigError, match=message):
         train(compose([override]), tmp_path / "run")
     assert not (tmp_path / "run").exists()
+
+
+def test_the_final_evaluation_records_each_test_example(tmp_path, tiny_overrides):
+    """test_examples.npz: one entry per test example of the final evaluation, agreeing with the
+    run's test accuracy and loss; behind a digest, so a modified file is not read."""
+    summary = run(tiny_overrides, tmp_path)
+    found = records.read_examples(tmp_path, summary["steps"])
+    final = summary["final"]
+    assert len(found["correct"]) == len(found["loss"]) == 1000  # MNIST-1D's test set
+    assert found["correct"].mean() == pytest.approx(final["test_acc"], abs=1e-12)
+    assert found["loss"].mean() == pytest.approx(final["test_loss"], rel=1e-5)
+    assert records.read_examples(tmp_path, summary["steps"] - 1) is None  # not the final step's
+    path = tmp_path / records.EXAMPLES_FILE
+    data = bytearray(path.read_bytes())
+    data[-10] ^= 1
+    path.write_bytes(bytes(data))
+    assert records.read_examples(tmp_path, summary["steps"]) is None

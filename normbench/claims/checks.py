@@ -44,9 +44,15 @@ import numpy as np
 import pandas as pd
 
 from normbench.metrics import is_percent
-from normbench.records import read_config
+from normbench.records import read_config, read_examples
 from normbench.report.load import RunSet, flatten
-from normbench.report.stats import diff_ci, mean_ci, min_detectable_effect, seeds_needed
+from normbench.report.stats import (
+    diff_ci,
+    examples_diff_ci,
+    mean_ci,
+    min_detectable_effect,
+    seeds_needed,
+)
 
 REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE = "reproduced", "not reproduced", "inconclusive"
 NOT_RUN = "not run"
@@ -233,16 +239,25 @@ def drift(rs: RunSet, runs: pd.DataFrame, prefix: str = "preact_p", quantiles=(1
 
 
 def compare(statement: str, metric: str, a_name: str, xa, b_name: str, xb, better: str = "higher",
-            min_effect: float = 0.0, note: str = "", decides: bool = True, paired: bool = False) -> Check:
+            min_effect: float = 0.0, note: str = "", decides: bool = True, paired: bool = False,
+            examples: tuple[list, list] | None = None) -> Check:
     """A :class:`Check` of ``mean(xa) - mean(xb)``; ``better="lower"`` for errors and bpc.
 
     ``paired``: ``xa[i]`` and ``xb[i]`` are the same run measured two ways, so the interval is
     the t interval of the per-run differences (the seeds' spread cancels out).
+    ``examples``: each side's runs' per-example scores on one fixed test set (:func:`examples_of`);
+    the interval then counts the test set's sampling error too
+    (:func:`~normbench.report.stats.examples_diff_ci`). The power figures stay Welch's.
     """
     xa, xb = np.asarray(xa, dtype=float), np.asarray(xb, dtype=float)
     ma = float(xa.mean()) if len(xa) else float("nan")
     mb = float(xb.mean()) if len(xb) else float("nan")
-    lo, hi = mean_ci(xa - xb) if paired and len(xa) == len(xb) else diff_ci(xa, xb)
+    if examples is not None:
+        _, lo, hi = examples_diff_ci(*examples)
+    elif paired and len(xa) == len(xb):
+        lo, hi = mean_ci(xa - xb)
+    else:
+        lo, hi = diff_ci(xa, xb)
     sign = 1.0 if better == "higher" else -1.0
     olo, ohi = sorted((sign * lo, sign * hi))
     if not (len(xa) and len(xb)):
@@ -256,9 +271,45 @@ def compare(statement: str, metric: str, a_name: str, xa, b_name: str, xb, bette
     else:
         outcome = INCONCLUSIVE
     needed = seeds_needed(xa, xb, ma - mb, paired=paired) if outcome == INCONCLUSIVE and len(xa) and len(xb) else None
-    interval = "95% paired t interval" if paired else "95% Welch interval"
+    interval = ("95% interval over test examples and seeds" if examples is not None
+                else "95% paired t interval" if paired else "95% Welch interval")
     return Check(statement, metric, a_name, b_name, ma, mb, len(xa), len(xb), ma - mb, lo, hi, better,
                  outcome, note, min_detectable_effect(xa, xb, paired=paired), needed, decides, interval)
+
+
+#: The run-table columns whose per-example form a run records, and how from its ``correct``.
+_PER_EXAMPLE = {"final_test_acc": lambda correct: correct.astype(float),
+                "final_test_error": lambda correct: 1.0 - correct.astype(float)}
+
+
+def examples_of(runs: pd.DataFrame, metric: str) -> list[np.ndarray] | None:
+    """Each completed run's per-example ``metric`` (``final_test_acc`` or ``final_test_error``)
+    from its verified ``test_examples.npz``, or None unless every completed run has one and all
+    were scored on one fixed test set (not ``dataset.draw=seed``, where each seed draws its own,
+    and the seeds' Welch interval already holds the data's variance)."""
+    if metric not in _PER_EXAMPLE or not len(runs):
+        return None
+    done = runs[runs["status"] == "completed"]
+    if not len(done) or (config_value(done, "dataset.draw") == "seed").any():
+        return None
+    out = []
+    for run_dir, steps in zip(done["run_dir"], done["steps"], strict=True):
+        found = read_examples(Path(run_dir), int(steps))
+        if found is None or "correct" not in found:
+            return None
+        out.append(_PER_EXAMPLE[metric](found["correct"]))
+    return out if len({len(x) for x in out}) == 1 else None
+
+
+def compare_runs(statement: str, metric: str, a_name: str, runs_a: pd.DataFrame, b_name: str,
+                 runs_b: pd.DataFrame, column: str, **kw) -> Check:
+    """:func:`compare` of two groups of runs on ``column``, over test examples and seeds when
+    every run recorded its examples on one fixed test set of the same size, else Welch's over
+    seeds (the records of runs before per-example records)."""
+    a, b = examples_of(runs_a, column), examples_of(runs_b, column)
+    both = (a, b) if a is not None and b is not None and len(a[0]) == len(b[0]) else None
+    return compare(statement, metric, a_name, values(runs_a, column), b_name, values(runs_b, column),
+                   examples=both, **kw)
 
 
 def at_least(statement: str, metric: str, name: str, x, threshold: float) -> Check:

@@ -25,6 +25,7 @@ from normbench.claims.checks import (
     best_of_grid,
     close_at,
     compare,
+    compare_runs,
     config_value,
     curve_mean,
     decide,
@@ -119,10 +120,10 @@ def verdict_gn_batch_size(rs: RunSet, p: dict) -> Verdict:
     bn_s, bn_l = where(runs, norm="batch", batch_size=small), where(runs, norm="batch", batch_size=large)
     gn_s, gn_l = where(runs, norm="group", batch_size=small), where(runs, norm="group", batch_size=large)
     checks = [
-        compare(f"BN's error grows as the batch shrinks from {large} to {small}", "test error",
-                f"BN at {small}", values(bn_s, e), f"BN at {large}", values(bn_l, e), better="higher", min_effect=m),
-        compare(f"GN has a lower error than BN at batch {small}", "test error",
-                "GN", values(gn_s, e), "BN", values(bn_s, e), better="lower", min_effect=m),
+        compare_runs(f"BN's error grows as the batch shrinks from {large} to {small}", "test error",
+                     f"BN at {small}", bn_s, f"BN at {large}", bn_l, e, better="higher", min_effect=m),
+        compare_runs(f"GN has a lower error than BN at batch {small}", "test error",
+                     "GN", gn_s, "BN", bn_s, e, better="lower", min_effect=m),
     ]
     both = bn_s[bn_s["status"] == "completed"].dropna(subset=[c for c in (e, "final_test_acc_exact") if c in bn_s])
     exact_s = 1 - values(both, "final_test_acc_exact")
@@ -149,9 +150,10 @@ def verdict_gn_batch_size(rs: RunSet, p: dict) -> Verdict:
 @verdict("gn-norms")
 def verdict_gn_norms(rs: RunSet, p: dict) -> Verdict:
     runs, e, m = rs.runs, "final_test_error", p.get("min_effect", 0.0)
-    gn = values(where(runs, norm="group"), e)
-    checks = [compare(f"GN has a lower error than {name}", "test error", "GN", gn, name,
-                      values(where(runs, norm=norm), e), better="lower", min_effect=m)
+    gn_runs = where(runs, norm="group")
+    gn = values(gn_runs, e)
+    checks = [compare_runs(f"GN has a lower error than {name}", "test error", "GN", gn_runs, name,
+                           where(runs, norm=norm), e, better="lower", min_effect=m)
               for norm, name in (("layer", "LN"), ("instance", "IN"))]
     bn_runs = where(runs, norm="batch")
     bn = compare("BN vs GN", "test error", "BN", values(bn_runs, e), "GN", gn, better="lower")

@@ -84,6 +84,44 @@ def diff_ci(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray,
     return float(d - half), float(d + half)
 
 
+def examples_diff_ci(a: Sequence[np.ndarray], b: Sequence[np.ndarray],
+                     level: float = LEVEL) -> tuple[float, float, float]:
+    """An interval for the difference of two settings' expected test scores that counts the
+    test set's sampling error as well as the seeds': ``(difference, low, high)``.
+
+    ``a`` and ``b`` hold each run's per-example scores (``correct`` as 0/1, or a loss) on one
+    fixed test set of ``n`` examples, in the same order. The difference is the mean over examples
+    of ``d_i`` (the examples' mean over ``a``'s runs minus over ``b``'s): paired by example, so
+    what makes an example hard for both cancels. Its variance has two parts, added:
+
+    - the test set's: ``var(d_i) / n``, as if the ``n`` examples were drawn anew;
+    - the seeds': ``var(score_a) / k_a + var(score_b) / k_b`` over the runs' test scores (Welch).
+
+    ``var(d_i)`` also holds each example's seed-to-seed noise, which the seeds' part counts
+    already, so the interval errs wide (conservative), never narrow. Degrees of freedom:
+    Welch-Satterthwaite over the three parts. A Welch interval over the runs' scores alone
+    treats the test set as the population: two norms with equal expected accuracy that differ
+    on which examples they get right then come out "different" by the draw of the test set
+    (simulated in tests/test_report_stats.py). NaNs for fewer than two runs a side.
+    """
+    xa = np.asarray([np.asarray(r, dtype=float) for r in a])
+    xb = np.asarray([np.asarray(r, dtype=float) for r in b])
+    if len(xa) < 2 or len(xb) < 2 or xa.shape[1:] != xb.shape[1:]:
+        return float("nan"), float("nan"), float("nan")
+    n = xa.shape[1]
+    d = xa.mean(0) - xb.mean(0)
+    sa, sb = xa.mean(1), xb.mean(1)  # each run's test score
+    parts = np.array([d.var(ddof=1) / n, sa.var(ddof=1) / len(sa), sb.var(ddof=1) / len(sb)])
+    dfs = np.array([n - 1, len(sa) - 1, len(sb) - 1], dtype=float)
+    se2 = parts.sum()
+    diff = float(d.mean())
+    if se2 == 0:
+        return diff, diff, diff
+    df = se2 ** 2 / np.sum(parts ** 2 / dfs)
+    half = float(_st.t.ppf(0.5 + level / 2, df) * np.sqrt(se2))
+    return diff, diff - half, diff + half
+
+
 def min_detectable_effect(a, b, level: float = LEVEL, power: float = POWER, paired: bool = False) -> float:
     """The smallest true difference these seeds detect with ``power`` (two-sided, ``level``):
     (t quantile at ``level`` + t quantile at ``power``) times the standard error, at Welch's

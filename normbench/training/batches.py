@@ -91,6 +91,13 @@ class TensorSource:
             if complete or len(idx) - start > 1:
                 yield self.data.x_train[idx[start:start + batch_size]]
 
+    def test_examples(self, task, model, eval_batch_size: int, forward) -> dict:
+        """The task's per-example record of the test set (:meth:`Classification.examples`)."""
+        d = self.data
+        batches = ((d.x_test[i:i + eval_batch_size], d.y_test[i:i + eval_batch_size])
+                   for i in range(0, len(d.y_test), eval_batch_size))
+        return task.examples(model, batches, forward)
+
     def evaluate(self, task, model, eval_batch_size: int, train_eval_samples: int, forward) -> dict:
         """``{"train": (loss, metric), "val": ... (when the data has a validation split), "test": ...,
         <extra label>: ...}`` in eval mode.
@@ -198,6 +205,12 @@ class LoaderSource:
                                              pin_memory=self.pin, drop_last=not complete)
         for x, y in loader:
             yield self._to_device(x, y)[0]
+
+    def test_examples(self, task, model, eval_batch_size: int, forward) -> dict:
+        """The task's per-example record of the test images, in the test set's order."""
+        loader = torch.utils.data.DataLoader(self.data.test, batch_size=eval_batch_size, num_workers=self.workers,
+                                             pin_memory=self.pin)
+        return task.examples(model, (self._to_device(x, y) for x, y in loader), forward)
 
     def evaluate(self, task, model, eval_batch_size: int, train_eval_samples: int, forward) -> dict:
         train_eval = self.data.train_eval

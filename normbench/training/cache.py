@@ -28,6 +28,7 @@ from normbench.config.identity import config_dict, nuisance_keys, without
 #: What a reused run's summary adds: the directory its records were copied from.
 REUSED_KEY = "reused_from"
 _COPIED = (records.METRICS_FILE, records.CHECKPOINT_FILE, records.CHECKPOINT_FILE + records.DIGEST_SUFFIX)
+_COPIED_IF_PRESENT = (records.EXAMPLES_FILE, records.EXAMPLES_FILE + records.DIGEST_SUFFIX)
 
 
 def index_dir() -> Path | None:
@@ -108,7 +109,9 @@ def reuse(cfg: DictConfig, run_dir: Path) -> dict | None:
         return None
     source, summary = found
     run_dir.mkdir(parents=True, exist_ok=True)
-    for name in _COPIED:
+    present = [name for name in _COPIED_IF_PRESENT
+               if (source / name).is_file() and not (source / name).is_symlink()]
+    for name in (*_COPIED, *present):
         tmp = run_dir / f".{name}.tmp"
         shutil.copyfile(source / name, tmp)
         os.replace(tmp, run_dir / name)

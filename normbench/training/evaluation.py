@@ -48,18 +48,21 @@ class Evaluator:
             return precise_statistics(model, self.source.population_batches(n, size), self.forward)
         return contextlib.nullcontext()
 
-    def record(self, model: nn.Module, state, lr: float) -> dict:
+    def record(self, model: nn.Module, state, lr: float, examples: bool = False) -> tuple[dict, dict | None]:
         """The evaluation record of ``model`` at loop state ``state`` (``lr``: the current rate).
 
         Train, validation and test loss and metric (with the population statistics ``norm.population`` names,
         and also with exact ones under ``norm.also_exact``), the extra test sets, the model's probe,
-        the loss the steps since the last evaluation saw (consumed from ``state``), the learning rate.
+        the loss the steps since the last evaluation saw (consumed from ``state``), the learning rate;
+        and, with ``examples``, the test set's per-example record under the same statistics (else None).
         """
         m = self.task.metric
         with self._statistics(model, self.eval_statistics):
             results = self.source.evaluate(self.task, model, self.eval_batch_size, self.train_eval_samples,
                                            self.forward)
             probe = self._probe(model)
+            per_example = (self.source.test_examples(self.task, model, self.eval_batch_size, self.forward)
+                           if examples else None)
         if self.also_exact:
             # The same weights scored both ways: how much of the error is the running estimate.
             with self._statistics(model, "exact"):
@@ -89,7 +92,7 @@ class Evaluator:
             f"test_{m}": test_metric,
             **extra,
             "lr": lr,
-        }
+        }, per_example
 
     @torch.no_grad()
     def _probe(self, model: nn.Module) -> dict:

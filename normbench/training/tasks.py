@@ -47,6 +47,20 @@ class Classification:
         return float(loss_sum) / n, int(correct) / n
 
     @torch.no_grad()
+    def examples(self, model: nn.Module, batches, forward=None) -> dict[str, torch.Tensor]:
+        """Each example's ``correct`` (bool) and cross-entropy ``loss`` (nats), in eval mode, over
+        ``(x, y)`` batches, in their order (the final evaluation's per-example record)."""
+        was_training = model.training
+        model.eval()
+        correct, losses = [], []
+        for x, target in batches:
+            logits = (forward(model, x) if forward else model(x)).float()
+            correct.append(logits.argmax(1) == target)
+            losses.append(F.cross_entropy(logits, target, reduction="none"))
+        model.train(was_training)
+        return {"correct": torch.cat(correct).cpu(), "loss": torch.cat(losses).cpu()}
+
+    @torch.no_grad()
     def evaluate_groups(self, model: nn.Module, x, y: torch.Tensor, groups: dict[str, torch.Tensor],
                         batch_size: int, forward=None) -> tuple[tuple[float, float], dict[str, tuple[float, float]]]:
         """:meth:`evaluate` of the whole of ``x``, and of each part ``groups[label]`` (indices that
@@ -99,6 +113,19 @@ class LanguageModelling:
         model.train(was_training)
         nats = float(loss_sum) / n
         return nats, nats / math.log(2)
+
+    @torch.no_grad()
+    def examples(self, model: nn.Module, batches, forward=None) -> dict[str, torch.Tensor]:
+        """Each test segment's ``loss``: its mean cross-entropy per character (nats), in eval mode."""
+        was_training = model.training
+        model.eval()
+        losses = []
+        for x, target in batches:
+            logits = (forward(model, x) if forward else model(x)).float()
+            per_char = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1), reduction="none")
+            losses.append(per_char.view(target.shape).mean(1))
+        model.train(was_training)
+        return {"loss": torch.cat(losses).cpu()}
 
 
 def _slices(x, y, batch_size: int):

@@ -199,9 +199,13 @@ class Trainer:
         """Evaluate, record and checkpoint (rank 0; the other ranks wait and learn whether it diverged)."""
         train_loss = None
         if self.ctx.main:
-            record = self.evaluator.record(self.model, self.state, self.optimizer.param_groups[0]["lr"])
+            final = self.state.step == self.total_steps
+            record, examples = self.evaluator.record(self.model, self.state, self.optimizer.param_groups[0]["lr"],
+                                                     examples=final)
             self.state.history.append(record)
             records.append_metrics(self.run_dir, record)
+            if examples is not None:  # the final evaluation, per test example (paired comparisons)
+                records.write_examples(self.run_dir, {k: v.numpy() for k, v in examples.items()}, self.state.step)
             self.logger.log(record)
             progress.evaluation(record)
             train_loss = record["train_loss"]
