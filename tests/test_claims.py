@@ -335,3 +335,17 @@ def test_two_norms_on_one_test_set_are_compared_over_examples_and_seeds(tmp_path
         d.unlink()
     welch = compare_runs("BN vs LN", "test error", "BN", bn, "LN", ln, "final_test_error", better="lower")
     assert welch.interval == "95% Welch interval" and welch.diff == check.diff
+
+
+def test_a_claim_can_decide_on_the_median_of_the_last_evaluations(tmp_path):
+    """median_of_last: K reads each run's median error over its last K evaluations, so one
+    noisy final evaluation does not decide (the GN paper: the median of the final 5 epochs)."""
+    from normbench.claims.checks import last_median
+
+    accs = [0.5, 0.9, 0.8, 0.85, 0.1]  # the last evaluation is an outlier
+    metrics = [{**r, "test_acc": a} for r, a in zip(curve_records(0.0, steps=(0, 10, 20, 30, 40)), accs, strict=True)]
+    run(tmp_path, seed=0, test_acc=0.1, metrics=metrics)
+    rs = load_runs([tmp_path])
+    runs, column = last_median(rs, rs.runs, "test_error", 3)
+    assert column == "median_last3_test_error" and runs[column].iloc[0] == pytest.approx(1 - 0.8)
+    assert last_median(rs, rs.runs, "test_error", None)[1] == "final_test_error"

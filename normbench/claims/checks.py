@@ -220,6 +220,26 @@ def curve_mean(rs: RunSet, runs: pd.DataFrame, column: str = "test_acc") -> pd.D
     return out
 
 
+def last_median(rs: RunSet, runs: pd.DataFrame, column: str, k: int | None) -> tuple[pd.DataFrame, str]:
+    """``runs`` with each run's median of ``column`` over its last ``k`` evaluations (the GN paper
+    reports the median error of the final 5 epochs: one evaluation's noise does not decide), and
+    that column's name (``final_<column>`` unchanged when ``k`` is None). A run with fewer than
+    ``k`` evaluations gets the median of those it has. ``column`` is a metrics column
+    (``test_acc``) or its error (``test_error``: 1 - accuracy)."""
+    if not k:
+        return runs, f"final_{column}"
+    out, name = runs.copy(), f"median_last{k}_{column}"
+    curves = rs.curves.sort_values(["run_id", "step"]) if "step" in rs.curves else rs.curves
+    source = column.replace("_error", "_acc") if column.endswith("_error") else column
+    if source not in curves:
+        out[name] = np.nan
+        return out, name
+    last = curves.groupby("run_id")[source].apply(lambda s: float(np.median(s.dropna().to_numpy()[-k:]))
+                                                  if s.notna().any() else np.nan)
+    out[name] = out["run_id"].map(1.0 - last if column.endswith("_error") else last)
+    return out, name
+
+
 def drift(rs: RunSet, runs: pd.DataFrame, prefix: str = "preact_p", quantiles=(15, 50, 85)) -> pd.DataFrame:
     """``runs`` with a column ``drift``: how far the probed percentiles moved between the first
     evaluation after step 0 and the last (mean over the percentiles of the absolute change)."""

@@ -26,6 +26,7 @@ from normbench.claims.checks import (
     close_at,
     compare,
     compare_runs,
+    last_median,
     config_value,
     curve_mean,
     decide,
@@ -110,13 +111,12 @@ def verdict_bn_sigmoid(rs: RunSet, p: dict) -> Verdict:
 
 @verdict("gn-batch-size")
 def verdict_gn_batch_size(rs: RunSet, p: dict) -> Verdict:
-    runs = rs.runs
+    runs, e = last_median(rs, rs.runs, "test_error", p.get("median_of_last"))
     extremes = _smallest_and_largest_batch(runs)
     if extremes is None:
         return Verdict("gn-batch-size", INCONCLUSIVE, notes=["needs at least two batch sizes"])
     small, large = extremes
     m = p.get("min_effect", 0.0)
-    e = "final_test_error"
     bn_s, bn_l = where(runs, norm="batch", batch_size=small), where(runs, norm="batch", batch_size=large)
     gn_s, gn_l = where(runs, norm="group", batch_size=small), where(runs, norm="group", batch_size=large)
     checks = [
@@ -149,7 +149,7 @@ def verdict_gn_batch_size(rs: RunSet, p: dict) -> Verdict:
 
 @verdict("gn-norms")
 def verdict_gn_norms(rs: RunSet, p: dict) -> Verdict:
-    runs, e, m = rs.runs, "final_test_error", p.get("min_effect", 0.0)
+    (runs, e), m = last_median(rs, rs.runs, "test_error", p.get("median_of_last")), p.get("min_effect", 0.0)
     gn_runs = where(runs, norm="group")
     gn = values(gn_runs, e)
     checks = [compare_runs(f"GN has a lower error than {name}", "test error", "GN", gn_runs, name,
