@@ -253,3 +253,36 @@ def test_the_per_example_interval_holds_its_rate_when_the_test_set_is_a_sample(k
           f"Welch over runs {welch / trials:.3f} both sides")
     assert low / trials <= 0.035 and high / trials <= 0.035
     assert welch / trials > 0.06  # above its nominal 5%
+
+
+def test_an_equivalence_check_decides_by_its_90_percent_interval_and_the_margin():
+    from normbench.claims.checks import NOT_REPRODUCED, REPRODUCED, equivalent, smaller_than
+    from normbench.claims.checks import INCONCLUSIVE as UNDECIDED
+
+    rng = np.random.default_rng(0)
+    same = rng.normal(0.20, 0.002, 10), rng.normal(0.20, 0.002, 10)
+    assert equivalent("flat", "test error", "a", *same[:1], "b", same[1], margin=0.01).outcome == REPRODUCED
+    noisy = rng.normal(0.20, 0.05, 3), rng.normal(0.20, 0.05, 3)  # close means, a wide interval
+    assert equivalent("flat", "test error", "a", noisy[0], "b", noisy[1], margin=0.01).outcome == UNDECIDED
+    apart = rng.normal(0.30, 0.002, 10), rng.normal(0.20, 0.002, 10)
+    check = equivalent("flat", "test error", "a", apart[0], "b", apart[1], margin=0.01)
+    assert check.outcome == NOT_REPRODUCED and "TOST" in check.interval and "90%" in check.interval
+    assert smaller_than("small", "test error", "a", *same[:1], "b", same[1], margin=0.01).outcome == REPRODUCED
+    assert smaller_than("small", "test error", "a", apart[0], "b", apart[1], margin=0.01).outcome == NOT_REPRODUCED
+
+
+@pytest.mark.parametrize("n", [3, 5, 10])
+def test_equivalence_is_claimed_falsely_at_most_5_percent_at_the_margin(n):
+    """The hardest null for TOST: the true difference is exactly the margin. 'Equivalent' must
+    come out at most 5% of the time (two one-sided tests at 5% each); power shown at a zero
+    difference for the record."""
+    from normbench.claims.checks import REPRODUCED, equivalent
+
+    rng = np.random.default_rng(n)
+    margin, sd, trials = 0.01, 0.01, 2000
+    false = sum(equivalent("", "test error", "a", rng.normal(margin, sd, n), "b", rng.normal(0, sd, n),
+                           margin).outcome == REPRODUCED for _ in range(trials)) / trials
+    power = sum(equivalent("", "test error", "a", rng.normal(0, sd, n), "b", rng.normal(0, sd, n),
+                           margin).outcome == REPRODUCED for _ in range(trials)) / trials
+    print(f"n={n}: false 'equivalent' {false:.3f} at the margin; 'equivalent' at no difference {power:.3f}")
+    assert false <= 0.05 + 0.01

@@ -28,6 +28,11 @@ the sequence length, ...), each a measured number and a pass or fail. The rule:
 - **inconclusive** otherwise: a mechanism check failed (the proxy is not in the paper's regime,
   so its comparison does not count), or some check is inconclusive and none is reversed.
 
+A claim of no difference is an **equivalence** check (:func:`equivalent`, two one-sided tests):
+its 90% interval inside ``±margin`` is "reproduced", wholly outside it "not reproduced", and a
+bound on a difference (:func:`smaller_than`) likewise; the margin is the spec's, declared before
+any run. They enter the rule as every check does.
+
 Checks marked ``decides=False`` are measurements shown with their interval that the paper did
 not claim (e.g. how much of BN's small-batch penalty is its running estimate); they never move
 the verdict. Nothing here imports torch: verdicts are made from run directories alone.
@@ -330,6 +335,58 @@ def compare_runs(statement: str, metric: str, a_name: str, runs_a: pd.DataFrame,
     both = (a, b) if a is not None and b is not None and len(a[0]) == len(b[0]) else None
     return compare(statement, metric, a_name, values(runs_a, column), b_name, values(runs_b, column),
                    examples=both, **kw)
+
+
+def _interval(xa: np.ndarray, xb: np.ndarray, examples, level: float) -> tuple[float, float, str]:
+    """The difference's interval at ``level``: over test examples and seeds, or Welch's."""
+    if examples is not None:
+        _, lo, hi = examples_diff_ci(*examples, level=level)
+        return lo, hi, f"{100 * level:.0f}% interval over test examples and seeds"
+    lo, hi = diff_ci(xa, xb, level=level)
+    return lo, hi, f"{100 * level:.0f}% Welch interval"
+
+
+def equivalent(statement: str, metric: str, a_name: str, xa, b_name: str, xb, margin: float,
+               examples: tuple[list, list] | None = None, decides: bool = True) -> Check:
+    """A claim of no difference ("GN stays flat", "BN matches GN at batch 32"), decided by two
+    one-sided tests (TOST) at the 5% level each: **reproduced** (equivalent) when the 90%
+    interval of ``mean(xa) - mean(xb)`` lies inside ``(-margin, margin)``; **not reproduced**
+    when it lies wholly outside (a difference larger than the margin, either way);
+    **inconclusive** otherwise. ``margin`` is the spec's, declared before any run: the largest
+    difference the paper's "same" allows. A wide interval never passes, however close the means."""
+    xa, xb = np.asarray(xa, dtype=float), np.asarray(xb, dtype=float)
+    ma = float(xa.mean()) if len(xa) else float("nan")
+    mb = float(xb.mean()) if len(xb) else float("nan")
+    lo, hi, name = _interval(xa, xb, examples, 0.90)
+    if not (len(xa) and len(xb)) or not np.isfinite(lo):
+        outcome = INCONCLUSIVE
+    elif -margin < lo and hi < margin:
+        outcome = REPRODUCED
+    elif lo >= margin or hi <= -margin:
+        outcome = NOT_REPRODUCED
+    else:
+        outcome = INCONCLUSIVE
+    return Check(statement, metric, a_name, b_name, ma, mb, len(xa), len(xb), ma - mb, lo, hi, "equal", outcome,
+                 f"equivalence margin ±{_fmt(metric)(margin)}", min_detectable_effect(xa, xb), None, decides,
+                 f"{name} (TOST, margin ±{_fmt(metric)(margin)})")
+
+
+def smaller_than(statement: str, metric: str, a_name: str, xa, b_name: str, xb, margin: float,
+                 examples: tuple[list, list] | None = None, decides: bool = True) -> Check:
+    """A claim that a difference is at most ``margin`` (one-sided at 5%): **reproduced** when the
+    90% interval's upper end is below ``margin``, **not reproduced** when its lower end is above
+    it, **inconclusive** otherwise (``margin`` declared in the spec before any run)."""
+    xa, xb = np.asarray(xa, dtype=float), np.asarray(xb, dtype=float)
+    ma = float(xa.mean()) if len(xa) else float("nan")
+    mb = float(xb.mean()) if len(xb) else float("nan")
+    lo, hi, name = _interval(xa, xb, examples, 0.90)
+    if not (len(xa) and len(xb)) or not np.isfinite(lo):
+        outcome = INCONCLUSIVE
+    else:
+        outcome = REPRODUCED if hi < margin else NOT_REPRODUCED if lo > margin else INCONCLUSIVE
+    return Check(statement, metric, a_name, b_name, ma, mb, len(xa), len(xb), ma - mb, lo, hi, "lower", outcome,
+                 f"at most {_fmt(metric)(margin)}", min_detectable_effect(xa, xb), None, decides,
+                 f"{name} (one-sided, bound {_fmt(metric)(margin)})")
 
 
 def at_least(statement: str, metric: str, name: str, x, threshold: float) -> Check:

@@ -26,6 +26,7 @@ from normbench.claims.checks import (
     close_at,
     compare,
     compare_runs,
+    equivalent,
     last_median,
     config_value,
     curve_mean,
@@ -135,6 +136,10 @@ def verdict_gn_batch_size(rs: RunSet, p: dict) -> Verdict:
     mechanism = [close_at(f"BN and GN reach the same plateau at batch {large} (test error within 1.5 points; "
                           "paper: 23.6 vs 24.1)", values(bn_l, e), values(gn_l, e), p.get("plateau_gap", 0.015)),
                  values_per_statistic(bn_s, f"at batch {small}", 98, "ResNet-50's last stage at batch 2: 2x7x7 = 98")]
+    if p.get("flat_margin") is not None:  # the paper's "GN is flat", decided as an equivalence
+        checks.append(equivalent(f"GN's error is the same at batch {small} as at {large} (within the spec's margin)",
+                                 "test error", f"GN at {small}", values(gn_s, e), f"GN at {large}", values(gn_l, e),
+                                 float(p["flat_margin"])))
     info = compare(f"GN's error change from {large} to {small}", "test error", f"GN at {small}", values(gn_s, e),
                    f"GN at {large}", values(gn_l, e))
     notes = [f"GN at {small} vs at {large} (paper: flat, 24.1 vs 24.1): {info.text()}"]
