@@ -256,8 +256,8 @@ def test_the_per_example_interval_holds_its_rate_when_the_test_set_is_a_sample(k
 
 
 def test_an_equivalence_check_decides_by_its_90_percent_interval_and_the_margin():
-    from normbench.claims.checks import NOT_REPRODUCED, REPRODUCED, equivalent, smaller_than
     from normbench.claims.checks import INCONCLUSIVE as UNDECIDED
+    from normbench.claims.checks import NOT_REPRODUCED, REPRODUCED, equivalent, smaller_than
 
     rng = np.random.default_rng(0)
     same = rng.normal(0.20, 0.002, 10), rng.normal(0.20, 0.002, 10)
