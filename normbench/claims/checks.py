@@ -41,7 +41,7 @@ the verdict. Nothing here imports torch: verdicts are made from run directories 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -52,11 +52,12 @@ from normbench.metrics import is_percent
 from normbench.records import read_config, read_examples
 from normbench.report.load import RunSet, flatten
 from normbench.report.stats import (
-    diff_ci,
-    examples_diff_ci,
-    mean_ci,
+    examples_diff_se,
     min_detectable_effect,
+    paired_se,
     seeds_needed,
+    t_interval,
+    welch_se,
 )
 
 REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE = "reproduced", "not reproduced", "inconclusive"
@@ -99,6 +100,25 @@ class Check:
     seeds_needed: int | None = None
     decides: bool = True
     interval: str = "95% Welch interval"
+    # What re-deciding the check at another level needs (a planned look, claims/sequential.py):
+    # the difference's standard error and degrees of freedom, the kind of claim, and its bounds.
+    se: float = float("nan")
+    df: float = float("nan")
+    kind: str = "difference"   # difference | equivalence | bound | threshold
+    min_effect: float = 0.0
+    margin: float = float("nan")
+    basis: str = "Welch interval"
+    level: float = 0.95
+    next_look: int | None = None  # seeds a side at the next planned look, when one is left
+
+    def at_level(self, level: float) -> Check:
+        """This check decided on its interval at ``level`` (same difference and spread)."""
+        lo, hi = (t_interval(self.diff, self.se, self.df, level) if np.isfinite(self.se)
+                  else (float("nan"), float("nan")))
+        measured = self.n_a > 0 and (self.n_b > 0 or self.kind == "threshold")
+        outcome = _decide(self.kind, lo, hi, self.better, self.min_effect, self.margin) if measured else INCONCLUSIVE
+        return replace(self, ci_lo=lo, ci_hi=hi, outcome=outcome, level=level,
+                       interval=_interval_name(level, self.basis, self.kind, self.margin, self.metric))
 
     def text(self) -> str:
         f = _fmt(self.metric)
@@ -263,43 +283,70 @@ def drift(rs: RunSet, runs: pd.DataFrame, prefix: str = "preact_p", quantiles=(1
     return out
 
 
+def _decide(kind: str, lo: float, hi: float, better: str, min_effect: float, margin: float) -> str:
+    """A check's outcome from its interval ``[lo, hi]`` (see the module's rule)."""
+    if not np.isfinite(lo):
+        return INCONCLUSIVE
+    if kind == "equivalence":  # TOST: inside the margin, or wholly outside it
+        return REPRODUCED if -margin < lo and hi < margin else NOT_REPRODUCED if lo >= margin or hi <= -margin \
+            else INCONCLUSIVE
+    if kind == "bound":  # the difference is at most the margin
+        return REPRODUCED if hi < margin else NOT_REPRODUCED if lo > margin else INCONCLUSIVE
+    sign = 1.0 if better == "higher" else -1.0
+    olo, ohi = sorted((sign * lo, sign * hi))
+    limit = 0.0 if kind == "threshold" else min_effect
+    return REPRODUCED if olo > 0 or (kind == "threshold" and olo >= 0) else NOT_REPRODUCED if ohi < limit \
+        else INCONCLUSIVE
+
+
+def _interval_name(level: float, basis: str, kind: str, margin: float, metric: str) -> str:
+    name = f"{100 * level:g}% {basis}"
+    if kind == "equivalence":
+        return f"{name} (TOST, margin ±{_fmt(metric)(margin)})"
+    if kind == "bound":
+        return f"{name} (one-sided, bound {_fmt(metric)(margin)})"
+    return name
+
+
+def _check(kind: str, statement: str, metric: str, a_name: str, xa, b_name: str, xb, *, better: str,
+           level: float, min_effect: float = 0.0, margin: float = float("nan"), note: str = "",
+           decides: bool = True, paired: bool = False, examples: tuple[list, list] | None = None) -> Check:
+    """The one builder of a :class:`Check`: the difference of the means, its spread (over test
+    examples and seeds, paired by run, or Welch's), the interval at ``level`` and the outcome."""
+    xa, xb = np.asarray(xa, dtype=float), np.asarray(xb, dtype=float)
+    ma = float(xa.mean()) if len(xa) else float("nan")
+    mb = float(xb.mean()) if len(xb) else float("nan")
+    if examples is not None:
+        _, se, df = examples_diff_se(*examples)
+        basis = "interval over test examples and seeds"
+    elif paired and len(xa) == len(xb):
+        (se, df), basis = paired_se(xa, xb), "paired t interval"
+    else:
+        (se, df), basis = welch_se(xa, xb), "Welch interval"
+    check = Check(statement, metric, a_name, b_name, ma, mb, len(xa), len(xb), ma - mb, float("nan"), float("nan"),
+                  better, INCONCLUSIVE, note, min_detectable_effect(xa, xb, paired=paired), None, decides,
+                  se=se, df=df, kind=kind, min_effect=min_effect, margin=margin, basis=basis).at_level(level)
+    if not (len(xa) and len(xb)):
+        check.note = note or "no completed runs on one side"
+    elif check.outcome == INCONCLUSIVE and kind == "difference":
+        check.seeds_needed = seeds_needed(xa, xb, ma - mb, paired=paired)
+    return check
+
+
 def compare(statement: str, metric: str, a_name: str, xa, b_name: str, xb, better: str = "higher",
             min_effect: float = 0.0, note: str = "", decides: bool = True, paired: bool = False,
             examples: tuple[list, list] | None = None) -> Check:
-    """A :class:`Check` of ``mean(xa) - mean(xb)``; ``better="lower"`` for errors and bpc.
+    """A :class:`Check` of ``mean(xa) - mean(xb)`` on its 95% interval; ``better="lower"`` for
+    errors and bpc.
 
     ``paired``: ``xa[i]`` and ``xb[i]`` are the same run measured two ways, so the interval is
     the t interval of the per-run differences (the seeds' spread cancels out).
     ``examples``: each side's runs' per-example scores on one fixed test set (:func:`examples_of`);
     the interval then counts the test set's sampling error too
-    (:func:`~normbench.report.stats.examples_diff_ci`). The power figures stay Welch's.
+    (:func:`~normbench.report.stats.examples_diff_se`). The power figures stay Welch's.
     """
-    xa, xb = np.asarray(xa, dtype=float), np.asarray(xb, dtype=float)
-    ma = float(xa.mean()) if len(xa) else float("nan")
-    mb = float(xb.mean()) if len(xb) else float("nan")
-    if examples is not None:
-        _, lo, hi = examples_diff_ci(*examples)
-    elif paired and len(xa) == len(xb):
-        lo, hi = mean_ci(xa - xb)
-    else:
-        lo, hi = diff_ci(xa, xb)
-    sign = 1.0 if better == "higher" else -1.0
-    olo, ohi = sorted((sign * lo, sign * hi))
-    if not (len(xa) and len(xb)):
-        outcome, note = INCONCLUSIVE, note or "no completed runs on one side"
-    elif not np.isfinite(lo):
-        outcome = INCONCLUSIVE
-    elif olo > 0:
-        outcome = REPRODUCED
-    elif ohi < min_effect:
-        outcome = NOT_REPRODUCED
-    else:
-        outcome = INCONCLUSIVE
-    needed = seeds_needed(xa, xb, ma - mb, paired=paired) if outcome == INCONCLUSIVE and len(xa) and len(xb) else None
-    interval = ("95% interval over test examples and seeds" if examples is not None
-                else "95% paired t interval" if paired else "95% Welch interval")
-    return Check(statement, metric, a_name, b_name, ma, mb, len(xa), len(xb), ma - mb, lo, hi, better,
-                 outcome, note, min_detectable_effect(xa, xb, paired=paired), needed, decides, interval)
+    return _check("difference", statement, metric, a_name, xa, b_name, xb, better=better, level=0.95,
+                  min_effect=min_effect, note=note, decides=decides, paired=paired, examples=examples)
 
 
 #: The run-table columns whose per-example form a run records, and how from its ``correct``.
@@ -337,15 +384,6 @@ def compare_runs(statement: str, metric: str, a_name: str, runs_a: pd.DataFrame,
                    examples=both, **kw)
 
 
-def _interval(xa: np.ndarray, xb: np.ndarray, examples, level: float) -> tuple[float, float, str]:
-    """The difference's interval at ``level``: over test examples and seeds, or Welch's."""
-    if examples is not None:
-        _, lo, hi = examples_diff_ci(*examples, level=level)
-        return lo, hi, f"{100 * level:.0f}% interval over test examples and seeds"
-    lo, hi = diff_ci(xa, xb, level=level)
-    return lo, hi, f"{100 * level:.0f}% Welch interval"
-
-
 def equivalent(statement: str, metric: str, a_name: str, xa, b_name: str, xb, margin: float,
                examples: tuple[list, list] | None = None, decides: bool = True) -> Check:
     """A claim of no difference ("GN stays flat", "BN matches GN at batch 32"), decided by two
@@ -354,21 +392,9 @@ def equivalent(statement: str, metric: str, a_name: str, xa, b_name: str, xb, ma
     when it lies wholly outside (a difference larger than the margin, either way);
     **inconclusive** otherwise. ``margin`` is the spec's, declared before any run: the largest
     difference the paper's "same" allows. A wide interval never passes, however close the means."""
-    xa, xb = np.asarray(xa, dtype=float), np.asarray(xb, dtype=float)
-    ma = float(xa.mean()) if len(xa) else float("nan")
-    mb = float(xb.mean()) if len(xb) else float("nan")
-    lo, hi, name = _interval(xa, xb, examples, 0.90)
-    if not (len(xa) and len(xb)) or not np.isfinite(lo):
-        outcome = INCONCLUSIVE
-    elif -margin < lo and hi < margin:
-        outcome = REPRODUCED
-    elif lo >= margin or hi <= -margin:
-        outcome = NOT_REPRODUCED
-    else:
-        outcome = INCONCLUSIVE
-    return Check(statement, metric, a_name, b_name, ma, mb, len(xa), len(xb), ma - mb, lo, hi, "equal", outcome,
-                 f"equivalence margin ±{_fmt(metric)(margin)}", min_detectable_effect(xa, xb), None, decides,
-                 f"{name} (TOST, margin ±{_fmt(metric)(margin)})")
+    return _check("equivalence", statement, metric, a_name, xa, b_name, xb, better="equal", level=0.90,
+                  margin=margin, note=f"equivalence margin ±{_fmt(metric)(margin)}", decides=decides,
+                  examples=examples)
 
 
 def smaller_than(statement: str, metric: str, a_name: str, xa, b_name: str, xb, margin: float,
@@ -376,34 +402,18 @@ def smaller_than(statement: str, metric: str, a_name: str, xa, b_name: str, xb, 
     """A claim that a difference is at most ``margin`` (one-sided at 5%): **reproduced** when the
     90% interval's upper end is below ``margin``, **not reproduced** when its lower end is above
     it, **inconclusive** otherwise (``margin`` declared in the spec before any run)."""
-    xa, xb = np.asarray(xa, dtype=float), np.asarray(xb, dtype=float)
-    ma = float(xa.mean()) if len(xa) else float("nan")
-    mb = float(xb.mean()) if len(xb) else float("nan")
-    lo, hi, name = _interval(xa, xb, examples, 0.90)
-    if not (len(xa) and len(xb)) or not np.isfinite(lo):
-        outcome = INCONCLUSIVE
-    else:
-        outcome = REPRODUCED if hi < margin else NOT_REPRODUCED if lo > margin else INCONCLUSIVE
-    return Check(statement, metric, a_name, b_name, ma, mb, len(xa), len(xb), ma - mb, lo, hi, "lower", outcome,
-                 f"at most {_fmt(metric)(margin)}", min_detectable_effect(xa, xb), None, decides,
-                 f"{name} (one-sided, bound {_fmt(metric)(margin)})")
+    return _check("bound", statement, metric, a_name, xa, b_name, xb, better="lower", level=0.90, margin=margin,
+                  note=f"at most {_fmt(metric)(margin)}", decides=decides, examples=examples)
 
 
 def at_least(statement: str, metric: str, name: str, x, threshold: float) -> Check:
     """A one-sample check: the mean of ``x`` is at least ``threshold`` (t interval)."""
     x = np.asarray(x, dtype=float)
     m = float(x.mean()) if len(x) else float("nan")
-    lo, hi = mean_ci(x)
-    if not len(x) or not np.isfinite(lo):
-        outcome = INCONCLUSIVE
-    elif lo >= threshold:
-        outcome = REPRODUCED
-    elif hi < threshold:
-        outcome = NOT_REPRODUCED
-    else:
-        outcome = INCONCLUSIVE
+    se, df = (float(x.std(ddof=1) / np.sqrt(len(x))), float(len(x) - 1)) if len(x) >= 2 else (float("nan"),) * 2
     return Check(statement, metric, name, f"threshold {threshold:g}", m, threshold, len(x), 0, m - threshold,
-                 lo - threshold, hi - threshold, "higher", outcome)
+                 float("nan"), float("nan"), "higher", INCONCLUSIVE, se=se, df=df, kind="threshold",
+                 basis="t interval").at_level(0.95)
 
 
 def best_of_grid(runs: pd.DataFrame, metric: str, select: str, key: str = "optim.lr", higher: bool = True,

@@ -87,7 +87,18 @@ def diff_ci(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray,
 def examples_diff_ci(a: Sequence[np.ndarray], b: Sequence[np.ndarray],
                      level: float = LEVEL) -> tuple[float, float, float]:
     """An interval for the difference of two settings' expected test scores that counts the
-    test set's sampling error as well as the seeds': ``(difference, low, high)``.
+    test set's sampling error as well as the seeds': ``(difference, low, high)``
+    (:func:`examples_diff_se` says how).  NaNs for fewer than two runs a side."""
+    diff, se, df = examples_diff_se(a, b)
+    if not np.isfinite(se):
+        return diff, float("nan"), float("nan")
+    lo, hi = t_interval(diff, se, df, level)
+    return diff, lo, hi
+
+
+def examples_diff_se(a: Sequence[np.ndarray], b: Sequence[np.ndarray]) -> tuple[float, float, float]:
+    """``(difference, standard error, degrees of freedom)`` of two settings' expected test scores
+    from each run's per-example scores.
 
     ``a`` and ``b`` hold each run's per-example scores (``correct`` as 0/1, or a loss) on one
     fixed test set of ``n`` examples, in the same order. The difference is the mean over examples
@@ -102,24 +113,44 @@ def examples_diff_ci(a: Sequence[np.ndarray], b: Sequence[np.ndarray],
     Welch-Satterthwaite over the three parts. A Welch interval over the runs' scores alone
     treats the test set as the population: two norms with equal expected accuracy that differ
     on which examples they get right then come out "different" by the draw of the test set
-    (simulated in tests/test_report_stats.py). NaNs for fewer than two runs a side.
+    (simulated in tests/test_report_stats.py). NaN spread for fewer than two runs a side.
     """
     xa = np.asarray([np.asarray(r, dtype=float) for r in a])
     xb = np.asarray([np.asarray(r, dtype=float) for r in b])
     if len(xa) < 2 or len(xb) < 2 or xa.shape[1:] != xb.shape[1:]:
-        return float("nan"), float("nan"), float("nan")
+        diff = float(xa.mean() - xb.mean()) if len(xa) and len(xb) and xa.shape[1:] == xb.shape[1:] else float("nan")
+        return diff, float("nan"), float("nan")
     n = xa.shape[1]
     d = xa.mean(0) - xb.mean(0)
     sa, sb = xa.mean(1), xb.mean(1)  # each run's test score
     parts = np.array([d.var(ddof=1) / n, sa.var(ddof=1) / len(sa), sb.var(ddof=1) / len(sb)])
     dfs = np.array([n - 1, len(sa) - 1, len(sb) - 1], dtype=float)
-    se2 = parts.sum()
-    diff = float(d.mean())
-    if se2 == 0:
-        return diff, diff, diff
-    df = se2 ** 2 / np.sum(parts ** 2 / dfs)
-    half = float(_st.t.ppf(0.5 + level / 2, df) * np.sqrt(se2))
-    return diff, diff - half, diff + half
+    se2 = float(parts.sum())
+    df = float(se2 ** 2 / np.sum(parts ** 2 / dfs)) if se2 > 0 else float(n - 1)
+    return float(d.mean()), float(np.sqrt(se2)), df
+
+
+def t_interval(center: float, se: float, df: float, level: float = LEVEL) -> tuple[float, float]:
+    """``center`` ± the t quantile at ``level`` (two-sided) times ``se``."""
+    half = float(_st.t.ppf(0.5 + level / 2, df)) * se
+    return float(center - half), float(center + half)
+
+
+def welch_se(a, b) -> tuple[float, float]:
+    """Standard error of ``mean(a) - mean(b)`` and its Welch-Satterthwaite degrees of freedom
+    (NaNs for fewer than two values a side)."""
+    x, y = _finite(a), _finite(b)
+    if len(x) < 2 or len(y) < 2:
+        return float("nan"), float("nan")
+    return _welch(x, y)
+
+
+def paired_se(a, b) -> tuple[float, float]:
+    """Standard error and degrees of freedom of the mean per-run difference ``a - b``."""
+    d = _finite(np.asarray(a, dtype=float) - np.asarray(b, dtype=float))
+    if len(d) < 2:
+        return float("nan"), float("nan")
+    return float(d.std(ddof=1) / np.sqrt(len(d))), float(len(d) - 1)
 
 
 def min_detectable_effect(a, b, level: float = LEVEL, power: float = POWER, paired: bool = False) -> float:
