@@ -128,8 +128,11 @@ class Check:
         power = ""
         if np.isfinite(self.mde):
             power = f"; detectable: {f(self.mde)}{unit}"
-            if self.outcome == INCONCLUSIVE:
-                power += (f"; ~{self.seeds_needed} seeds a side would settle a difference this size"
+            if self.outcome == INCONCLUSIVE and self.next_look:
+                power += f"; next planned look: {self.next_look} seeds a side"
+            elif self.outcome == INCONCLUSIVE and self.kind == "difference":
+                power += (f"; ~{self.seeds_needed} seeds a side would settle a difference this size "
+                          "(more seeds chosen from this inflate the error rate: plan looks in the spec)"
                           if self.seeds_needed else "; no difference to settle")
         if self.n_b == 0 and self.b.startswith("threshold"):  # a one-sample check (at_least)
             ci = (f"[{f(self.ci_lo + self.mean_b)}, {f(self.ci_hi + self.mean_b)}]" if np.isfinite(self.ci_lo)
@@ -300,7 +303,7 @@ def _decide(kind: str, lo: float, hi: float, better: str, min_effect: float, mar
 
 
 def _interval_name(level: float, basis: str, kind: str, margin: float, metric: str) -> str:
-    name = f"{100 * level:g}% {basis}"
+    name = f"{100 * level:.4g}% {basis}"
     if kind == "equivalence":
         return f"{name} (TOST, margin ±{_fmt(metric)(margin)})"
     if kind == "bound":

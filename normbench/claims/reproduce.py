@@ -22,7 +22,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from normbench.claims import experiments
+from normbench.claims import experiments, sequential
 from normbench.claims.checks import INCONCLUSIVE, NOT_RUN, RULE, Check, Verdict
 from normbench.claims.registry import CLAIMS, claim
 from normbench.errors import ConfigError
@@ -34,8 +34,8 @@ STATISTICS = "welch-t"
 DEFAULT_SEEDS = 5
 
 
-def command_line(claims: Sequence[str], scale: str, seeds: int, out: str, extra: Sequence[str]) -> str:
-    parts = ["normbench", "reproduce", *claims, "--scale", scale, "--seeds", str(seeds)]
+def command_line(claims: Sequence[str], scale: str, seeds: int | None, out: str, extra: Sequence[str]) -> str:
+    parts = ["normbench", "reproduce", *claims, "--scale", scale, *(["--seeds", str(seeds)] if seeds else [])]
     if str(out) != "results":
         parts += ["--out", str(out)]
     return " ".join(shlex.quote(p) for p in [*parts, *extra])
@@ -61,12 +61,28 @@ def _rel(path: Path, start: Path) -> str:
     return os.path.relpath(path, start)
 
 
+def planned_looks(name: str, scale: str) -> list[int] | None:
+    """The looks (seeds a side) the claim's spec plans at ``scale``, or None (a fixed seed count)."""
+    looks = experiments.load_experiment(name)["scales"][scale].get("looks")
+    return None if looks is None else sequential.validate_looks(looks)
+
+
 def write_claim(name: str, out_dir: Path, sweep_dirs: list[Path], scale: str, seeds: int, command: str,
-                elapsed_s: float, sweep_code: int) -> Verdict:
-    """The report, the verdict and the claim's README in ``out_dir``; returns the verdict."""
+                elapsed_s: float, sweep_code: int, looks: list[int] | None = None) -> Verdict:
+    """The report, the verdict and the claim's README in ``out_dir``; returns the verdict.
+    ``looks``: the spec's planned looks, decided in turn (claims/sequential.py)."""
     from normbench.report.api import ReportError, build_report
 
     c = claim(name)
+    look = None  # the planned look the verdict stands at
+
+    def decide(rs):
+        nonlocal look
+        if looks is None:
+            return c.verdict(rs, dict(c.params))
+        verdict, look = sequential.decide(lambda part: c.verdict(part, dict(c.params)), rs, looks)
+        return verdict
+
     exp = experiments.load_experiment(name)
     rep = exp.get("report") or {}
     existing = [d for d in sweep_dirs if d.is_dir()]
@@ -84,10 +100,10 @@ def write_claim(name: str, out_dir: Path, sweep_dirs: list[Path], scale: str, se
         from normbench.report.load import load_runs
 
         rs = load_runs(existing)
-        verdict = c.verdict(rs, dict(c.params))
+        verdict = decide(rs)
         verdict.notes.append(f"report.md not written: {type(exc).__name__}: {exc}")
     else:
-        verdict = c.verdict(report.runs, dict(c.params))
+        verdict = decide(report.runs)
     runs = report.runs.runs if report else None
     extra_figures = []
     if report is not None and c.figures:
@@ -98,7 +114,9 @@ def write_claim(name: str, out_dir: Path, sweep_dirs: list[Path], scale: str, se
     compute_s = float(runs["wall_time_s"].fillna(0).sum()) if runs is not None and "wall_time_s" in runs else 0.0
     record = {
         **verdict.to_dict(),
-        "title": c.title, "paper": c.paper, "paper_result": c.paper_result, "scale": scale, "seeds": seeds,
+        "title": c.title, "paper": c.paper, "paper_result": c.paper_result, "scale": scale,
+        "seeds": seeds if look is None else looks[look],
+        **({"looks": looks, "look": look + 1} if look is not None else {}),
         "statistics": STATISTICS,
         "runs": {k: int(v) for k, v in counts.items()}, "elapsed_s": round(elapsed_s, 1),
         "run_wall_time_s": round(compute_s, 1), "command": command, "sweep_exit_code": sweep_code,
@@ -213,7 +231,7 @@ def _recorded_extra(command: str) -> list[str]:
     return [t for t in shlex.split(command) if "=" in t and not t.startswith("-")]
 
 
-def check_replaceable(out: Path, names: Sequence[str], scale: str, seeds: int, runs_root, extra) -> None:
+def check_replaceable(out: Path, names: Sequence[str], scale: str, seeds: int | None, runs_root, extra) -> None:
     """Refuse to replace a claim's verdict in ``out`` made from another setup (scale, seed count,
     the claim's spec, any override that changes the runs): a published "reproduced" must not turn
     into a short pilot's "inconclusive" unnoticed. The same setup again (more runs finished, new
@@ -226,21 +244,37 @@ def check_replaceable(out: Path, names: Sequence[str], scale: str, seeds: int, r
             old = json.loads(path.read_text(encoding="utf-8"))
         except ValueError:
             continue  # not a record: nothing worth keeping to compare with
-        new = (scale, seeds, [s.sweep_dir.name for s in experiments.sweeps(name, scale, seeds, runs_root, extra)],
-               _setting(extra))
-        before = (old.get("scale"), old.get("seeds"), [Path(d).name for d in old.get("sweep_dirs", [])],
+        plan = _plan(name, scale, seeds)
+        dirs = [s.sweep_dir.name for s in experiments.sweeps(name, scale, _first(plan), runs_root, extra)]
+        new = (scale, plan, dirs, _setting(extra))
+        before = (old.get("scale"), old.get("looks") or old.get("seeds"), [Path(d).name for d in old.get("sweep_dirs", [])],
                   _setting(_recorded_extra(old.get("command", ""))))
         if new != before:
+            shown = f"--seeds {plan}" if isinstance(plan, int) else f"looks {plan}"
             raise ConfigError(
-                f"{path.parent} holds a verdict made by `{old.get('command', '?')}`; this setup (--seeds {seeds}, "
+                f"{path.parent} holds a verdict made by `{old.get('command', '?')}`; this setup ({shown}, "
                 f"--scale {scale}{''.join(' ' + o for o in _setting(extra))}) would replace it; write elsewhere "
                 "with --out DIR, or replace it with --force")
 
 
-def reproduce(claims: Sequence[str], scale: str = "small", seeds: int = DEFAULT_SEEDS, out: str | Path = "results",
+def _plan(name: str, scale: str, seeds: int | None) -> int | list[int]:
+    """The seeds a claim runs: ``seeds`` when given, else its spec's planned looks, else the default."""
+    if seeds is not None:
+        return seeds
+    return planned_looks(name, scale) or DEFAULT_SEEDS
+
+
+def _first(plan: int | list[int]) -> int:
+    return plan if isinstance(plan, int) else plan[0]
+
+
+def reproduce(claims: Sequence[str], scale: str = "small", seeds: int | None = None, out: str | Path = "results",
               runs_root: str | Path = experiments.DEFAULT_RUNS_ROOT, extra: Sequence[str] = (),
               report_only: bool = False, quiet: bool = False, force: bool = False) -> dict[str, Verdict]:
     """Run (unless ``report_only``), report and decide ``claims`` (all when empty).
+
+    ``seeds``: a fixed count for every claim; None: each claim's planned looks where its spec
+    declares them (more seeds run only while a check is unsettled), else :data:`DEFAULT_SEEDS`.
 
     A verdict already in ``out`` made from another setup is not replaced unless ``force``
     (:func:`check_replaceable`), and nothing runs then.
@@ -255,18 +289,23 @@ def reproduce(claims: Sequence[str], scale: str = "small", seeds: int = DEFAULT_
     verdicts = {}
     for name in names:
         start = time.perf_counter()
-        if report_only:
-            dirs = [s.sweep_dir for s in experiments.sweeps(name, scale, seeds, runs_root, extra)]
-            code = 0
-        else:
-            dirs, code = run_sweeps(name, scale, seeds, runs_root, extra, quiet)
-        elapsed = time.perf_counter() - start
-        cmd = command_line([name], scale, seeds, str(out), extra)
-        previous = out / name / VERDICT_FILE
-        if report_only and previous.exists():  # keep the wall time and command of the real run
-            record = json.loads(previous.read_text(encoding="utf-8"))
-            elapsed, cmd = record.get("elapsed_s", elapsed), record.get("command", cmd)
-        verdict = write_claim(name, out / name, dirs, scale, seeds, cmd, elapsed, code)
+        plan = _plan(name, scale, seeds)
+        looks = None if isinstance(plan, int) else plan
+        for n in [plan] if looks is None else looks:
+            if report_only:
+                dirs = [s.sweep_dir for s in experiments.sweeps(name, scale, n, runs_root, extra)]
+                code = 0
+            else:
+                dirs, code = run_sweeps(name, scale, n, runs_root, extra, quiet)
+            elapsed = time.perf_counter() - start
+            cmd = command_line([name], scale, plan if looks is None else None, str(out), extra)
+            previous = out / name / VERDICT_FILE
+            if report_only and previous.exists():  # keep the wall time and command of the real run
+                record = json.loads(previous.read_text(encoding="utf-8"))
+                elapsed, cmd = record.get("elapsed_s", elapsed), record.get("command", cmd)
+            verdict = write_claim(name, out / name, dirs, scale, n, cmd, elapsed, code, looks)
+            if looks is None or report_only or verdict.not_run or not sequential.unsettled(verdict):
+                break  # settled (or decided from the runs there are): no more seeds to run
         verdicts[name] = verdict
         if verdict.not_run:
             print(f"[{name}] NOT RUN: {verdict.notes[0]}", flush=True)

@@ -255,8 +255,9 @@ Examples:
 def reproduce(
     ctx: typer.Context,
     scale: str = typer.Option("small", "--scale", help="small (CPU, minutes) or full (the paper's setup)."),
-    seeds: int = typer.Option(5, "--seeds", help="Seeds per setting: seed=0..N-1 (5: Welch intervals at 3 seeds "
-                              "detect only large differences)."),
+    seeds: int = typer.Option(None, "--seeds", show_default=False,
+                              help="Seeds per setting: seed=0..N-1. Default: the claim's planned looks where its "
+                              "spec declares them (more seeds only while a check is unsettled), else 5."),
     out: Path = typer.Option(Path("results"), "--out", "-o", help="Where reports and verdicts go."),
     runs: Path = typer.Option(Path("multirun/reproduce"), "--runs", help="Where the sweeps' run directories go."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the sweeps, run nothing."),
@@ -274,10 +275,16 @@ def reproduce(
         for name in names:
             if name not in CLAIMS:
                 raise ConfigError(f"unknown claim '{name}'; choose from: {', '.join(CLAIMS)}")
-        _check_extra(names or list(CLAIMS), scale, seeds, runs, extra)
+        _check_extra(names or list(CLAIMS), scale, 1 if seeds is None else seeds, runs, extra)
         if dry_run:
+            from normbench.claims.reproduce import DEFAULT_SEEDS, planned_looks
+
             for name in names or list(CLAIMS):
-                for sweep in experiments.sweeps(name, scale, seeds, runs, extra):
+                looks = None if seeds is not None else planned_looks(name, scale)
+                if looks:
+                    typer.echo(f"{name}: planned looks at {', '.join(map(str, looks))} seeds a side; the first:")
+                first = seeds if seeds is not None else (looks or [DEFAULT_SEEDS])[0]
+                for sweep in experiments.sweeps(name, scale, first, runs, extra):
                     typer.echo(f"{name}: normbench run -m {' '.join(sweep.args)}")
             return
         from normbench.claims.reproduce import reproduce as run_reproduce
