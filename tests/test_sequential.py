@@ -7,7 +7,15 @@ import numpy as np
 import pytest
 
 from normbench.claims import sequential
-from normbench.claims.checks import INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED, compare, decide, where, values
+from normbench.claims.checks import (
+    INCONCLUSIVE,
+    NOT_REPRODUCED,
+    REPRODUCED,
+    compare,
+    decide,
+    values,
+    where,
+)
 from normbench.errors import ConfigError
 from normbench.report.load import load_runs
 from tests.report_runs import write_run
