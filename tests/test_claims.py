@@ -349,3 +349,20 @@ def test_a_claim_can_decide_on_the_median_of_the_last_evaluations(tmp_path):
     runs, column = last_median(rs, rs.runs, "test_error", 3)
     assert column == "median_last3_test_error" and runs[column].iloc[0] == pytest.approx(1 - 0.8)
     assert last_median(rs, rs.runs, "test_error", None)[1] == "final_test_error"
+
+
+def test_the_eval_training_gap_is_judged_on_its_mean_and_facts_are_labelled(tmp_path):
+    """One run of five with a gap above the limit does not fail the mechanism (a maximum over runs
+    could only grow with seeds); the sequence length is a configuration fact and says so."""
+    from normbench.claims.checks import eval_matches_training
+
+    for seed, step_loss in enumerate([0.2, 0.2, 0.2, 0.2, -0.05]):  # gaps 0.1 (x4) and 0.35
+        run(tmp_path, seed=seed, norm="batch", model="lstm", test_acc=0.8,
+            summary_extra={**lstm_record(0.8, step_loss=step_loss),
+                           "final": {"train_loss": 0.3, "train_acc": 0.8, "test_loss": 0.3, "test_acc": 0.8,
+                                     "step_loss": step_loss}})
+    mechanism = eval_matches_training(load_runs([tmp_path]).runs, "BN-LSTMs")
+    assert mechanism.passed and "largest 0.350" in mechanism.value and not mechanism.fact
+    verdict = CLAIMS["rbn-mnist"].verdict(load_runs([tmp_path]), {})
+    length = next(m for m in verdict.mechanism if m.statement.startswith("sequences long enough"))
+    assert length.fact and "(configuration fact)" in length.text()

@@ -139,10 +139,11 @@ def claim_markdown(r: dict) -> str:
              f"{r['run_wall_time_s']:.0f} s",
              "- Full report: [report.md](report.md); tables: runs.csv, summary.csv, differences.csv", ""]
     if r.get("mechanism"):
-        lines += ["Mechanism checks (is the proxy in the paper's regime?):", "",
-                  "| mechanism | measured | |", "| --- | --- | --- |"]
-        lines += [f"| {m['statement']} | {m['value']} | {'pass' if m['passed'] else '**FAIL**'} |"
-                  for m in r["mechanism"]]
+        lines += ["Mechanism checks (is the proxy in the paper's regime?); a configuration fact holds once the "
+                  "spec is written and is no evidence of the mechanism:", "",
+                  "| mechanism | kind | measured | |", "| --- | --- | --- | --- |"]
+        lines += [f"| {m['statement']} | {'configuration fact' if m.get('fact') else 'measured'} | {m['value']} | "
+                  f"{'pass' if m['passed'] else '**FAIL**'} |" for m in r["mechanism"]]
         lines.append("")
     if r["checks"]:
         lines += ["| check | outcome | numbers (mean a vs b, difference, 95% Welch interval, detectable difference) |",
@@ -184,7 +185,8 @@ def write_index(out: Path, scale: str) -> Path:
             r = json.loads(path.read_text(encoding="utf-8"))
             old = r.get("statistics") != STATISTICS
             checks = [{**ch, "interval": "95% percentile-bootstrap interval"} if old else ch for ch in r["checks"]]
-            ours = "<br>".join([f"mechanism {'pass' if m['passed'] else 'FAIL'}: {m['statement']}: {m['value']}"
+            ours = "<br>".join([f"{'fact' if m.get('fact') else 'mechanism'} {'pass' if m['passed'] else 'FAIL'}: "
+                                f"{m['statement']}: {m['value']}"
                                 for m in r.get("mechanism", [])]
                                + [f"{ch['outcome']}: {ch['statement']}: {_check_text(ch)}" for ch in checks]) \
                 or "; ".join(r["notes"])

@@ -96,7 +96,7 @@ def verdict_bn_sigmoid(rs: RunSet, p: dict) -> Verdict:
                   f"{100 * plain.mean():.1f}% (n={len(plain)})" if len(plain) else "no completed runs",
                   bool(len(plain)) and plain.mean() >= chance + 0.1),
         Mechanism("the high learning rate is at least 5x the base (the paper's BN-x5 and BN-x30)",
-                  f"{hi_lr / lo_lr:g}x", hi_lr / lo_lr >= 5),
+                  f"{hi_lr / lo_lr:g}x", hi_lr / lo_lr >= 5, fact=True),
     ]
     notes = []
     for lr in lrs:
@@ -169,7 +169,7 @@ def verdict_gn_norms(rs: RunSet, p: dict) -> Verdict:
     mechanism = [plateau(rs, groups),
                  Mechanism("positions per channel at the deepest norm (IN's statistics are taken over them; at "
                            "least 9, a 3x3 map; ResNet-50: 7x7 = 49)", ", ".join(f"{v:g}" for v in positions)
-                           or "not recorded", bool(positions) and min(positions) >= 9)]
+                           or "not recorded", bool(positions) and min(positions) >= 9, fact=True)]
     return decide("gn-norms", checks, [f"BN vs GN at this batch size (paper: 23.6 vs 24.1, BN ahead by 0.5): "
                                        f"{bn.text()}"], mechanism)
 
@@ -265,7 +265,8 @@ def verdict_rbn_mnist(rs: RunSet, p: dict) -> Verdict:
     ]
     lengths = recorded(runs, "sequence_length")
     mechanism = [Mechanism("sequences long enough for long-range dependencies (at least 64 steps; the paper: 784)",
-                           ", ".join(f"{v:g}" for v in lengths) or "not recorded", bool(lengths) and min(lengths) >= 64),
+                           ", ".join(f"{v:g}" for v in lengths) or "not recorded", bool(lengths) and min(lengths) >= 64,
+                           fact=True),
                  # the BN-LSTMs the deciding checks compare (the sequential ones only feed a note)
                  eval_matches_training(runs[bn & is_perm], "permuted BN-LSTMs")]
     seq = compare("BN-LSTM vs LSTM on sequential data", "test acc", "BN-LSTM", values(runs[bn & g01 & ~is_perm], a),
@@ -292,7 +293,7 @@ def verdict_rbn_text(rs: RunSet, p: dict) -> Verdict:
     test_len = max((int(c.rsplit("len", 1)[1]) for c in longer), default=0)
     mechanism = [Mechanism("test segments longer than the training length (the T_max rule is used)",
                            f"trained on {', '.join(f'{v:g}' for v in trained) or '?'}, tested up to {test_len}",
-                           bool(trained) and test_len > max(trained)),
+                           bool(trained) and test_len > max(trained), fact=True),
                  eval_matches_training(bn, "BN-LSTM")]
     return decide("rbn-text", checks, mechanism=mechanism)
 
@@ -325,9 +326,10 @@ def verdict_generalization(rs: RunSet, p: dict) -> Verdict:
     params = pd.to_numeric(runs.get("num_params", pd.Series(dtype=float)), errors="coerce")
     ratio = (params / n_train).dropna()
     mechanism = [Mechanism("labels fully randomised at the highest noise level (label_noise = 1)", f"{rand:g}",
-                           rand >= 1.0),
+                           rand >= 1.0, fact=True),
                  Mechanism("the networks have more parameters than training samples (what lets them memorise)",
-                           f"{ratio.min():.0f}x" if len(ratio) else "not recorded", bool(len(ratio)) and ratio.min() > 1)]
+                           f"{ratio.min():.0f}x" if len(ratio) else "not recorded", bool(len(ratio)) and ratio.min() > 1,
+                           fact=True)]
     return decide("generalization", checks, notes, mechanism)
 
 
@@ -358,7 +360,7 @@ def verdict_brn_small_batch(rs: RunSet, p: dict) -> Verdict:
         values_per_statistic(at["batch", small], f"at batch {small}", 196, "ResNet-50's last stage at batch 4: 4x7x7"),
         Mechanism(f"Batch Renorm's correction is fully relaxed (r_max reached) before the end of the runs at batch "
                   f"{small}", f"r_max at step {relaxed_at.max():.0f} of {steps.min():.0f}" if relaxed else
-                  "not recorded or never reached", relaxed),
+                  "not recorded or never reached", relaxed, fact=True),
     ]
     notes = [f"BN at {small} vs at {large}: " + compare("", "test error", f"BN at {small}", err["batch", small],
                                                          f"BN at {large}", err["batch", large]).text()]
