@@ -366,3 +366,37 @@ def test_the_eval_training_gap_is_judged_on_its_mean_and_facts_are_labelled(tmp_
     verdict = CLAIMS["rbn-mnist"].verdict(load_runs([tmp_path]), {})
     length = next(m for m in verdict.mechanism if m.statement.startswith("sequences long enough"))
     assert length.fact and "(configuration fact)" in length.text()
+
+
+def test_a_plateau_is_judged_by_a_longer_budget_on_the_pilot_seeds(tmp_path):
+    """The pilot's setting that still gains 3 points from the longer budget has not plateaued."""
+    from normbench.claims.checks import PLATEAU, plateau_by_budget
+
+    for seed in (1000, 1001):
+        for norm, base, longer in (("batch", 0.90, 0.905), ("group", 0.85, 0.88)):
+            write_run(tmp_path / "base", f"{norm}{seed}", norm=norm, seed=seed, test_acc=base)
+            write_run(tmp_path / "longer", f"{norm}{seed}", norm=norm, seed=seed, test_acc=longer)
+    found = plateau_by_budget(load_runs([tmp_path / "base"]), load_runs([tmp_path / "longer"]), 0.01, "twice the steps")
+    assert found.name == PLATEAU and not found.passed and "3.00" in found.value and "norm=group" in found.value
+    kept = plateau_by_budget(load_runs([tmp_path / "base"]), load_runs([tmp_path / "longer"]), 0.05, "twice the steps")
+    assert kept.passed
+
+
+def test_a_pilot_uses_seeds_outside_every_verdict_and_a_longer_budget(monkeypatch, tmp_path):
+    from normbench.claims import experiments, reproduce
+    from normbench.errors import ConfigError
+
+    spec = experiments.load_experiment("gn-norms")
+    pilot = {"seeds": [1000, 1001, 1002], "longer": ["trainer.epochs=60"], "tolerance": 0.005}
+    monkeypatch.setattr(experiments, "load_experiment", lambda name: {
+        **spec, "scales": {**spec["scales"], "small": {**spec["scales"]["small"], "pilot": pilot}}})
+    base, longer = reproduce.pilot_sweeps("gn-norms", "small", tmp_path, [])
+    assert all("seed=1000,1001,1002" in s.args for s in base + longer)
+    assert all("trainer.epochs=60" in s.args for s in longer) and not any("trainer.epochs=60" in s.args for s in base)
+    # its own directories, apart from the verdict's sweeps and from each other
+    dirs = [s.sweep_dir.name for s in base + longer]
+    assert all(d.startswith("pilot") for d in dirs) and len(set(dirs)) == len(dirs)
+    monkeypatch.setattr(experiments, "load_experiment", lambda name: {
+        **spec, "scales": {**spec["scales"], "small": {**spec["scales"]["small"], "pilot": {**pilot, "seeds": [0, 1]}}}})
+    with pytest.raises(ConfigError, match="at least two seeds of 1000 and up"):
+        reproduce.pilot_plan("gn-norms", "small")

@@ -153,6 +153,7 @@ class Mechanism:
     value: str
     passed: bool
     fact: bool = False
+    name: str = ""  # what it measures, when another measurement may replace it ("plateau")
 
     def text(self) -> str:
         kind = " (configuration fact)" if self.fact else ""
@@ -447,6 +448,10 @@ def best_of_grid(runs: pd.DataFrame, metric: str, select: str, key: str = "optim
 # -- mechanism checks shared by several claims ----------------------------------------------
 
 
+#: The name of the mechanism that says every setting has reached its plateau.
+PLATEAU = "plateau"
+
+
 def plateau(rs: RunSet, groups: dict[str, pd.DataFrame], metric: str = "test_acc", tail: float = 0.25,
             tolerance: float = 0.01) -> Mechanism:
     """Every group has reached its plateau: its mean ``metric`` changed by at most ``tolerance``
@@ -467,12 +472,42 @@ def plateau(rs: RunSet, groups: dict[str, pd.DataFrame], metric: str = "test_acc
         if changes:
             moves[name] = float(np.mean(changes))
     if not moves:
-        return Mechanism("every variant reached its plateau", "no curves to measure", False)
+        return Mechanism("every variant reached its plateau", "no curves to measure", False, name=PLATEAU)
     worst = max(moves, key=lambda k: abs(moves[k]))
     shown = ", ".join(f"{k} {100 * v:+.2f}" for k, v in moves.items())
     return Mechanism(f"every variant reached its plateau (its {metric.replace('_', ' ')} moved by at most "
-                     f"{100 * tolerance:g} points over the last {100 * tail:g}% of training)",
-                     f"change per variant: {shown} points (largest: {worst})", abs(moves[worst]) <= tolerance)
+                     f"{100 * tolerance:g} points over the last {100 * tail:g}% of training; no pilot at a longer "
+                     "budget, which would judge it better: a decaying schedule hardly moves in its last stretch)",
+                     f"change per variant: {shown} points (largest: {worst})", abs(moves[worst]) <= tolerance,
+                     name=PLATEAU)
+
+
+
+def plateau_by_budget(base: RunSet, longer: RunSet, tolerance: float, what: str) -> Mechanism:
+    """Every setting reached its plateau: on the pilot seeds, the longer budget (``what``) moved
+    its mean final primary metric by at most ``tolerance`` (the spec's, in the metric's units).
+    A longer budget is the direct test: under a decaying schedule the last stretch of one run
+    hardly moves whether or not more training would help."""
+    metric = f"final_test_{base.primary_metric}"
+    keys = [k for k in base.setting_keys if k in longer.runs.columns]
+
+    def means(rs: RunSet) -> dict:
+        done = rs.runs[rs.runs["status"] == "completed"]
+        if not len(done) or metric not in done:
+            return {}
+        return {k if isinstance(k, tuple) else (k,): float(v)
+                for k, v in done.groupby(keys, dropna=False)[metric].mean().items()}
+
+    a, b = means(base), means(longer)
+    moves = {k: b[k] - a[k] for k in a if k in b}
+    statement = (f"every setting reached its plateau: on the pilot seeds, {what} moved its mean final test "
+                 f"{base.primary_metric} by at most {_fmt(metric)(tolerance)}{' points' if is_percent(metric) else ''}")
+    if not moves:
+        return Mechanism(statement, "no pilot runs at both budgets", False, name=PLATEAU)
+    worst = max(moves, key=lambda k: abs(moves[k]))
+    label = lambda k: ", ".join(f"{c}={v}" for c, v in zip(keys, k, strict=True))  # noqa: E731
+    return Mechanism(statement, f"largest change {_fmt(metric)(moves[worst])} ({label(worst)}; "
+                     f"{len(moves)} settings)", abs(moves[worst]) <= tolerance, name=PLATEAU)
 
 
 def close_at(statement: str, xa, xb, tolerance: float) -> Mechanism:

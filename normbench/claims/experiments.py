@@ -29,6 +29,7 @@ Nothing here imports torch.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -100,16 +101,18 @@ def _key(override: str) -> str:
     return override.split("=", 1)[0].lstrip("+~")
 
 
-def sweeps(name: str, scale: str = "small", seeds: int = 3, runs_root: str | Path = DEFAULT_RUNS_ROOT,
-           extra: list[str] | tuple[str, ...] = ()) -> list[Sweep]:
-    """The multiruns that reproduce experiment ``name`` at ``scale`` with ``seeds`` seeds.
+def sweeps(name: str, scale: str = "small", seeds: int | Sequence[int] = 3, runs_root: str | Path = DEFAULT_RUNS_ROOT,
+           extra: list[str] | tuple[str, ...] = (), prefix: str = "sweep") -> list[Sweep]:
+    """The multiruns that reproduce experiment ``name`` at ``scale`` with ``seeds`` seeds
+    (seed=0..N-1, or the seeds listed: a pilot's), in ``<runs_root>/<name>/<scale>/<prefix><i>-<hash>``.
 
     ``extra`` overrides (launcher choice, a smaller budget for a smoke test, ...) are appended
     to every sweep; a key given there replaces the experiment's fixed value for it.
     """
     if scale not in SCALES:
         raise ConfigError(f"--scale {scale!r} is not one of: {', '.join(SCALES)}")
-    if seeds < 1:
+    listed = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
+    if isinstance(seeds, int) and seeds < 1 or not listed:
         raise ConfigError(f"--seeds {seeds} must be a positive integer")
     from normbench.config.identity import nuisance_keys
 
@@ -122,8 +125,8 @@ def sweeps(name: str, scale: str = "small", seeds: int = 3, runs_root: str | Pat
     for i, sweep in enumerate(spec["sweeps"]):
         swept = [f"{key}={','.join(format_value(v) for v in values)}" for key, values in sweep.items()
                  if key not in extra_keys]
-        swept.append(f"seed={','.join(str(s) for s in range(seeds))}")
-        sweep_dir = Path(runs_root) / name / scale / f"sweep{i}-{_digest(fixed)}"
+        swept.append(f"seed={','.join(str(s) for s in listed)}")
+        sweep_dir = Path(runs_root) / name / scale / f"{prefix}{i}-{_digest(fixed)}"
         quiet = [] if "trainer.progress" in extra_keys else ["trainer.progress=none"]
         # The seeds train as one pack, unless the scale says packing is slower for its model.
         packed = [] if "trainer.pack" in extra_keys else [f"trainer.pack={spec.get('pack', 'seed')}"]

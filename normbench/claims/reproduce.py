@@ -23,7 +23,17 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from normbench.claims import experiments, sequential
-from normbench.claims.checks import INCONCLUSIVE, NOT_RUN, RULE, Check, Verdict
+from normbench.claims.checks import (
+    INCONCLUSIVE,
+    NOT_RUN,
+    PLATEAU,
+    RULE,
+    Check,
+    Mechanism,
+    Verdict,
+    combine,
+    plateau_by_budget,
+)
 from normbench.claims.registry import CLAIMS, claim
 from normbench.errors import ConfigError
 
@@ -44,11 +54,16 @@ def command_line(claims: Sequence[str], scale: str, seeds: int | None, out: str,
 def run_sweeps(name: str, scale: str, seeds: int, runs_root: str | Path, extra: Sequence[str],
                quiet: bool = False) -> tuple[list[Path], int]:
     """Run the claim's sweeps; returns their directories and the worst exit code."""
+    return _run(name, experiments.sweeps(name, scale, seeds, runs_root, extra), quiet)
+
+
+def _run(name: str, sweeps: list, quiet: bool) -> tuple[list[Path], int]:
+    """Run ``sweeps`` one after the other, each a ``normbench run -m`` subprocess."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env.setdefault("OMP_NUM_THREADS", "1")
     env.setdefault("MKL_NUM_THREADS", "1")
     dirs, worst = [], 0
-    for sweep in experiments.sweeps(name, scale, seeds, runs_root, extra):
+    for sweep in sweeps:
         cmd = [sys.executable, "-m", "normbench", "run", "-m", *sweep.args]
         print(f"[{name}] normbench run -m {' '.join(sweep.fixed + sweep.swept)}", flush=True)
         proc = subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL if quiet else None)
@@ -61,6 +76,51 @@ def _rel(path: Path, start: Path) -> str:
     return os.path.relpath(path, start)
 
 
+def pilot_plan(name: str, scale: str) -> dict | None:
+    """The spec's pilot at ``scale``: its seeds (outside every verdict's range: 1000 and up), the
+    overrides of its longer budget, and the plateau tolerance; None when the spec has none."""
+    pilot = experiments.load_experiment(name)["scales"][scale].get("pilot")
+    if pilot is None:
+        return None
+    seeds, longer = pilot.get("seeds") or [], pilot.get("longer") or []
+    if not all(isinstance(s, int) and s >= 1000 for s in seeds) or len(seeds) < 2 or not longer:
+        raise ConfigError(f"claim {name}: scales.{scale}.pilot needs at least two seeds of 1000 and up (outside "
+                          "every verdict's range) and 'longer' overrides (the longer budget)")
+    return {"seeds": list(seeds), "longer": [str(o) for o in longer], "tolerance": float(pilot.get("tolerance", 0.01))}
+
+
+def pilot_sweeps(name: str, scale: str, runs_root, extra: Sequence[str]) -> tuple[list, list]:
+    """The pilot's sweeps at the spec's budget and at the longer one."""
+    plan = pilot_plan(name, scale)
+    if plan is None:
+        raise ConfigError(f"claim {name} declares no pilot at --scale {scale} (scales.{scale}.pilot in its spec)")
+    return (experiments.sweeps(name, scale, plan["seeds"], runs_root, extra, prefix="pilot"),
+            experiments.sweeps(name, scale, plan["seeds"], runs_root, [*extra, *plan["longer"]], prefix="pilot-longer"))
+
+
+def run_pilot(name: str, scale: str, runs_root, extra: Sequence[str], quiet: bool = False) -> Mechanism:
+    """Run the claim's pilot (its pilot seeds at the spec's budget and at the longer one) and
+    return what it measures: whether every setting has reached its plateau."""
+    for group in pilot_sweeps(name, scale, runs_root, extra):
+        _run(name, group, quiet)
+    return pilot_mechanism(name, scale, runs_root, extra)
+
+
+def pilot_mechanism(name: str, scale: str, runs_root, extra: Sequence[str]) -> Mechanism | None:
+    """The pilot's plateau mechanism from its run directories; None when it has not run."""
+    from normbench.report.load import load_runs
+
+    plan = pilot_plan(name, scale)
+    if plan is None:
+        return None
+    base, longer = ([s.sweep_dir for s in group if s.sweep_dir.is_dir()]
+                    for group in pilot_sweeps(name, scale, runs_root, extra))
+    if not base or not longer:
+        return None
+    return plateau_by_budget(load_runs(base), load_runs(longer), plan["tolerance"],
+                             f"the longer budget ({' '.join(plan['longer'])})")
+
+
 def planned_looks(name: str, scale: str) -> list[int] | None:
     """The looks (seeds a side) the claim's spec plans at ``scale``, or None (a fixed seed count)."""
     looks = experiments.load_experiment(name)["scales"][scale].get("looks")
@@ -68,9 +128,11 @@ def planned_looks(name: str, scale: str) -> list[int] | None:
 
 
 def write_claim(name: str, out_dir: Path, sweep_dirs: list[Path], scale: str, seeds: int, command: str,
-                elapsed_s: float, sweep_code: int, looks: list[int] | None = None) -> Verdict:
+                elapsed_s: float, sweep_code: int, looks: list[int] | None = None,
+                pilot: Mechanism | None = None) -> Verdict:
     """The report, the verdict and the claim's README in ``out_dir``; returns the verdict.
-    ``looks``: the spec's planned looks, decided in turn (claims/sequential.py)."""
+    ``looks``: the spec's planned looks, decided in turn (claims/sequential.py). ``pilot``: the
+    pilot's plateau measurement, which replaces the verdict's own plateau check."""
     from normbench.report.api import ReportError, build_report
 
     c = claim(name)
@@ -81,6 +143,13 @@ def write_claim(name: str, out_dir: Path, sweep_dirs: list[Path], scale: str, se
         if looks is None:
             return c.verdict(rs, dict(c.params))
         verdict, look = sequential.decide(lambda part: c.verdict(part, dict(c.params)), rs, looks)
+        return verdict
+
+    def with_pilot(verdict: Verdict) -> Verdict:
+        if pilot is None:
+            return verdict
+        mechanism = [m for m in verdict.mechanism if m.name != PLATEAU] + [pilot]
+        verdict.mechanism, verdict.outcome = mechanism, combine(verdict.checks, mechanism)
         return verdict
 
     exp = experiments.load_experiment(name)
@@ -100,10 +169,10 @@ def write_claim(name: str, out_dir: Path, sweep_dirs: list[Path], scale: str, se
         from normbench.report.load import load_runs
 
         rs = load_runs(existing)
-        verdict = decide(rs)
+        verdict = with_pilot(decide(rs))
         verdict.notes.append(f"report.md not written: {type(exc).__name__}: {exc}")
     else:
-        verdict = decide(report.runs)
+        verdict = with_pilot(decide(report.runs))
     runs = report.runs.runs if report else None
     extra_figures = []
     if report is not None and c.figures:
@@ -305,7 +374,8 @@ def reproduce(claims: Sequence[str], scale: str = "small", seeds: int | None = N
             if report_only and previous.exists():  # keep the wall time and command of the real run
                 record = json.loads(previous.read_text(encoding="utf-8"))
                 elapsed, cmd = record.get("elapsed_s", elapsed), record.get("command", cmd)
-            verdict = write_claim(name, out / name, dirs, scale, n, cmd, elapsed, code, looks)
+            verdict = write_claim(name, out / name, dirs, scale, n, cmd, elapsed, code, looks,
+                                  pilot_mechanism(name, scale, runs_root, extra))
             if looks is None or report_only or verdict.not_run or not sequential.unsettled(verdict):
                 break  # settled (or decided from the runs there are): no more seeds to run
         verdicts[name] = verdict

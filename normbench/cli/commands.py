@@ -238,13 +238,15 @@ Other KEY=VALUE arguments are Hydra overrides added to every run (a launcher, a 
 
 Examples:
 
-  normbench reproduce                                  # every claim, small scale, 5 seeds
+  normbench reproduce                                  # every claim, small scale, its planned looks or 5 seeds
 
   normbench reproduce gn-batch-size --seeds 5
 
   normbench reproduce gn-batch-size --scale full hydra/launcher=slurm hydra.launcher.partition=gpu
 
   normbench reproduce bn-sigmoid --dry-run             # the sweeps it would run
+
+  normbench reproduce gn-norms --pilot                 # its pilot seeds at two budgets: has it plateaued?
 
   normbench reproduce --report-only                    # verdicts again from the finished runs
 """
@@ -262,6 +264,9 @@ def reproduce(
     runs: Path = typer.Option(Path("multirun/reproduce"), "--runs", help="Where the sweeps' run directories go."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the sweeps, run nothing."),
     report_only: bool = typer.Option(False, "--report-only", help="Train nothing: report and decide from the runs there are."),
+    pilot: bool = typer.Option(False, "--pilot", help="Run only the claims' pilots (their spec's pilot seeds, 1000 and "
+                               "up, at the spec's budget and a longer one) and print whether every setting has "
+                               "reached its plateau; a verdict then uses it."),
     force: bool = typer.Option(False, "--force", help="Replace verdicts in OUT made from another setup (seeds, scale, "
                                "overrides); without it they are kept and nothing runs."),
 ) -> None:
@@ -288,6 +293,12 @@ def reproduce(
                     typer.echo(f"{name}: normbench run -m {' '.join(sweep.args)}")
             return
         from normbench.claims.reproduce import reproduce as run_reproduce
+        from normbench.claims.reproduce import run_pilot
+
+        if pilot:
+            for name in names or list(CLAIMS):
+                typer.echo(f"[{name}] pilot: {run_pilot(name, scale, runs, extra).text()}")
+            return
 
         verdicts = run_reproduce(names, scale, seeds, out, runs, extra, report_only=report_only, force=force)
     except ConfigError as exc:
