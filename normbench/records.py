@@ -187,6 +187,10 @@ def upgrade(kind: str, record: dict) -> dict:
     change the run's identity): what version 1 lacked is filled in wherever it is missing.
     """
     if kind == "config":
+        dataset = record.get("dataset")
+        if isinstance(dataset, dict) and not {"val_fraction", "draw"} <= dataset.keys():
+            # Runs before the validation split trained on all the training data, with one draw.
+            record = {**record, "dataset": {"val_fraction": 0.0, "draw": "fixed", **dataset}}
         norm = record.get("norm")
         if not isinstance(norm, dict) or "batch_dependent" in norm:
             return record
