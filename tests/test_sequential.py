@@ -47,7 +47,7 @@ def test_planned_looks_hold_both_error_rates_over_the_whole_schedule():
     """No effect: false "reproduced" and false "not reproduced" at most 2.5% each over the four
     looks (acting at 95% at every look makes it about twice that); a 1-SD effect is found."""
     rng = np.random.default_rng(0)
-    trials = 1500
+    trials = 1000
     null = [_schedule(rng, 0.0)[0] for _ in range(trials)]
     naive = [_schedule(rng, 0.0, planned=False)[0] for _ in range(trials)]
     power = [_schedule(rng, 1.0) for _ in range(trials // 3)]
