@@ -62,9 +62,10 @@ from normbench.report.stats import (
 
 REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE = "reproduced", "not reproduced", "inconclusive"
 NOT_RUN = "not run"
-RULE = ("A claim is reproduced when every mechanism check passes and every deciding check's 95% Welch "
-        "interval lies on the paper's side of zero; not reproduced when the mechanism checks pass and some "
-        "deciding check's interval lies wholly on the other side; inconclusive otherwise (a failed mechanism "
+RULE = ("A claim is reproduced when every mechanism check passes and every deciding check holds (a difference's "
+        "95% interval on the paper's side of zero; an equivalence's 90% interval inside its margin); not reproduced "
+        "when the mechanism checks pass and some deciding check is reversed (a difference's interval wholly on the "
+        "other side, an equivalence's wholly outside its margin); inconclusive otherwise (a failed mechanism "
         "check means the proxy is not in the paper's regime, so its comparison does not count).")
 
 
@@ -75,6 +76,11 @@ def _fmt(metric: str):
 @dataclass
 class Check:
     """One comparison a claim rests on: ``mean(a) - mean(b)`` of ``metric`` and its interval.
+
+    ``kind`` says what is claimed: a ``difference`` (the paper's sign, on the 95% interval), an
+    ``equivalence`` (inside ``±margin``, TOST on the 90% interval), a ``bound`` (below
+    ``margin``) or a one-sample ``threshold``. ``se`` and ``df`` let :meth:`at_level` decide it
+    again at another level (a planned look).
 
     ``diff``, ``ci_lo`` and ``ci_hi`` are in the metric's own units (accuracy and error as
     fractions); ``better`` says which sign the paper predicts (``"higher"``: a > b). ``mde`` is
@@ -297,15 +303,16 @@ def _decide(kind: str, lo: float, hi: float, better: str, min_effect: float, mar
     if not np.isfinite(lo):
         return INCONCLUSIVE
     if kind == "equivalence":  # TOST: inside the margin, or wholly outside it
-        return REPRODUCED if -margin < lo and hi < margin else NOT_REPRODUCED if lo >= margin or hi <= -margin \
-            else INCONCLUSIVE
-    if kind == "bound":  # the difference is at most the margin
-        return REPRODUCED if hi < margin else NOT_REPRODUCED if lo > margin else INCONCLUSIVE
-    sign = 1.0 if better == "higher" else -1.0
-    olo, ohi = sorted((sign * lo, sign * hi))
-    limit = 0.0 if kind == "threshold" else min_effect
-    return REPRODUCED if olo > 0 or (kind == "threshold" and olo >= 0) else NOT_REPRODUCED if ohi < limit \
-        else INCONCLUSIVE
+        holds, fails = -margin < lo and hi < margin, lo >= margin or hi <= -margin
+    elif kind == "bound":  # the difference is at most the margin
+        holds, fails = hi < margin, lo > margin
+    elif kind == "threshold":  # lo and hi are offsets from the threshold
+        holds, fails = lo >= 0, hi < 0
+    else:  # a difference, oriented so that positive is the paper's side
+        sign = 1.0 if better == "higher" else -1.0
+        olo, ohi = sorted((sign * lo, sign * hi))
+        holds, fails = olo > 0, ohi < min_effect
+    return REPRODUCED if holds else NOT_REPRODUCED if fails else INCONCLUSIVE
 
 
 def _interval_name(level: float, basis: str, kind: str, margin: float, metric: str) -> str:
@@ -480,7 +487,6 @@ def plateau(rs: RunSet, groups: dict[str, pd.DataFrame], metric: str = "test_acc
                      "budget, which would judge it better: a decaying schedule hardly moves in its last stretch)",
                      f"change per variant: {shown} points (largest: {worst})", abs(moves[worst]) <= tolerance,
                      name=PLATEAU)
-
 
 
 def plateau_by_budget(base: RunSet, longer: RunSet, tolerance: float, what: str) -> Mechanism:
