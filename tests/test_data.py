@@ -29,6 +29,9 @@ def test_mnist1d_is_the_standard_split_and_deterministic():
 def test_mnist1d_size_option():
     d = dataset("mnist1d", num_samples=1000)
     assert (len(d.x_train), len(d.x_val), len(d.x_test)) == (720, 80, 200)
+    # A larger test set from a larger draw, the same number of training signals
+    d = dataset("mnist1d", num_samples=1000, num_test=3000)
+    assert (len(d.x_train), len(d.x_val), len(d.x_test)) == (720, 80, 3000)
 
 
 def test_digits_images_and_stratified_split():

@@ -164,5 +164,5 @@ def test_a_config_with_several_problems_names_each_on_a_line_of_its_own(tmp_path
         "normbench: error: norm.momentum=1.5 is not a fraction; use a value in [0, 1]",
         "normbench: error: dataset.permute=maybe must be true or false",
         "normbench: error: dataset=mnist1d takes no option 'foo'; its options: num_samples, train_split, "
-        "generator_seed, permute, permute_seed, label_noise, seed, val_fraction, draw",
+        "num_test, generator_seed, permute, permute_seed, label_noise, seed, val_fraction, draw",
     ]

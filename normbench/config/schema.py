@@ -149,6 +149,7 @@ GROUP_RULES: dict[str, dict[str, Rule]] = {
         "workers": explained(non_negative_int, "must be a non-negative integer (0: load in the main process)"),
         "crop": positive_int, "resize": positive_int, "num_samples": positive_int, "seq_len": positive_int,
         "eval_lengths": list_of(positive_int), "max_train_chars": _SIZE,
+        "num_test": or_null(positive_int),
         "val_fraction": explained(below_one, "must be the share of training samples held out for validation, "
                                              "at least 0 and below 1 (0: none)"),
         "draw": one_of(*DRAWS),
