@@ -49,8 +49,8 @@ import numpy as np
 import pandas as pd
 
 from normbench.metrics import is_percent
-from normbench.records import read_config, read_examples
-from normbench.report.load import RunSet, flatten
+from normbench.records import read_config
+from normbench.report.load import RunSet, flatten, per_example
 from normbench.report.stats import (
     examples_diff_se,
     min_detectable_effect,
@@ -357,7 +357,8 @@ def compare(statement: str, metric: str, a_name: str, xa, b_name: str, xb, bette
 
     ``paired``: ``xa[i]`` and ``xb[i]`` are the same run measured two ways, so the interval is
     the t interval of the per-run differences (the seeds' spread cancels out).
-    ``examples``: each side's runs' per-example scores on one fixed test set (:func:`examples_of`);
+    ``examples``: each side's runs' per-example scores on one fixed test set
+    (:func:`~normbench.report.load.per_example`);
     the interval then counts the test set's sampling error too
     (:func:`~normbench.report.stats.examples_diff_se`). The power figures stay Welch's.
     """
@@ -365,36 +366,12 @@ def compare(statement: str, metric: str, a_name: str, xa, b_name: str, xb, bette
                   min_effect=min_effect, note=note, decides=decides, paired=paired, examples=examples)
 
 
-#: The run-table columns whose per-example form a run records, and how from its ``correct``.
-_PER_EXAMPLE = {"final_test_acc": lambda correct: correct.astype(float),
-                "final_test_error": lambda correct: 1.0 - correct.astype(float)}
-
-
-def examples_of(runs: pd.DataFrame, metric: str) -> list[np.ndarray] | None:
-    """Each completed run's per-example ``metric`` (``final_test_acc`` or ``final_test_error``)
-    from its verified ``test_examples.npz``, or None unless every completed run has one and all
-    were scored on one fixed test set (not ``dataset.draw=seed``, where each seed draws its own,
-    and the seeds' Welch interval already holds the data's variance)."""
-    if metric not in _PER_EXAMPLE or not len(runs):
-        return None
-    done = runs[runs["status"] == "completed"]
-    if not len(done) or (config_value(done, "dataset.draw") == "seed").any():
-        return None
-    out = []
-    for run_dir, steps in zip(done["run_dir"], done["steps"], strict=True):
-        found = read_examples(Path(run_dir), int(steps))
-        if found is None or "correct" not in found:
-            return None
-        out.append(_PER_EXAMPLE[metric](found["correct"]))
-    return out if len({len(x) for x in out}) == 1 else None
-
-
 def compare_runs(statement: str, metric: str, a_name: str, runs_a: pd.DataFrame, b_name: str,
                  runs_b: pd.DataFrame, column: str, **kw) -> Check:
     """:func:`compare` of two groups of runs on ``column``, over test examples and seeds when
     every run recorded its examples on one fixed test set of the same size, else Welch's over
     seeds (the records of runs before per-example records)."""
-    a, b = examples_of(runs_a, column), examples_of(runs_b, column)
+    a, b = per_example(runs_a, column), per_example(runs_b, column)
     both = (a, b) if a is not None and b is not None and len(a[0]) == len(b[0]) else None
     return compare(statement, metric, a_name, values(runs_a, column), b_name, values(runs_b, column),
                    examples=both, **kw)

@@ -36,6 +36,7 @@ from normbench.records import (
     SUMMARY_FILE,
     find_run_dirs,
     read_config,
+    read_examples,
     read_metrics,
     read_summary,
 )
@@ -379,3 +380,30 @@ def _label(row: dict, norm_params: list[str]) -> str:
 
 def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
+
+
+#: The run-table columns whose per-example form a run records, and how from its ``correct``.
+_PER_EXAMPLE = {"final_test_acc": lambda correct: correct.astype(float),
+                "final_test_error": lambda correct: 1.0 - correct.astype(float)}
+
+
+def per_example(runs: pd.DataFrame, metric: str) -> list[np.ndarray] | None:
+    """Each completed run's per-example ``metric`` (``final_test_acc`` or ``final_test_error``)
+    from its verified ``test_examples.npz``, or None unless every completed run has one, all on
+    test sets of one size, and none drew its own data (``dataset.draw=seed``: each seed has its
+    own test set, and the seeds' Welch interval already holds the data's variance)."""
+    if metric not in _PER_EXAMPLE or not len(runs) or "run_dir" not in runs:
+        return None
+    done = runs[runs["status"] == "completed"]
+    out = []
+    for run_dir, steps in zip(done["run_dir"], done["steps"], strict=True):
+        try:
+            drawn = flatten(read_config(Path(run_dir))).get("dataset.draw") == "seed"
+        except Exception:  # no readable config: no claim on its test set
+            return None
+        found = None if drawn else read_examples(Path(run_dir), int(steps))
+        if found is None or "correct" not in found:
+            return None
+        out.append(_PER_EXAMPLE[metric](found["correct"]))
+    return out if out and len({len(x) for x in out}) == 1 else None
+

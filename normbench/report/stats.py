@@ -280,12 +280,16 @@ def compare(
     b: str,
     by: Sequence[str],
     column: str = "label",
+    examples=None,
 ) -> pd.DataFrame:
     """``mean(a) − mean(b)`` of ``metric`` with Welch's interval, for every setting.
 
     ``a`` and ``b`` are values of ``column`` (the norm's label); ``by`` are the other setting
     keys (batch size, ...). A setting appears only if both norms have completed runs there.
-    ``significant`` is True where the interval excludes zero.
+    ``significant`` is True where the interval excludes zero. ``examples(frame)``, when given,
+    returns the runs' per-example scores (:func:`~normbench.report.load.per_example`) or None;
+    where both sides have them, ``ex_lo`` and ``ex_hi`` give the interval over test examples and
+    seeds (:func:`examples_diff_se`), which counts the test set's sampling error too.
     """
     by = [k for k in by if k in runs.columns and k != column]
     done = runs[runs["status"] == "completed"] if "status" in runs else runs
@@ -305,6 +309,10 @@ def compare(
             "significant": bool(np.isfinite(lo) and (lo > 0 or hi < 0)),
             "mde": min_detectable_effect(xa, xb),
         })
+        if examples is not None:
+            ea, eb = examples(frame[frame[column] == a]), examples(frame[frame[column] == b])
+            if ea is not None and eb is not None and len(ea[0]) == len(eb[0]):
+                _, row["ex_lo"], row["ex_hi"] = examples_diff_ci(ea, eb)
         rows.append(row)
     return pd.DataFrame(rows)
 

@@ -16,7 +16,7 @@ import pandas as pd
 from normbench.metrics import is_percent
 from normbench.metrics import metric as metric_spec
 from normbench.report import names
-from normbench.report.load import RunSet
+from normbench.report.load import RunSet, per_example
 from normbench.report.stats import aggregate, censored_median, compare
 
 #: A metric name that formats as percent: differences of accuracies are percentage points.
@@ -166,6 +166,8 @@ def difference_table(rs: RunSet, metric: str, reference: str | None = None) -> p
 
     The interval is the 95% Welch t interval of the difference of means; ``excludes 0``
     marks those that exclude zero, and ``MDE`` is the smallest difference the seeds detect.
+    Where every run of both norms recorded its test examples on one fixed test set, a second
+    interval also counts the test set's sampling error (over test examples and seeds).
     """
     done = rs.runs[rs.runs["status"] == "completed"]
     labels = sorted(done["label"].dropna().unique(), key=names.norm_order)
@@ -173,7 +175,8 @@ def difference_table(rs: RunSet, metric: str, reference: str | None = None) -> p
         return pd.DataFrame()
     reference = reference or labels[0]
     keys = setting_columns(rs)
-    frames = [compare(done, metric, lab, reference, keys) for lab in labels if lab != reference]
+    frames = [compare(done, metric, lab, reference, keys, examples=lambda f: per_example(f, metric))
+              for lab in labels if lab != reference]
     frames = [f for f in frames if not f.empty]
     if not frames:
         return pd.DataFrame()
@@ -191,6 +194,8 @@ def difference_table(rs: RunSet, metric: str, reference: str | None = None) -> p
         else:
             row["95% CI"] = f"– ({r['n_a']} vs {r['n_b']} seeds: an interval needs 2 a side)"
         row["excludes 0"] = "yes" if r["significant"] else "no"
+        if np.isfinite(r.get("ex_lo", np.nan)):
+            row["95% CI over test examples and seeds"] = f"[{fmt(r['ex_lo'], scale)}, {fmt(r['ex_hi'], scale)}]"
         row["MDE"] = fmt(r["mde"], scale) if np.isfinite(r["mde"]) else "–"
         rows.append(row)
     table = pd.DataFrame(rows)
