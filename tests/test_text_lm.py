@@ -192,3 +192,20 @@ def test_feed_forward_model_on_text_fails_before_training(text_file, tmp_path):
     with pytest.raises(ConfigError, match="model=cnn cannot read dataset=text"):
         train(compose_cfg(overrides), tmp_path / "cnn")
     assert not (tmp_path / "cnn" / "summary.json").exists()
+
+
+def test_the_validation_text_is_the_sources_own_or_the_training_texts_end(tmp_path):
+    """Penn Treebank's own valid file is the validation split; without one, the training text's
+    last val_fraction, contiguous (neighbouring segments share their context)."""
+    (tmp_path / "ptb.char.train.txt").write_text("a b c d _ " * 200)
+    (tmp_path / "ptb.char.valid.txt").write_text("d c b a _ " * 30)
+    (tmp_path / "ptb.char.test.txt").write_text("a b c _ " * 50)
+    train, valid = (len(decode_ptb(t)) for t in ("a b c d _ " * 200, "d c b a _ " * 30))  # 1001, 151
+    own = load_dataset(text_cfg(tmp_path, eval_lengths=[], val_fraction=0.1))
+    assert (len(own.x_train), len(own.x_val)) == ((train - 1) // 10, (valid - 1) // 10)
+    assert f"{train} + {valid} + " in own.source
+    (tmp_path / "ptb.char.valid.txt").unlink()
+    carved = load_dataset(text_cfg(tmp_path, eval_lengths=[], val_fraction=0.1))
+    cut = int(train * 0.9)
+    assert (len(carved.x_train), len(carved.x_val)) == ((cut - 1) // 10, (train - cut - 1) // 10)
+    assert torch.equal(carved.x_val, carved.x_val[:1].expand_as(carved.x_val))  # the tail: "abcd " repeated

@@ -114,8 +114,9 @@ class TensorData:
         return tuple(self.x_train.shape[1:])
 
     def hold_out(self, fraction: float, seed: int) -> TensorData:
-        """This data with a ``fraction`` of its training samples moved to the validation split."""
-        if fraction <= 0:
+        """This data with a ``fraction`` of its training samples moved to the validation split
+        (unchanged when its loader set a validation split of its own: Penn Treebank's)."""
+        if fraction <= 0 or self.x_val is not None:
             return self
         train, val = validation_indices(len(self.x_train), fraction, seed)
         return replace(self, x_train=self.x_train[train], y_train=self.y_train[train],

@@ -38,6 +38,8 @@ from normbench.errors import ConfigError
 
 PTB_FILES = ("ptb.char.train.txt", "ptb.char.test.txt")
 SPLIT_FILES = ("train.txt", "test.txt")
+# The sources' own validation text, used as the validation split when present.
+PTB_VALID, SPLIT_VALID = "ptb.char.valid.txt", "valid.txt"
 DEFAULT_SOURCE = "pydoc_data.topics (Python's documentation topics, standard library)"
 
 
@@ -64,27 +66,30 @@ def _read(path: Path) -> str:
         raise ConfigError(f"dataset.root: {path} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
 
 
-def read_splits(root, test_fraction: float) -> tuple[str, str, str]:
-    """The training text, the test text and a one-line description of the source."""
+def read_splits(root, test_fraction: float) -> tuple[str, str | None, str, str]:
+    """The training text, the validation text (None when the source has none of its own), the
+    test text and a one-line description of the source."""
     if root is None:
         text = default_corpus()
         cut = int(len(text) * (1 - test_fraction))
-        return text[:cut], text[cut:], DEFAULT_SOURCE
+        return text[:cut], None, text[cut:], DEFAULT_SOURCE
     path = Path(str(root)).expanduser()
     if path.is_file():
         text = _read(path)
         cut = int(len(text) * (1 - test_fraction))
-        return text[:cut], text[cut:], str(path)
+        return text[:cut], None, text[cut:], str(path)
     if not path.is_dir():
         raise ConfigError(f"dataset.root={root} does not exist; give a text file, a directory with "
                           f"{' and '.join(PTB_FILES)} (Penn Treebank) or with {' and '.join(SPLIT_FILES)}, "
                           "or dataset.root=null for the embedded default")
     if all((path / f).is_file() for f in PTB_FILES):
         train, test = (decode_ptb(_read(path / f)) for f in PTB_FILES)
-        return train, test, f"Penn Treebank characters in {path}"
+        valid = path / PTB_VALID
+        return train, decode_ptb(_read(valid)) if valid.is_file() else None, test, f"Penn Treebank characters in {path}"
     if all((path / f).is_file() for f in SPLIT_FILES):
         train, test = (_read(path / f) for f in SPLIT_FILES)
-        return train, test, str(path)
+        valid = path / SPLIT_VALID
+        return train, _read(valid) if valid.is_file() else None, test, str(path)
     raise ConfigError(f"dataset.root={root} holds neither {' and '.join(PTB_FILES)} (Penn Treebank) nor "
                       f"{' and '.join(SPLIT_FILES)}; point dataset.root at one of those or at a text file")
 
@@ -106,31 +111,48 @@ def load(cfg) -> TensorData:
     seq_len = cfg.get("seq_len", 100)
     eval_lengths = list(cfg.get("eval_lengths", []) or [])
     test_fraction = float(cfg.get("test_fraction", 0.1))
-    train, test, source = read_splits(cfg.get("root"), test_fraction)
+    train, val, test, source = read_splits(cfg.get("root"), test_fraction)
+    val_fraction = float(cfg.get("val_fraction", 0.0))
+    if val_fraction <= 0:
+        val = None
+    elif val is None or len(val) <= seq_len:
+        # no validation text of its own (or one too short for a segment): the training text's
+        # last part, contiguous, since neighbouring segments share their context
+        cut = int(len(train) * (1 - val_fraction))
+        train, val = train[:cut], train[cut:]
     max_chars = cfg.get("max_train_chars")
     if max_chars is not None:
         train = train[:max_chars]
-    vocab = sorted(set(train) | set(test))
+    vocab = sorted(set(train) | set(test) | set(val or ""))
     index = {ch: i for i, ch in enumerate(vocab)}
-    train_ids = np.fromiter((index[ch] for ch in train), dtype=np.int64, count=len(train))
-    test_ids = np.fromiter((index[ch] for ch in test), dtype=np.int64, count=len(test))
-    for split, ids in (("training", train_ids), ("test", test_ids)):
+
+    def ids_of(text: str) -> np.ndarray:
+        return np.fromiter((index[ch] for ch in text), dtype=np.int64, count=len(text))
+
+    train_ids, test_ids = ids_of(train), ids_of(test)
+    val_ids = None if val is None else ids_of(val)
+    splits = [("training", train_ids), ("test", test_ids)] + ([("validation", val_ids)] if val is not None else [])
+    for split, ids in splits:
         longest = max([seq_len] + eval_lengths) if split == "test" else seq_len
         if len(ids) <= longest:
             raise ConfigError(f"the {split} text of {source} has {len(ids)} characters, too few for one segment "
                               f"of {longest}; use more text or a smaller dataset.seq_len / dataset.eval_lengths")
     x_train, y_train = segments(train_ids, seq_len)
     x_test, y_test = segments(test_ids, seq_len)
+    x_val = y_val = None
+    if val_ids is not None:
+        x_val, y_val = (torch.as_tensor(a) for a in segments(val_ids, seq_len))
     extra = {}
     for length in eval_lengths:
         if length != seq_len:
             x, y = segments(test_ids, length)
             extra[f"len{length}"] = (torch.as_tensor(x), torch.as_tensor(y))
-    digest = hashlib.sha1((train + "\0" + test).encode("utf-8")).hexdigest()[:12]
+    digest = hashlib.sha1((train + "\0" + test + "\0" + (val or "")).encode("utf-8")).hexdigest()[:12]
     return TensorData(
         name=cfg.get("name", "text"), kind="text",
         x_train=torch.as_tensor(x_train), y_train=torch.as_tensor(y_train),
-        x_test=torch.as_tensor(x_test), y_test=torch.as_tensor(y_test),
+        x_test=torch.as_tensor(x_test), y_test=torch.as_tensor(y_test), x_val=x_val, y_val=y_val,
         num_classes=len(vocab), extra_tests=extra,
-        source=f"{source}: {len(train)} + {len(test)} characters, {len(vocab)} symbols, sha1 {digest}",
+        source=f"{source}: {len(train)} + {len(val or '')} + {len(test)} characters (train, validation, test), "
+               f"{len(vocab)} symbols, sha1 {digest}",
     )
