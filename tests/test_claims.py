@@ -331,7 +331,9 @@ def test_two_norms_on_one_test_set_are_compared_over_examples_and_seeds(tmp_path
     bn, ln = runs[runs["norm"] == "batch"], runs[runs["norm"] == "layer"]
     check = compare_runs("BN vs LN", "test error", "BN", bn, "LN", ln, "final_test_error", better="lower")
     assert check.interval == "95% interval over test examples and seeds" and check.ci_lo < check.diff < check.ci_hi
-    from normbench.report.tables import difference_table  # the reporter gives the same second interval
+    from normbench.report.tables import (
+        difference_table,  # the reporter gives the same second interval
+    )
 
     table = difference_table(load_runs([tmp_path]), "final_test_error")
     assert table["95% CI over test examples and seeds"].str.startswith("[").all()
