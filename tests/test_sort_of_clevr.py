@@ -94,3 +94,6 @@ def test_loader_reads_it_with_types_and_the_prior(tmp_path, monkeypatch):
     assert data.x_train["images"].shape[1:] == (3, 32, 32)
     assert 0 < data.reference["prior_test_acc"] < 1 and "prior_test_acc_relational" in data.reference
     assert len(list(tmp_path.glob("sort_of_clevr-*"))) == 1
+    # The validation split holds out whole images: no image has questions in both splits.
+    train_images, val_images = set(data.x_train["image"].tolist()), set(data.x_val["image"].tolist())
+    assert val_images and not train_images & val_images and len(val_images) == round(0.1 * 60)

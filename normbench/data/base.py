@@ -27,12 +27,18 @@ class Inputs:
     needs no branch; the model's ``forward`` receives an ``Inputs`` and reads ``x["name"]``.
     """
 
-    def __init__(self, fields: dict[str, torch.Tensor], shared: dict[str, torch.Tensor] | None = None):
+    def __init__(self, fields: dict[str, torch.Tensor], shared: dict[str, torch.Tensor] | None = None,
+                 group: str | None = None):
         sizes = {name: len(t) for name, t in fields.items()}
         if not fields or len(set(sizes.values())) != 1:
             raise ValueError(f"Inputs needs one or more fields with the same number of samples, got {sizes}")
+        if group is not None and group not in fields:
+            raise ValueError(f"Inputs: group={group!r} is not one of its fields ({', '.join(fields)})")
         self.fields = dict(fields)
         self.shared = dict(shared or {})
+        # The field whose values tie samples together (the questions about one image): a
+        # validation split holds out whole groups, so that no image is in both splits.
+        self.group = group
 
     def __len__(self) -> int:
         return len(next(iter(self.fields.values())))
@@ -40,11 +46,11 @@ class Inputs:
     def __getitem__(self, index) -> Inputs | torch.Tensor:
         if isinstance(index, str):
             return self.fields[index] if index in self.fields else self.shared[index]
-        return Inputs({k: t[index] for k, t in self.fields.items()}, self.shared)
+        return Inputs({k: t[index] for k, t in self.fields.items()}, self.shared, self.group)
 
     def to(self, device) -> Inputs:
         return Inputs({k: t.to(device) for k, t in self.fields.items()},
-                      {k: t.to(device) for k, t in self.shared.items()})
+                      {k: t.to(device) for k, t in self.shared.items()}, self.group)
 
     @property
     def device(self) -> torch.device:
@@ -118,7 +124,14 @@ class TensorData:
         (unchanged when its loader set a validation split of its own: Penn Treebank's)."""
         if fraction <= 0 or self.x_val is not None:
             return self
-        train, val = validation_indices(len(self.x_train), fraction, seed)
+        group = getattr(self.x_train, "group", None)
+        if group is None:
+            train, val = validation_indices(len(self.x_train), fraction, seed)
+        else:  # whole groups (all questions about an image) go to one split
+            keys = self.x_train[group]
+            unique = keys.unique()
+            held = torch.isin(keys, unique[validation_indices(len(unique), fraction, seed)[1]])
+            train, val = (~held).nonzero().squeeze(1), held.nonzero().squeeze(1)
         return replace(self, x_train=self.x_train[train], y_train=self.y_train[train],
                        x_val=self.x_train[val], y_val=self.y_train[val])
 

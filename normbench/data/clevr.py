@@ -230,7 +230,7 @@ def read(root: Path, cfg, name: str) -> TensorData:
             images = resnet101_features(images, cfg.get("resnet_weights"), bool(cfg.get("download", False)))
         tokens, lengths = encode(questions, vocab, max_len)
         x = Inputs({"image": torch.tensor([row[q["image_filename"]] for q in questions], dtype=torch.int64),
-                    "question": tokens, "length": lengths}, {"images": images})
+                    "question": tokens, "length": lengths}, {"images": images}, group="image")
         y = torch.tensor([answer_index.get(q["answer"], answer_index.get(UNK, 0)) for q in questions],
                          dtype=torch.int64)
         return x, y
