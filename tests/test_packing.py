@@ -56,6 +56,9 @@ QUICK = ("cnn-group-batch2", "cnn-none-clip", "lstm-batch", "film")
 # Weight tolerance (the optimizer state's: 10x). The FiLM model max-pools its last maps: float noise
 # can move an argmax, and that sample's gradient then takes another path (momentum entries 10% apart).
 TOLERANCE = {"film": 5e-3}
+# Where that happens, the gradient lands at another position: 23 of 9,216 elements of one conv's
+# momentum on one draw of the data. The share of optimizer-state elements allowed beyond tolerance:
+FLIPS = {"film": 0.01}
 
 
 def configs(extra, seeds=(0, 1, 2)):
@@ -75,8 +78,10 @@ def clevr_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("NORMBENCH_CACHE", str(tmp_path / "cache"))
 
 
-def _close(a: torch.Tensor, b: torch.Tensor, tol: float) -> bool:
-    return a.shape == b.shape and bool(((a.double() - b.double()).abs() <= tol * (1 + b.double().abs())).all())
+def _close(a: torch.Tensor, b: torch.Tensor, tol: float, flips: float = 0.0) -> bool:
+    """Equal within ``tol`` (relative, plus absolute), but for at most a share ``flips`` of the elements."""
+    bad = (a.double() - b.double()).abs() > tol * (1 + b.double().abs())
+    return a.shape == b.shape and int(bad.sum()) <= flips * bad.numel()
 
 
 @pytest.mark.parametrize("name", [n if n in QUICK else pytest.param(n, marks=pytest.mark.slow) for n in PACKED])
@@ -104,7 +109,8 @@ def test_members_train_as_their_plain_runs(name, tmp_path, request):
         assert a["optimizer"]["param_groups"] == b["optimizer"]["param_groups"]
         for k, state in b["optimizer"]["state"].items():
             for key, v in state.items():
-                assert _close(torch.as_tensor(a["optimizer"]["state"][k][key]), torch.as_tensor(v), 10 * TOLERANCE.get(name, 1e-4)), (i, k, key)
+                assert _close(torch.as_tensor(a["optimizer"]["state"][k][key]), torch.as_tensor(v),
+                              10 * TOLERANCE.get(name, 1e-4), FLIPS.get(name, 0.0)), (i, k, key)
         assert a["source"]["perm"] is None or torch.equal(a["source"]["perm"], b["source"]["perm"])
         assert {f.name for f in (tmp_path / f"p{i}").iterdir()} == {f.name for f in (tmp_path / f"u{i}").iterdir()}
 
