@@ -56,6 +56,11 @@ RECORD_KINDS = ("summary", "checkpoint", "config")
 # sample's output depend on its batch (version 2 configs carry norm.batch_dependent).
 _V1_BATCH_DEPENDENT = {"batch": True, "group": False, "layer": False, "instance": False, "none": False}
 
+# Dataset keys added after runs were recorded, with the values that compute those runs: runs
+# before the validation split trained on all the training data, with one draw (None: every
+# dataset), and MNIST-1D's standard test set.
+_ADDED_DATASET_KEYS = {None: {"val_fraction": 0.0, "draw": "fixed"}, "mnist1d": {"num_test": None}}
+
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
@@ -188,9 +193,9 @@ def upgrade(kind: str, record: dict) -> dict:
     """
     if kind == "config":
         dataset = record.get("dataset")
-        if isinstance(dataset, dict) and not {"val_fraction", "draw"} <= dataset.keys():
-            # Runs before the validation split trained on all the training data, with one draw.
-            record = {**record, "dataset": {"val_fraction": 0.0, "draw": "fixed", **dataset}}
+        if isinstance(dataset, dict):
+            added = {**_ADDED_DATASET_KEYS[None], **_ADDED_DATASET_KEYS.get(dataset.get("name"), {})}
+            record = {**record, "dataset": {**added, **dataset}}
         norm = record.get("norm")
         if not isinstance(norm, dict) or "batch_dependent" in norm:
             return record
