@@ -148,3 +148,14 @@ def test_optuna_tunes_the_learning_rate_of_each_norm(tmp_path):
         best = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
         assert best["best_value"] == max(s["final"]["val_acc"] for s in summaries)  # selected on validation
         assert proc.stdout.strip().splitlines()[-1].startswith("sweep: 3 completed")
+
+
+def test_a_single_run_without_a_validation_split_says_nothing_of_the_objective(tmp_path):
+    from typer.testing import CliRunner
+
+    from normbench.cli.commands import app
+
+    result = CliRunner().invoke(app, ["run", "dataset.val_fraction=0", "trainer.max_steps=5", "trainer.progress=none",
+                                      f"hydra.run.dir={tmp_path}"])
+    assert result.exit_code == 0, result.output
+    assert "objective" not in result.stderr

@@ -277,6 +277,11 @@ def main(cfg: DictConfig) -> float:
     summary, key = run_job(cfg), str(cfg.get("objective", "auto"))
     score = objective(summary, key)
     if score == WORST_OBJECTIVE and summary and summary.get("status") == "completed":
+        if key == "auto":  # no validation split: only a sweep selects, so only a sweep is told
+            if HydraConfig.get().mode == RunMode.MULTIRUN:
+                print(f"normbench: objective=auto reads the validation metric, and this run has no validation split "
+                      f"(dataset.val_fraction=0); a sweeper gets {WORST_OBJECTIVE:g}", file=sys.stderr, flush=True)
+            return score
         known = ", ".join(k for k, v in summary["final"].items() if v is not None)
         print(f"normbench: objective={key} is not among this run's final metrics ({known}); a sweeper gets "
               f"{WORST_OBJECTIVE:g}", file=sys.stderr, flush=True)
