@@ -82,35 +82,48 @@ def test_exact_statistics_are_taken_after_the_earlier_layers_in_eval_mode(cut):
     assert torch.equal(model[4].running_mean, torch.zeros(5)) and model.training
 
 
+def _clone(buffer):
+    return None if buffer is None else buffer.clone()  # mean-only BN keeps no variance
+
+
+def _estimates(overrides, population: int, tests: int, sizes):
+    """A freshly built model of ``overrides``, its exact statistics over the first ``population``
+    training samples cut into batches of each of ``sizes``, and its predictions on ``tests`` test
+    samples with each: ``(model, layers, population, {size: [(mean, var), ...]}, {size: predictions})``."""
+    from normbench.api import compose
+    from normbench.data import load_dataset
+    from normbench.models import build_model
+
+    cfg = compose(overrides)
+    data = load_dataset(cfg.dataset)
+    torch.manual_seed(0)
+    model = build_model(cfg.model, cfg.norm, data)
+    layers = batch_statistics_layers(model)
+    x = data.x_train[:population]
+    found, predictions = {}, {}
+    for size in sizes:
+        with exact_statistics(model, lambda size=size: x.split(size)), torch.no_grad():
+            found[size] = [(layer.running_mean.clone(), _clone(getattr(layer, "running_var", None)))
+                           for layer in layers]
+            predictions[size] = model(data.x_test[:tests]).argmax(1)
+    return model, layers, x, found, predictions
+
+
 @pytest.mark.parametrize("norm", [[], ["norm=ghost", "norm.virtual_batch_size=4"], ["norm=renorm"],
                                   ["norm=weight", "norm.mean_only=true"]])
 def test_exact_statistics_do_not_depend_on_the_pass_batch_in_a_cnn(norm):
     """The same weights, the population cut into batches of 10, 100 and all of it: the same
     statistics (to float rounding) and the same test predictions; a train-mode pass differs."""
-    from normbench.api import compose
-    from normbench.data import load_dataset
-    from normbench.models import build_model
-
-    cfg = compose(["norm=batch", *norm])
-    data = load_dataset(cfg.dataset)
-    torch.manual_seed(0)
-    model = build_model(cfg.model, cfg.norm, data)
-    layers = batch_statistics_layers(model)
-    population = data.x_train[:1000]
-    found, predictions = {}, {}
-    for size in (10, 100, 1000):
-        with exact_statistics(model, lambda size=size: population.split(size)), torch.no_grad():
-            found[size] = [layer.running_mean.clone() for layer in layers]
-            predictions[size] = model(data.x_test[:500]).argmax(1)
+    model, layers, population, found, predictions = _estimates(["norm=batch", *norm], 1000, 500, (10, 100, 1000))
     for size in (10, 100):
-        for a, b in zip(found[size], found[1000], strict=True):
+        for (a, _), (b, _) in zip(found[size], found[1000], strict=True):
             torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
         assert torch.equal(predictions[size], predictions[1000])
     # A train-mode pass in batches of 20 (a multiple of ghost BN's virtual batch) normalises the
     # earlier layers with each batch's own statistics: the later layers' inputs differ.
     with precise_statistics(model, population.split(20)):
         assert any(not torch.allclose(layer.running_mean, mean, rtol=1e-5, atol=1e-5)
-                   for layer, mean in zip(layers, found[1000], strict=True))
+                   for layer, (mean, _) in zip(layers, found[1000], strict=True))
 
 
 @pytest.mark.parametrize("estimator", ESTIMATORS)
@@ -250,24 +263,12 @@ def test_exact_statistics_in_film_and_resnet(tmp_path, model):
 def test_exact_statistics_of_a_bn_lstm_do_not_depend_on_the_pass_batch():
     """The BN-LSTM's stages are its time steps: several batches run in lockstep (one thread each)
     and give the statistics and the predictions of a single batch of the whole population."""
-    from normbench.api import compose
-    from normbench.data import load_dataset
-    from normbench.models import build_model
-
-    cfg = compose(["dataset=digits", "model=lstm", "model.image_sequence=rows", "model.hidden_size=16", "norm=batch"])
-    data = load_dataset(cfg.dataset)
-    torch.manual_seed(0)
-    model = build_model(cfg.model, cfg.norm, data)
-    layers = batch_statistics_layers(model)
-    population = data.x_train[:600]
-    found, predictions = {}, {}
-    for size in (50, 256, 600):
-        with exact_statistics(model, lambda size=size: population.split(size)), torch.no_grad():
-            found[size] = [b.clone() for layer in layers for b in (layer.running_mean, layer.running_var)]
-            predictions[size] = model(data.x_test[:300]).argmax(1)
+    overrides = ["dataset=digits", "model=lstm", "model.image_sequence=rows", "model.hidden_size=16", "norm=batch"]
+    *_, found, predictions = _estimates(overrides, 600, 300, (50, 256, 600))
     for size in (50, 256):
         for a, b in zip(found[size], found[600], strict=True):
-            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+            for x, y in zip(a, b, strict=True):  # the mean and the variance
+                torch.testing.assert_close(x, y, rtol=1e-5, atol=1e-6)
         assert torch.equal(predictions[size], predictions[600])
 
 

@@ -89,9 +89,10 @@ def pilot_plan(name: str, scale: str) -> dict | None:
     return {"seeds": list(seeds), "longer": [str(o) for o in longer], "tolerance": float(pilot.get("tolerance", 0.01))}
 
 
-def pilot_sweeps(name: str, scale: str, runs_root, extra: Sequence[str]) -> tuple[list, list]:
-    """The pilot's sweeps at the spec's budget and at the longer one."""
-    plan = pilot_plan(name, scale)
+def pilot_sweeps(name: str, scale: str, runs_root, extra: Sequence[str], plan: dict | None = None) -> tuple[list, list]:
+    """The pilot's sweeps at the spec's budget and at the longer one (``plan``: the claim's
+    :func:`pilot_plan`, read when not given)."""
+    plan = plan or pilot_plan(name, scale)
     if plan is None:
         raise ConfigError(f"claim {name} declares no pilot at --scale {scale} (scales.{scale}.pilot in its spec)")
     return (experiments.sweeps(name, scale, plan["seeds"], runs_root, extra, prefix="pilot"),
@@ -103,7 +104,10 @@ def run_pilot(name: str, scale: str, runs_root, extra: Sequence[str], quiet: boo
     return what it measures: whether every setting has reached its plateau."""
     for group in pilot_sweeps(name, scale, runs_root, extra):
         _run(name, group, quiet)
-    return pilot_mechanism(name, scale, runs_root, extra)
+    found = pilot_mechanism(name, scale, runs_root, extra)
+    if found is None:
+        raise ConfigError(f"claim {name}: the pilot's sweeps left no run directories (see their errors above)")
+    return found
 
 
 def pilot_mechanism(name: str, scale: str, runs_root, extra: Sequence[str]) -> Mechanism | None:
@@ -114,7 +118,7 @@ def pilot_mechanism(name: str, scale: str, runs_root, extra: Sequence[str]) -> M
     if plan is None:
         return None
     base, longer = ([s.sweep_dir for s in group if s.sweep_dir.is_dir()]
-                    for group in pilot_sweeps(name, scale, runs_root, extra))
+                    for group in pilot_sweeps(name, scale, runs_root, extra, plan))
     if not base or not longer:
         return None
     return plateau_by_budget(load_runs(base), load_runs(longer), plan["tolerance"],
@@ -362,6 +366,7 @@ def reproduce(claims: Sequence[str], scale: str = "small", seeds: int | None = N
         start = time.perf_counter()
         plan = _plan(name, scale, seeds)
         looks = None if isinstance(plan, int) else plan
+        pilot = pilot_mechanism(name, scale, runs_root, extra)  # the pilot does not change between looks
         for n in [plan] if looks is None else looks:
             if report_only:
                 dirs = [s.sweep_dir for s in experiments.sweeps(name, scale, n, runs_root, extra)]
@@ -374,8 +379,7 @@ def reproduce(claims: Sequence[str], scale: str = "small", seeds: int | None = N
             if report_only and previous.exists():  # keep the wall time and command of the real run
                 record = json.loads(previous.read_text(encoding="utf-8"))
                 elapsed, cmd = record.get("elapsed_s", elapsed), record.get("command", cmd)
-            verdict = write_claim(name, out / name, dirs, scale, n, cmd, elapsed, code, looks,
-                                  pilot_mechanism(name, scale, runs_root, extra))
+            verdict = write_claim(name, out / name, dirs, scale, n, cmd, elapsed, code, looks, pilot)
             if looks is None or report_only or verdict.not_run or not sequential.unsettled(verdict):
                 break  # settled (or decided from the runs there are): no more seeds to run
         verdicts[name] = verdict

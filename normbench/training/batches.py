@@ -28,6 +28,7 @@ import torch
 
 from normbench.data.augment import DeviceAugment
 from normbench.data.base import fixed_subset
+from normbench.training.tasks import slices
 
 
 class TensorSource:
@@ -93,10 +94,7 @@ class TensorSource:
 
     def test_examples(self, task, model, eval_batch_size: int, forward) -> dict:
         """The task's per-example record of the test set (:meth:`Classification.examples`)."""
-        d = self.data
-        batches = ((d.x_test[i:i + eval_batch_size], d.y_test[i:i + eval_batch_size])
-                   for i in range(0, len(d.y_test), eval_batch_size))
-        return task.examples(model, batches, forward)
+        return task.examples(model, slices(self.data.x_test, self.data.y_test, eval_batch_size), forward)
 
     def evaluate(self, task, model, eval_batch_size: int, train_eval_samples: int, forward) -> dict:
         """``{"train": (loss, metric), "val": ... (when the data has a validation split), "test": ...,

@@ -14,8 +14,8 @@ permutation of the training set, cut to ``norm.population_samples``):
   its inputs over the population, with every earlier stage already normalizing with its own
   fresh statistics: exactly what the stage sees at evaluation. The result does not depend on the
   batches the pass is cut into (up to float rounding). Cost: one pass when the population fits
-  one batch of ``trainer.eval_batch_size``; otherwise one pass per stage, each cut short at its
-  stage.
+  one batch of ``trainer.eval_batch_size``; otherwise one pass per layer, each cut short at its
+  layer, or, for a BN-LSTM (a stage per time step), every batch at once in lockstep threads.
 - ``norm.population=precise`` (:func:`precise_statistics`; Wu & Johnson 2021's PreciseBN, as in
   fvcore) runs one pass in train mode and pools every layer's inputs over it. Each later layer
   then sees features normalized by the pass's own batches, not what it sees at evaluation, so
@@ -72,7 +72,8 @@ class _Sums:
         x = args[0].detach().double()
         if self.recurrent:  # x is (N, C) for step t, or (N, T, C) for steps t .. t+T-1
             steps = x.view(x.shape[0], -1, x.shape[-1])
-            rows = slice(_step(args, kwargs), _step(args, kwargs) + steps.shape[1])
+            t = _step(args, kwargs)
+            rows = slice(t, t + steps.shape[1])
             self.sum[rows] += steps.sum(0)
             self.sumsq[rows] += steps.square().sum(0)
             self.count[rows] += steps.shape[0]
@@ -143,15 +144,15 @@ def precise_statistics(model: nn.Module, batches: Iterable, forward: Callable | 
         return
     was_training = model.training
     with _population_context(model, layers) as saved:
+        index = _positions(layers)
         sums = [_Sums(layer) for layer in layers]
-        handles = [layer.register_forward_pre_hook(s, with_kwargs=True) for layer, s in zip(layers, sums, strict=True)]
-        try:
+
+        def run():
             model.train()
             for x in batches:
-                forward(model, x) if forward else model(x)
-        finally:
-            for handle in handles:
-                handle.remove()
+                _call(model, x, forward)
+
+        _hooked(layers, lambda layer, args, kwargs: sums[index[id(layer)]].add(args, kwargs), run)
         for layer, s, buffers in zip(layers, sums, saved, strict=True):
             for name, value in buffers.items():  # the pass moved the running averages: undo
                 getattr(layer, name).copy_(value)
@@ -193,14 +194,20 @@ def exact_statistics(model: nn.Module, batches: Callable[[], Iterable], forward:
         return
     with _population_context(model, layers):
         model.eval()
+        index = _positions(layers)
         first, second = _first_two(batches())
         if second is None:
-            _one_pass(model, layers, first, forward)
+            _one_pass(model, layers, index, first, forward)
         elif any(isinstance(layer, RecurrentBatchNorm) for layer in layers):
-            _lockstep(model, layers, list(batches()), forward)
+            _lockstep(model, layers, index, list(batches()), forward)
         else:
-            _pass_per_stage(model, layers, batches, forward)
+            _pass_per_stage(model, layers, index, batches, forward)
         yield model
+
+
+def _positions(layers: list[nn.Module]) -> dict[int, int]:
+    """Each layer's place in forward order, by its ``id``."""
+    return {id(layer): i for i, layer in enumerate(layers)}
 
 
 def _key(index: dict, layer: nn.Module, args, kwargs) -> tuple[int, int]:
@@ -221,9 +228,9 @@ def _call(model: nn.Module, x, forward: Callable | None) -> None:
     forward(model, x) if forward else model(x)
 
 
-def _one_pass(model, layers, x, forward) -> None:
+def _one_pass(model, layers, index, x, forward) -> None:
     """The whole population is one batch: each stage is estimated, then normalizes with it."""
-    index, done = {id(layer): i for i, layer in enumerate(layers)}, set()
+    done = set()
 
     def hook(layer, args, kwargs):
         key = _key(index, layer, args, kwargs)
@@ -236,9 +243,9 @@ def _one_pass(model, layers, x, forward) -> None:
     _hooked(layers, hook, lambda: _call(model, x, forward))
 
 
-def _pass_per_stage(model, layers, batches: Callable[[], Iterable], forward) -> None:
+def _pass_per_stage(model, layers, index, batches: Callable[[], Iterable], forward) -> None:
     """One pass over the batches per stage, each cut short at the first stage not yet estimated."""
-    index, done = {id(layer): i for i, layer in enumerate(layers)}, set()
+    done = set()
     target: list = [None, None]  # the stage this pass estimates, and its sums
 
     def hook(layer, args, kwargs):
@@ -269,11 +276,10 @@ def _pass_per_stage(model, layers, batches: Callable[[], Iterable], forward) -> 
     _hooked(layers, hook, run)
 
 
-def _lockstep(model, layers, batches: list, forward) -> None:
+def _lockstep(model, layers, index, batches: list, forward) -> None:
     """Every batch's pass in a thread of its own; the threads meet at each stage, whose statistics
     are pooled over all of them (summed in batch order: the result does not depend on which
     thread arrives first) and stored before any goes on."""
-    index = {id(layer): i for i, layer in enumerate(layers)}
     n = len(batches)
     keys: list = [None] * n
     sums: list = [None] * n
@@ -350,19 +356,16 @@ def values_per_statistic(model: nn.Module, x, forward: Callable | None = None) -
         return None
     counts = []
 
-    def hook(layer, args):
+    def hook(layer, args, _kwargs):
         x = args[0]
         # a ghost batch norm takes its statistics over virtual batches of the batch
         batch = min(x.shape[0], getattr(layer, "virtual_batch_size", None) or x.shape[0])
         counts.append(batch if isinstance(layer, RecurrentBatchNorm) else batch * (x.numel() // x.shape[:2].numel()))
 
-    handles = [layer.register_forward_pre_hook(hook) for layer in layers]
     was_training = model.training
     try:
         model.eval()
-        forward(model, x) if forward else model(x)
+        _hooked(layers, hook, lambda: _call(model, x, forward))
     finally:
-        for handle in handles:
-            handle.remove()
         model.train(was_training)
     return min(counts) if counts else None

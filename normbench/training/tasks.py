@@ -30,7 +30,7 @@ class Classification:
         ``forward(model, x)``, when given, replaces ``model(x)`` (the trainer's autocast and
         memory format); logits are scored in float32.
         """
-        return self.evaluate_batches(model, _slices(x, y, batch_size), forward)
+        return self.evaluate_batches(model, slices(x, y, batch_size), forward)
 
     @torch.no_grad()
     def evaluate_batches(self, model: nn.Module, batches, forward=None) -> tuple[float, float]:
@@ -71,7 +71,7 @@ class Classification:
         sums = torch.zeros(3, len(groups), dtype=torch.float64, device=y.device)  # loss, correct, count
         was_training = model.training
         model.eval()
-        for (xb, target), group in zip(_slices(x, y, batch_size), ids.split(batch_size), strict=True):
+        for (xb, target), group in zip(slices(x, y, batch_size), ids.split(batch_size), strict=True):
             logits = (forward(model, xb) if forward else model(xb)).float()
             per_sample = torch.stack([F.cross_entropy(logits, target, reduction="none").double(),
                                       (logits.argmax(1) == target).double(), torch.ones_like(group).double()])
@@ -97,7 +97,7 @@ class LanguageModelling:
     def evaluate(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int,
                  forward=None) -> tuple[float, float]:
         """Mean cross-entropy per character (nats) and bits per character, in eval mode."""
-        return self.evaluate_batches(model, _slices(x, y, batch_size), forward)
+        return self.evaluate_batches(model, slices(x, y, batch_size), forward)
 
     @torch.no_grad()
     def evaluate_batches(self, model: nn.Module, batches, forward=None) -> tuple[float, float]:
@@ -128,7 +128,7 @@ class LanguageModelling:
         return {"loss": torch.cat(losses).cpu()}
 
 
-def _slices(x, y, batch_size: int):
+def slices(x, y, batch_size: int):
     """Consecutive ``(x, y)`` batches of tensors (or :class:`~normbench.data.base.Inputs`) on the device."""
     for start in range(0, len(x), batch_size):
         yield x[start:start + batch_size], y[start:start + batch_size]
