@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 from pathlib import Path
 
@@ -12,9 +13,10 @@ from torch import nn
 from normbench import records
 from normbench.api import compose
 from normbench.models.gru import LoopGRU
-from normbench.training import distributed
+from normbench.norms.layers import LayerNorm, RMSNorm
+from normbench.training import distributed, folding
 from normbench.training.checkpoints import read_checkpoint
-from normbench.training.packing import Pack, fit_pack, train_pack, unpackable
+from normbench.training.packing import Pack, _stack, fit_pack, train_pack, unpackable
 from normbench.training.trainer import Trainer, prepare, train
 
 STEPS = ["trainer.max_steps=6", "trainer.eval_every=3", "trainer.progress=none", "trainer.train_eval_samples=100",
@@ -129,13 +131,99 @@ def test_a_pack_that_cannot_pack_trains_its_runs_alone(tmp_path, capsys):
     assert capsys.readouterr().out.count("trains alone, not packed: LSTM's fused kernel") == 2
 
 
-def test_each_member_takes_batch_statistics_from_its_own_batch_only():
+# How each packable setup trains packed: folded into the channels, or under vmap, and why.
+VMAP = {
+    "cnn-weight": "weight norm's reparametrized weights have no folded rule",
+    "cnn-ghost": "ghost batch norm has no folded rule",
+    "cnn-renorm": "Batch Renorm has no folded rule",
+    "resnet-batch": "its shortcut pads channels at the end of dim 1: the fold check refuses it",
+    "lstm-batch": "recurrent cells", "lstm-layer": "recurrent cells", "lstm-weight": "recurrent cells",
+    "lstm-none-noise": "recurrent cells", "film": "a GRU, FiLM layers and Inputs",
+}
+
+
+@pytest.mark.parametrize("name", list(PACKED))
+def test_which_setups_train_folded(name, tmp_path, request):
+    if "model=film" in PACKED[name]:
+        request.getfixturevalue("clevr_cache")
+    trainers = prepared(configs(PACKED[name], seeds=(0, 1)), tmp_path, "f")
+    pack = Pack([t.model for t in trainers])
+    pack.train()
+    x, y = _stack([next(t.source.batches(0, 0)) for t in trainers])
+    before = {n: b.clone() for n, b in pack.buffers.items()}
+    pack.losses(trainers[0].task, trainers[0].forward, x, y)
+    assert pack.path == ("vmap" if name in VMAP else "fold"), VMAP.get(name)
+    if pack.path == "fold":  # the check against vmap ran on copies: one step's update, not two
+        for n, b in pack.buffers.items():
+            if n.endswith("num_batches_tracked"):
+                assert torch.equal(b, before[n] + 1), n
+
+
+FOLD_LAYERS = {
+    "conv1d": (lambda: nn.Conv1d(3, 4, 3, stride=2, padding=1), (6, 3, 9)),
+    "conv1d-grouped": (lambda: nn.Conv1d(4, 6, 3, groups=2, bias=False), (6, 4, 9)),
+    "conv2d": (lambda: nn.Conv2d(3, 4, 3, padding=1), (6, 3, 5, 5)),
+    "linear": (lambda: nn.Linear(5, 3), (6, 5)),
+    "batch1d-features": (lambda: nn.BatchNorm1d(5), (6, 5)),
+    "batch1d": (lambda: nn.BatchNorm1d(3), (6, 3, 7)),
+    "batch2d": (lambda: nn.BatchNorm2d(3, momentum=0.3), (6, 3, 4, 4)),
+    "group": (lambda: nn.GroupNorm(2, 4), (6, 4, 7)),
+    "layer-features": (lambda: LayerNorm(5), (6, 5)),
+    "layer": (lambda: LayerNorm(3), (6, 3, 4, 4)),
+    "rms": (lambda: RMSNorm(3), (6, 3, 7)),
+    "rms-features": (lambda: RMSNorm(5), (6, 5)),
+}
+
+
+@pytest.mark.parametrize("train", [True, False])
+@pytest.mark.parametrize("name", list(FOLD_LAYERS))
+def test_a_folded_layer_is_its_members_layers(name, train):
+    """Outputs, input and weight gradients and running statistics of M=3 members folded equal
+    each member's own layer, on random inputs and weights."""
+    make, shape = FOLD_LAYERS[name]
+    torch.manual_seed(0)
+    members = [make() for _ in range(3)]
+    for layer in members:
+        with torch.no_grad():
+            for p in layer.parameters():
+                p.copy_(torch.randn_like(p))
+            for n, b in layer.named_buffers():
+                if b.is_floating_point():
+                    b.copy_(torch.rand_like(b) + (n == "running_var"))
+        layer.train(train)
+    alone = copy.deepcopy(members)
+    x = 2 * torch.randn(3, *shape) + 1
+    tensors = {n: torch.stack([dict(m.named_parameters())[n].detach() for m in members]).requires_grad_()
+               for n, _ in members[0].named_parameters()}
+    tensors |= {n: torch.stack([dict(m.named_buffers())[n] for m in members]).contiguous()
+                for n, _ in members[0].named_buffers()}
+    wrapped = nn.Sequential(members[0])
+    folded = folding.fold(wrapped, {f"0.{n}": t for n, t in tensors.items()}, 3)
+    folded.train(train)
+    xf = x.clone().requires_grad_()
+    out = folding.unfold_outputs(folded(folding.fold_inputs(xf)), 3)
+    weights = torch.randn_like(out)
+    (out * weights).sum().backward()
+    for i, layer in enumerate(alone):
+        xi = x[i].clone().requires_grad_()
+        ref = layer(xi)
+        (ref * weights[i]).sum().backward()
+        assert torch.allclose(out[i], ref, atol=1e-5), i
+        assert torch.allclose(xf.grad[i], xi.grad, atol=1e-4), i
+        for n, p in layer.named_parameters():
+            assert torch.allclose(tensors[n].grad[i], p.grad, atol=1e-4), (i, n)
+        for n, b in layer.named_buffers():
+            assert torch.allclose(tensors[n][i].double(), b.double(), atol=1e-6), (i, n)
+
+
+@pytest.mark.parametrize("fold", [True, False])
+def test_each_member_takes_batch_statistics_from_its_own_batch_only(fold):
     torch.manual_seed(0)
     models = [nn.Sequential(nn.Conv1d(2, 3, 3), nn.BatchNorm1d(3)) for _ in range(2)]
     alone = [nn.Sequential(nn.Conv1d(2, 3, 3), nn.BatchNorm1d(3)) for _ in range(2)]
     for a, m in zip(alone, models, strict=True):
         a.load_state_dict(m.state_dict())
-    pack = Pack(models)
+    pack = Pack(models, fold=fold)
     pack.train()
     x = torch.randn(2, 4, 2, 9)
     x[1] = 10 * x[1] + 5  # member 1's batch is far from member 0's
@@ -152,6 +240,7 @@ def test_each_member_takes_batch_statistics_from_its_own_batch_only():
         assert torch.allclose(models[i][1].running_var, a[1].running_var, atol=1e-5)
         assert int(models[i][1].num_batches_tracked) == 1
     assert not torch.allclose(models[0][1].running_mean, models[1][1].running_mean)
+    assert pack.path == ("fold" if fold else "vmap")
 
 
 def test_a_diverging_member_stops_alone(tmp_path):

@@ -39,7 +39,7 @@ from torch.func import functional_call, vmap
 from normbench import records
 from normbench.data.base import Inputs
 from normbench.models.gru import LoopGRU
-from normbench.training import cache, distributed
+from normbench.training import cache, distributed, folding
 from normbench.training.optim import build_optimizer, build_schedule
 from normbench.training.preemption import Interrupted, StopRequest
 from normbench.training.progress import make_progress
@@ -91,12 +91,15 @@ class Pack:
 
     Args:
         models: the members, built each as its unpacked run builds it.
+        fold: train them folded into the channels (:mod:`normbench.training.folding`) where every
+            layer can be, and the folded outputs agree with vmap's on the first batch; False: vmap.
 
     ``params``: ``{name: (M, *shape)}`` leaves the optimizer updates; ``buffers``: the same for
-    buffers (running statistics). :meth:`losses` is one forward pass of every member's batch.
+    buffers (running statistics). :meth:`losses` is one forward pass of every member's batch;
+    ``path`` says how it runs (``fold`` or ``vmap``; None until the first batch decides).
     """
 
-    def __init__(self, models: Sequence[nn.Module]):
+    def __init__(self, models: Sequence[nn.Module], fold: bool = True):
         self.models, self.M = list(models), len(models)
         self.template = _template(self.models[0])
         names = [n for n, _ in self.models[0].named_parameters()]
@@ -112,6 +115,10 @@ class Pack:
             for n, stacked in self.buffers.items():
                 _repoint(model, n, stacked[i], parameter=False)
         self._leaf_of = {id(p): self.params[n] for n, p in self.models[0].named_parameters()}
+        # The members folded into the channels where every layer has a folded form (one call per
+        # layer, without vmap's overhead); trusted once it agrees with vmap on the first batch.
+        self.folded = folding.fold(self.models[0], {**self.params, **self.buffers}, self.M) if fold else None
+        self.path = "vmap" if self.folded is None else None  # None: not yet checked
 
     def leaf(self, member_parameter: nn.Parameter) -> torch.Tensor:
         """The stacked leaf of a parameter of the first member."""
@@ -119,22 +126,48 @@ class Pack:
 
     def train(self, mode: bool = True) -> None:
         self.template.train(mode)
+        if self.folded is not None:
+            self.folded.train(mode)
         for model in self.models:
             model.train(mode)
 
     def losses(self, task, forward, x, y) -> torch.Tensor:
         """Every member's training loss on its own batch: ``x`` and ``y`` are stacked ``(M, B, ...)``
         (``x`` may be an Inputs of stacked fields); returns ``(M,)``."""
-        template = self.template
-        shared = getattr(x, "shared", None)
-        fields = x.fields if shared is not None else x
+        if self.path is None:
+            self.path = "fold" if torch.is_tensor(x) and self._fold_agrees(forward, x) else "vmap"
+        if self.path == "fold":
+            out = folding.unfold_outputs(forward(self.folded, folding.fold_inputs(x)), self.M)
+            return vmap(task.loss)(out.float(), y)
+        shared = x.shared if isinstance(x, Inputs) else None
 
         def member_loss(params, buffers, xs, ys):
-            inputs = type(x)(xs, shared) if shared is not None else xs
-            out = forward(lambda inp: functional_call(template, (params, buffers), (inp,)), inputs)
-            return task.loss(out.float(), ys)
+            return task.loss(self._member(forward, params, buffers, xs, shared).float(), ys)
 
-        return vmap(member_loss, randomness="different")(self.params, self.buffers, fields, y)
+        return vmap(member_loss, randomness="different")(self.params, self.buffers,
+                                                         x.fields if isinstance(x, Inputs) else x, y)
+
+    def _member(self, forward, params, buffers, xs, shared=None):
+        """One member's output under vmap (``xs``: its inputs, or an Inputs' fields)."""
+        inputs = Inputs(xs, shared) if isinstance(xs, dict) else xs
+        return forward(lambda inp: functional_call(self.template, (params, buffers), (inp,)), inputs)
+
+    @torch.no_grad()
+    def _fold_agrees(self, forward, x: torch.Tensor) -> bool:
+        """Whether the folded model gives vmap's outputs and running statistics on batch ``x``
+        (the model's own forward code runs on folded activations: a reshape that assumes C
+        channels would not). Both run on copies of the buffers: the check changes nothing."""
+        copies = [{n: b.clone() for n, b in self.buffers.items()} for _ in range(2)]
+        reference = vmap(lambda p, b, xs: self._member(forward, p, b, xs), randomness="different")(
+            self.params, copies[0], x)
+        try:
+            folded = folding.fold(self.models[0], {**self.params, **copies[1]}, self.M)
+            folded.train(self.folded.training)
+            out = folding.unfold_outputs(forward(folded, folding.fold_inputs(x)), self.M)
+        except (RuntimeError, ValueError, IndexError):
+            return False
+        return out.shape == reference.shape and torch.allclose(out, reference, rtol=1e-4, atol=1e-5) and all(
+            torch.allclose(copies[1][n].double(), v.double(), rtol=1e-4, atol=1e-6) for n, v in copies[0].items())
 
     @torch.no_grad()
     def clip_(self, max_norm: float) -> None:
