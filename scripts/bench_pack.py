@@ -39,6 +39,9 @@ SETUPS = {
     "gn-batch2": ["norm=group", "batch_size=2"],
     "rbn-mnist-bn-lstm": _claim("rbn-mnist", 1),
     "film-ablation-film": _claim("film-ablation"),
+    # beyond the issue's four: the claims' MLPs, the smallest runs of all
+    "ln-batch-ln-batch4": _claim("ln-batch") + ["norm=layer", "batch_size=4"],
+    "bn-sigmoid-bn": _claim("bn-sigmoid") + ["norm=batch"],
 }
 
 
