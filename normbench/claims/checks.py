@@ -260,6 +260,14 @@ def curve_mean(rs: RunSet, runs: pd.DataFrame, column: str = "test_acc") -> pd.D
     return out
 
 
+def budget(runs: pd.DataFrame) -> str:
+    """The runs' training budget in words ("300 steps"), for a claim retitled to what its budget
+    tests (the largest step count a completed run reached)."""
+    steps = pd.to_numeric(runs.loc[runs["status"] == "completed", "steps"], errors="coerce").dropna() \
+        if "steps" in runs else pd.Series(dtype=float)
+    return f"{int(steps.max()):,} steps" if len(steps) else "its budget"
+
+
 def last_median(rs: RunSet, runs: pd.DataFrame, column: str, k: int | None) -> tuple[pd.DataFrame, str]:
     """``runs`` with each run's median of ``column`` over its last ``k`` evaluations (the GN paper
     reports the median error of the final 5 epochs: one evaluation's noise does not decide), and

@@ -16,6 +16,7 @@ from normbench.claims.checks import (
     Mechanism,
     Verdict,
     at_least,
+    budget,
     compare,
     config_value,
     decide,
@@ -108,7 +109,8 @@ def verdict_film_norm(rs: RunSet, p: dict) -> Verdict:
     names = {"batch": "conditional BN", "group": "conditional GN", "layer": "conditional LN", "none": "no norm"}
     groups = {name: where(runs, norm=norm) for norm, name in names.items()}
     bn = values(groups["conditional BN"], a)
-    checks = [compare("conditional BN beats FiLM without normalization", "test acc", "BN", bn, "none",
+    checks = [compare(f"conditional BN beats FiLM without normalization after {budget(runs)} (not at convergence: "
+                      "the paper compares final accuracies)", "test acc", "BN", bn, "none",
                       values(groups["no norm"], a), min_effect=m)]
     notes = [compare(f"conditional BN vs {name}", "test acc", "BN", bn, name.split()[-1],
                      values(groups[name], a)).text() for name in ("conditional GN", "conditional LN")]
