@@ -303,8 +303,9 @@ def test_bn_exact_statistics_measurement_is_paired_and_never_decides(tmp_path):
             summary.write_text(json.dumps(data))
     verdict = CLAIMS["gn-batch-size"].verdict(load_runs([tmp_path]), {})
     measured = [c for c in verdict.checks if not c.decides]
-    assert len(measured) == 1 and measured[0].interval == "95% paired t interval"
+    assert len(measured) == 2 and measured[0].interval == "95% paired t interval"
     assert measured[0].outcome == REPRODUCED and measured[0].diff == pytest.approx(0.011)
+    assert measured[1].a == "GN" and measured[1].b == "BN exact" and measured[1].interval == "95% Welch interval"
     assert verdict.outcome == REPRODUCED
     assert any("Exact population statistics remove" in n for n in verdict.notes)
 
