@@ -82,21 +82,29 @@ def build_brn_small_batch(root, effect):
 
 
 def build_gn_norms(root, effect):
+    """Test errors in Table 1's order (+1), with GN above LN and LN above IN (-1), or all equal
+    and scattered (0)."""
+    errors = {1: {"batch": 0.10, "group": 0.102, "layer": 0.12, "instance": 0.14},
+              -1: {"batch": 0.10, "group": 0.14, "layer": 0.12, "instance": 0.10}}.get(effect, dict.fromkeys(
+                  ("batch", "group", "layer", "instance"), 0.12))
     for seed in SEEDS:
         j = jitter(seed, effect)
-        run(root, seed=seed, norm="batch", test_acc=0.90 + j, tau=40.0,
-            summary_extra={"values_per_batch_statistic": 32 * 10})
-        run(root, seed=seed, norm="group", test_acc=0.88 + 0.05 * effect + j, groups=8, tau=40.0)
-        run(root, seed=seed, norm="layer", test_acc=0.88 - j, tau=40.0)
-        run(root, seed=seed, norm="instance", test_acc=0.88 - j, tau=40.0)
+        for norm, err in errors.items():
+            extra = {"summary_extra": {"values_per_batch_statistic": 32 * 10}} if norm == "batch" else {}
+            if norm == "group":
+                extra["groups"] = 8
+            run(root, seed=seed, norm=norm, test_acc=1 - err + (j if norm in ("group", "instance") else -j),
+                tau=40.0, **extra)
 
 
 def build_gn_groups(root, effect):
+    """G = 2 below G = 1 and equal to G = 8 (+1), above G = 1 (-1), or all equal and scattered (0)."""
+    errors = {1: {1: 0.13, 2: 0.11, 8: 0.11, 32: 0.11}, -1: {1: 0.10, 2: 0.13, 8: 0.10, 32: 0.10}}.get(
+        effect, dict.fromkeys((1, 2, 8, 32), 0.12))
     for seed in SEEDS:
         j = jitter(seed, effect)
-        for g in (1, 2, 8, 32):
-            acc = 0.88 + (0.05 * effect if g == 8 else 0) + (j if g == 8 else -j)
-            run(root, seed=seed, norm="group", groups=g, test_acc=acc, tau=40.0)
+        for g, err in errors.items():
+            run(root, seed=seed, norm="group", groups=g, test_acc=1 - err + (j if g == 2 else -j), tau=40.0)
 
 
 def build_ln_batch(root, effect):

@@ -375,14 +375,15 @@ def compare(statement: str, metric: str, a_name: str, xa, b_name: str, xb, bette
 
 
 def compare_runs(statement: str, metric: str, a_name: str, runs_a: pd.DataFrame, b_name: str,
-                 runs_b: pd.DataFrame, column: str, **kw) -> Check:
-    """:func:`compare` of two groups of runs on ``column``, over test examples and seeds when
-    every run recorded its examples on one fixed test set of the same size, else Welch's over
-    seeds (the records of runs before per-example records)."""
+                 runs_b: pd.DataFrame, column: str, check=None, **kw) -> Check:
+    """``check`` (:func:`compare`, :func:`equivalent` or :func:`smaller_than`) of two groups of
+    runs on ``column``, over test examples and seeds when every run recorded its examples on
+    one fixed test set of the same size, else Welch's over seeds (runs before per-example
+    records, or a column the records do not hold, such as a median over evaluations)."""
     a, b = per_example(runs_a, column), per_example(runs_b, column)
     both = (a, b) if a is not None and b is not None and len(a[0]) == len(b[0]) else None
-    return compare(statement, metric, a_name, values(runs_a, column), b_name, values(runs_b, column),
-                   examples=both, **kw)
+    return (check or compare)(statement, metric, a_name, values(runs_a, column), b_name, values(runs_b, column),
+                              examples=both, **kw)
 
 
 def equivalent(statement: str, metric: str, a_name: str, xa, b_name: str, xb, margin: float,
