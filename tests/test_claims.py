@@ -108,12 +108,21 @@ def build_gn_groups(root, effect):
 
 
 def build_ln_batch(root, effect):
+    """At batch 4 LN above BN (both scored ways) by ``effect``; at batch 128 LN's curve rises
+    faster than BN's (+1: time constant 20 against 40 steps; -1: the reverse; 0: scattered),
+    both ending above the unnormalized model, whose final accuracy is the speed target."""
     for seed in SEEDS:
         j = jitter(seed, effect)
+        wide = 20 * PATTERN[seed] if effect == 0 else PATTERN[seed]
+        tau = {"none": 40.0, "batch": 40.0 - wide if effect >= 0 else 20.0, "layer": 20.0 + wide if effect > 0
+               else 40.0 + wide if effect == 0 else 40.0}
         for bs in (128, 4):
-            for norm, acc in (("none", 0.5), ("batch", 0.6 - j), ("layer", 0.6 + 0.1 * effect + j)):
-                run(root, seed=seed, norm=norm, batch_size=bs, model="mlp", test_acc=acc,
-                    metrics=curve_records(acc), summary_extra={"values_per_batch_statistic": bs})
+            for norm, acc in (("none", 0.5), ("batch", 0.6 - j), ("layer", 0.6 + (0.1 * effect if bs == 4 else 0) + j)):
+                final = {"train_loss": 0.1, "train_acc": acc, "val_acc": acc, "test_loss": 0.3, "test_acc": acc}
+                if norm == "batch":
+                    final["test_acc_exact"] = acc + 0.01
+                run(root, seed=seed, norm=norm, batch_size=bs, model="mlp", test_acc=acc, tau=tau[norm],
+                    summary_extra={"values_per_batch_statistic": bs, "final": final})
 
 
 def build_wn(root, effect):
@@ -422,3 +431,17 @@ def test_a_pilot_uses_seeds_outside_every_verdict_and_a_longer_budget(monkeypatc
         **spec, "scales": {**spec["scales"], "small": {**spec["scales"]["small"], "pilot": {**pilot, "seeds": [0, 1]}}}})
     with pytest.raises(ConfigError, match="at least two seeds of 1000 and up"):
         reproduce.pilot_plan("gn-norms", "small")
+
+
+def test_steps_to_a_target_interpolates_between_evaluations_and_marks_runs_that_never_reach_it(tmp_path):
+    from normbench.claims.checks import censored_note, steps_to
+    for seed, accs in ((0, (0.1, 0.4, 0.8, 0.9)), (1, (0.1, 0.2, 0.3, 0.4))):
+        records = curve_records(0.5)
+        for r, acc in zip(records, accs, strict=True):
+            r["test_acc"] = acc
+        run(tmp_path, seed=seed, test_acc=accs[-1], metrics=records)
+    runs, name = steps_to(rs := load_runs([tmp_path]), rs.runs, 0.6)
+    by_seed = dict(zip(runs["seed"], runs[name], strict=True))
+    assert by_seed[0] == pytest.approx(15.0)  # 0.4 at step 10, 0.8 at step 20: 0.6 halfway
+    assert by_seed[1] == 30.0 and list(runs.sort_values("seed")[f"{name}_censored"]) == [False, True]
+    assert censored_note(runs, name) == "1 of 2 runs never reached the target: counted at their last step"

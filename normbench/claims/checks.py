@@ -288,6 +288,43 @@ def last_median(rs: RunSet, runs: pd.DataFrame, column: str, k: int | None) -> t
     return out, name
 
 
+def steps_to(rs: RunSet, runs: pd.DataFrame, target: float, column: str = "test_acc") -> tuple[pd.DataFrame, str]:
+    """``runs`` with each run's training steps until its ``column`` first reached ``target``
+    (linear between the evaluations around the crossing: "faster" as steps to a fixed level,
+    apart from the level a run ends at), and that column's name. A run that never reaches the
+    target counts as its last evaluated step, and ``<name>_censored`` marks it: that understates
+    the slower side, so a difference it shows is not inflated."""
+    out, name = runs.copy(), f"steps_to_{column}_{target:g}"
+    reached, censored = {}, {}
+    if column in rs.curves:
+        for run_id, curve in rs.curves.sort_values("step").groupby("run_id"):
+            c = curve.dropna(subset=[column])
+            steps, ys = c["step"].to_numpy(dtype=float), c[column].to_numpy(dtype=float)
+            if not len(ys):
+                continue
+            hit = np.flatnonzero(ys >= target)
+            if not len(hit):
+                reached[run_id], censored[run_id] = float(steps[-1]), True
+                continue
+            i = int(hit[0])
+            if i == 0:
+                reached[run_id] = float(steps[0])
+            else:  # the crossing between evaluations i - 1 and i
+                frac = (target - ys[i - 1]) / (ys[i] - ys[i - 1])
+                reached[run_id] = float(steps[i - 1] + frac * (steps[i] - steps[i - 1]))
+            censored[run_id] = False
+    out[name] = out["run_id"].map(reached)
+    out[f"{name}_censored"] = out["run_id"].map(censored)
+    return out, name
+
+
+def censored_note(runs: pd.DataFrame, name: str) -> str:
+    """The check note for :func:`steps_to`'s runs that never reached the target."""
+    done = runs[runs["status"] == "completed"]
+    n = int(done.get(f"{name}_censored", pd.Series(dtype=bool)).fillna(False).astype(bool).sum())
+    return f"{n} of {len(done)} runs never reached the target: counted at their last step" if n else ""
+
+
 def drift(rs: RunSet, runs: pd.DataFrame, prefix: str = "preact_p", quantiles=(15, 50, 85)) -> pd.DataFrame:
     """``runs`` with a column ``drift``: how far the probed percentiles moved between the first
     evaluation after step 0 and the last (mean over the percentiles of the absolute change)."""
