@@ -250,16 +250,6 @@ def values(runs: pd.DataFrame, metric: str, diverged_value: float | None = None)
     return x[np.isfinite(x)]
 
 
-def curve_mean(rs: RunSet, runs: pd.DataFrame, column: str = "test_acc") -> pd.DataFrame:
-    """``runs`` with a column ``mean_<column>``: the mean of ``column`` over each run's
-    evaluations after step 0 (the area under its curve: higher = reached good values sooner)."""
-    out = runs.copy()
-    curves = rs.curves[rs.curves["step"] > 0] if "step" in rs.curves else rs.curves
-    means = curves.groupby("run_id")[column].mean() if column in curves else pd.Series(dtype=float)
-    out[f"mean_{column}"] = out["run_id"].map(means)
-    return out
-
-
 def budget(runs: pd.DataFrame) -> str:
     """The runs' training budget in words ("300 steps"), for a claim retitled to what its budget
     tests (the largest step count a completed run reached)."""
