@@ -139,7 +139,7 @@ def build_ln_batch(root, effect):
                     summary_extra={"values_per_batch_statistic": bs, "final": final})
 
 
-def build_wn(root, effect):
+def build_wn(root, effect, tau=40.0):
     variants = [("none", None, 0.80), ("weight", False, 0.85), ("batch", False, 0.88), ("batch", True, 0.84),
                 ("weight", True, 0.88 + 0.05 * effect)]
     for seed in SEEDS:
@@ -150,7 +150,7 @@ def build_wn(root, effect):
                 if mean_only is not None:
                     extra["norm.mean_only"] = mean_only
                 a = acc - (0.02 if lr != 0.003 else 0) + (j if mean_only and norm == "weight" else -j)
-                run(root, seed=seed, norm=norm, test_acc=a, config_extra=extra)
+                run(root, seed=seed, norm=norm, test_acc=a, config_extra=extra, tau=tau)
 
 
 def lstm_record(acc: float, step_loss: float = 0.12) -> dict:
@@ -460,3 +460,10 @@ def test_steps_to_a_target_interpolates_between_evaluations_and_marks_runs_that_
     assert by_seed[0] == pytest.approx(15.0)  # 0.4 at step 10, 0.8 at step 20: 0.6 halfway
     assert by_seed[1] == 30.0 and list(runs.sort_values("seed")[f"{name}_censored"]) == [False, True]
     assert censored_note(runs, name) == "1 of 2 runs never reached the target: counted at their last step"
+
+
+def test_wn_cnn_needs_every_variant_on_its_plateau_at_its_chosen_rate(tmp_path):
+    build_wn(tmp_path, 1, tau=400.0)  # still rising over the last quarter of training
+    verdict = CLAIMS["wn-cnn"].verdict(load_runs([tmp_path]), CLAIMS["wn-cnn"].params)
+    assert [m.name for m in verdict.mechanism if not m.passed] == ["plateau"]
+    assert all(c.outcome == REPRODUCED for c in verdict.checks) and verdict.outcome == INCONCLUSIVE

@@ -285,7 +285,10 @@ def verdict_wn(rs: RunSet, p: dict) -> Verdict:
     inside = {name: lr is not None and grid and grid[0] < float(lr) < grid[-1] for name, (_, lr) in best.items()}
     mechanism = [Mechanism("every variant's best learning rate lies strictly inside the shared grid "
                            f"({', '.join(f'{g:g}' for g in grid)}), so each is compared at its optimum",
-                           ", ".join(f"{name} {lr}" for name, (_, lr) in best.items()), bool(inside) and all(inside.values()))]
+                           ", ".join(f"{name} {lr}" for name, (_, lr) in best.items()), bool(inside) and all(inside.values())),
+                 # the paper compares final errors: each variant at its chosen rate must have finished
+                 plateau(rs, {name: where(runs, **cond, **{"optim.lr": best[name][1]})
+                              for name, cond in WN_VARIANTS.items() if best[name][1] is not None})]
     notes = [f"{name}: test error {100 * x.mean():.2f}% (best lr {lr}, n={len(x)})"
              for name, (x, lr) in best.items() if len(x)]
     notes.append("Each variant uses the learning rate of the shared grid with its best mean validation error "
