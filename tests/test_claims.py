@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import shutil
 
 import pytest
 
@@ -467,3 +468,30 @@ def test_wn_cnn_needs_every_variant_on_its_plateau_at_its_chosen_rate(tmp_path):
     verdict = CLAIMS["wn-cnn"].verdict(load_runs([tmp_path]), CLAIMS["wn-cnn"].params)
     assert [m.name for m in verdict.mechanism if not m.passed] == ["plateau"]
     assert all(c.outcome == REPRODUCED for c in verdict.checks) and verdict.outcome == INCONCLUSIVE
+
+
+def test_a_verdict_recomputes_from_its_archived_runs_alone_and_a_tampered_record_is_caught(tmp_path):
+    from normbench.claims.reproduce import VERDICT_FILE, pilot_measure, recompute, write_claim
+
+    sweep, pilot_base, pilot_longer = (tmp_path / "runs" / d for d in ("sweep0-ab", "pilot0-ab", "pilot-longer0-ab"))
+    build_gn_norms(sweep, 1)
+    build_gn_norms(pilot_base, 1)
+    build_gn_norms(pilot_longer, 1)
+    plan = {"seeds": [1000, 1001], "longer": ["trainer.epochs=40"], "tolerance": 0.005}
+    pilot = pilot_measure(plan, [pilot_base], [pilot_longer])
+    out = tmp_path / "out" / "gn-norms"
+    verdict = write_claim("gn-norms", out, [sweep], "small", 3, "normbench reproduce gn-norms", 1.0, 0,
+                          pilot=pilot, pilot_runs=[pilot_base, pilot_longer])
+    assert verdict.outcome == REPRODUCED
+    record = json.loads((out / VERDICT_FILE).read_text())
+    assert record["params"] == dict(CLAIMS["gn-norms"].params) and record["pilot_plan"]["tolerance"] == 0.005
+    archived = sorted(p.relative_to(out / "runs").parts[0] for p in (out / "runs").glob("*/*/summary.json"))
+    assert set(archived) == {"sweep0-ab", "pilot0-ab", "pilot-longer0-ab"}
+    assert not list((out / "runs").rglob("checkpoint*"))
+    shutil.rmtree(tmp_path / "runs")  # the archive alone
+    assert recompute(out) == []
+    metrics = next((out / "runs" / "sweep0-ab").glob("*/metrics.jsonl"))  # one run's history edited later
+    rows = [json.loads(line) for line in metrics.read_text().splitlines()]
+    metrics.write_text("".join(json.dumps({**r, "test_acc": r["test_acc"] - 0.05}) + "\n" for r in rows))
+    problems = recompute(out)
+    assert problems and any("diff recorded" in p for p in problems)

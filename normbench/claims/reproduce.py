@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from normbench.claims import experiments, sequential
+from normbench.claims.archive import archive_runs, archived
 from normbench.claims.checks import (
     INCONCLUSIVE,
     NOT_RUN,
@@ -110,19 +111,29 @@ def run_pilot(name: str, scale: str, runs_root, extra: Sequence[str], quiet: boo
     return found
 
 
-def pilot_mechanism(name: str, scale: str, runs_root, extra: Sequence[str]) -> Mechanism | None:
-    """The pilot's plateau mechanism from its run directories; None when it has not run."""
+def pilot_dirs(name: str, scale: str, runs_root, extra: Sequence[str]) -> tuple[list[Path], list[Path]]:
+    """The pilot's existing sweep directories at the spec's budget and at the longer one."""
+    if pilot_plan(name, scale) is None:
+        return [], []
+    base, longer = ([s.sweep_dir for s in group if s.sweep_dir.is_dir()]
+                    for group in pilot_sweeps(name, scale, runs_root, extra))
+    return base, longer
+
+
+def pilot_measure(plan: dict, base: Sequence[Path], longer: Sequence[Path]) -> Mechanism | None:
+    """The pilot's plateau mechanism from its run directories; None when it has not run at both budgets."""
     from normbench.report.load import load_runs
 
-    plan = pilot_plan(name, scale)
-    if plan is None:
-        return None
-    base, longer = ([s.sweep_dir for s in group if s.sweep_dir.is_dir()]
-                    for group in pilot_sweeps(name, scale, runs_root, extra, plan))
     if not base or not longer:
         return None
     return plateau_by_budget(load_runs(base), load_runs(longer), plan["tolerance"],
                              f"the longer budget ({' '.join(plan['longer'])})")
+
+
+def pilot_mechanism(name: str, scale: str, runs_root, extra: Sequence[str]) -> Mechanism | None:
+    """The pilot's plateau mechanism from its run directories; None when it has not run."""
+    plan = pilot_plan(name, scale)
+    return None if plan is None else pilot_measure(plan, *pilot_dirs(name, scale, runs_root, extra))
 
 
 def planned_looks(name: str, scale: str) -> list[int] | None:
@@ -131,12 +142,31 @@ def planned_looks(name: str, scale: str) -> list[int] | None:
     return None if looks is None else sequential.validate_looks(looks)
 
 
+def verdict_from(name: str, rs, params: dict, looks: list[int] | None = None,
+                 pilot: Mechanism | None = None) -> tuple[Verdict, int | None]:
+    """Claim ``name``'s verdict on the runs ``rs`` with its spec's ``params``, at its planned
+    ``looks`` in turn (claims/sequential.py; the index of the look it stands at, or None), with
+    the ``pilot``'s plateau measurement in place of the verdict's own plateau check."""
+    c = claim(name)
+    look = None
+    if looks is None:
+        verdict = c.verdict(rs, dict(params))
+    else:
+        verdict, look = sequential.decide(lambda part: c.verdict(part, dict(params)), rs, looks)
+    if pilot is not None:
+        mechanism = [m for m in verdict.mechanism if m.name != PLATEAU] + [pilot]
+        verdict.mechanism, verdict.outcome = mechanism, combine(verdict.checks, mechanism)
+    return verdict, look
+
+
 def write_claim(name: str, out_dir: Path, sweep_dirs: list[Path], scale: str, seeds: int, command: str,
                 elapsed_s: float, sweep_code: int, looks: list[int] | None = None,
-                pilot: Mechanism | None = None) -> Verdict:
-    """The report, the verdict and the claim's README in ``out_dir``; returns the verdict.
-    ``looks``: the spec's planned looks, decided in turn (claims/sequential.py). ``pilot``: the
-    pilot's plateau measurement, which replaces the verdict's own plateau check."""
+                pilot: Mechanism | None = None, pilot_runs: Sequence[Path] = ()) -> Verdict:
+    """The report, the verdict, the claim's README and the archive of its runs' records
+    (:mod:`normbench.claims.archive`: the verdict's sweeps and ``pilot_runs``, the pilot's) in
+    ``out_dir``; returns the verdict. ``looks``: the spec's planned looks, decided in turn
+    (claims/sequential.py). ``pilot``: the pilot's plateau measurement, which replaces the
+    verdict's own plateau check."""
     from normbench.report.api import ReportError, build_report
 
     c = claim(name)
@@ -144,16 +174,7 @@ def write_claim(name: str, out_dir: Path, sweep_dirs: list[Path], scale: str, se
 
     def decide(rs):
         nonlocal look
-        if looks is None:
-            return c.verdict(rs, dict(c.params))
-        verdict, look = sequential.decide(lambda part: c.verdict(part, dict(c.params)), rs, looks)
-        return verdict
-
-    def with_pilot(verdict: Verdict) -> Verdict:
-        if pilot is None:
-            return verdict
-        mechanism = [m for m in verdict.mechanism if m.name != PLATEAU] + [pilot]
-        verdict.mechanism, verdict.outcome = mechanism, combine(verdict.checks, mechanism)
+        verdict, look = verdict_from(name, rs, c.params, looks, pilot)
         return verdict
 
     exp = experiments.load_experiment(name)
@@ -173,10 +194,11 @@ def write_claim(name: str, out_dir: Path, sweep_dirs: list[Path], scale: str, se
         from normbench.report.load import load_runs
 
         rs = load_runs(existing)
-        verdict = with_pilot(decide(rs))
+        verdict = decide(rs)
         verdict.notes.append(f"report.md not written: {type(exc).__name__}: {exc}")
     else:
-        verdict = with_pilot(decide(report.runs))
+        verdict = decide(report.runs)
+    archive_runs([*existing, *pilot_runs], out_dir)
     runs = report.runs.runs if report else None
     extra_figures = []
     if report is not None and c.figures:
@@ -190,7 +212,8 @@ def write_claim(name: str, out_dir: Path, sweep_dirs: list[Path], scale: str, se
         "title": c.title, "paper": c.paper, "paper_result": c.paper_result, "scale": scale,
         "seeds": seeds if look is None else looks[look],
         **({"looks": looks, "look": look + 1} if look is not None else {}),
-        "statistics": STATISTICS,
+        "statistics": STATISTICS, "params": dict(c.params),
+        **({"pilot_plan": pilot_plan(name, scale)} if pilot is not None else {}),
         "runs": {k: int(v) for k, v in counts.items()}, "elapsed_s": round(elapsed_s, 1),
         "run_wall_time_s": round(compute_s, 1), "command": command, "sweep_exit_code": sweep_code,
         "sweep_dirs": [_rel(d, out_dir) for d in sweep_dirs], "date": _dt.datetime.now().isoformat(timespec="seconds"),
@@ -366,7 +389,9 @@ def reproduce(claims: Sequence[str], scale: str = "small", seeds: int | None = N
         start = time.perf_counter()
         plan = _plan(name, scale, seeds)
         looks = None if isinstance(plan, int) else plan
-        pilot = pilot_mechanism(name, scale, runs_root, extra)  # the pilot does not change between looks
+        pilot_runs = pilot_dirs(name, scale, runs_root, extra)  # the pilot does not change between looks
+        plan_of_pilot = pilot_plan(name, scale)
+        pilot = None if plan_of_pilot is None else pilot_measure(plan_of_pilot, *pilot_runs)
         for n in [plan] if looks is None else looks:
             if report_only:
                 dirs = [s.sweep_dir for s in experiments.sweeps(name, scale, n, runs_root, extra)]
@@ -379,7 +404,8 @@ def reproduce(claims: Sequence[str], scale: str = "small", seeds: int | None = N
             if report_only and previous.exists():  # keep the wall time and command of the real run
                 record = json.loads(previous.read_text(encoding="utf-8"))
                 elapsed, cmd = record.get("elapsed_s", elapsed), record.get("command", cmd)
-            verdict = write_claim(name, out / name, dirs, scale, n, cmd, elapsed, code, looks, pilot)
+            verdict = write_claim(name, out / name, dirs, scale, n, cmd, elapsed, code, looks, pilot,
+                                  [*pilot_runs[0], *pilot_runs[1]])
             if looks is None or report_only or verdict.not_run or not sequential.unsettled(verdict):
                 break  # settled (or decided from the runs there are): no more seeds to run
         verdicts[name] = verdict
@@ -390,3 +416,43 @@ def reproduce(claims: Sequence[str], scale: str = "small", seeds: int | None = N
               flush=True)
     write_index(out, scale)
     return verdicts
+
+
+def recompute(out_dir: Path) -> list[str]:
+    """Claim ``out_dir``'s verdict again from its archived runs alone (:mod:`normbench.claims.archive`),
+    with the parameters, looks and pilot plan its verdict.json records; returns what differs
+    from that record (empty: every check recomputes to its recorded outcome and numbers)."""
+    from normbench.report.load import load_runs
+
+    out_dir = Path(out_dir)
+    record = json.loads((out_dir / VERDICT_FILE).read_text(encoding="utf-8"))
+    sweeps, base, longer = archived(out_dir)
+    if not sweeps:
+        return [f"{out_dir}: no archived runs ({out_dir / 'runs'})"]
+    plan = record.get("pilot_plan")
+    pilot = None if plan is None else pilot_measure(plan, base, longer)
+    if plan is not None and pilot is None:
+        return [f"{out_dir}: its verdict used a pilot, and the archive holds no pilot runs at both budgets"]
+    verdict, _ = verdict_from(record["claim"], load_runs(sweeps), record.get("params", {}), record.get("looks"), pilot)
+    now = verdict.to_dict()
+    problems = []
+    if now["outcome"] != record["outcome"]:
+        problems.append(f"outcome: recorded {record['outcome']}, recomputed {now['outcome']}")
+    for what, keys in (("checks", ("statement", "outcome", "n_a", "n_b", "diff", "ci_lo", "ci_hi")),
+                       ("mechanism", ("statement", "passed", "value"))):
+        old, new = record.get(what, []), now[what]
+        if len(old) != len(new):
+            problems.append(f"{what}: {len(old)} recorded, {len(new)} recomputed")
+            continue
+        for a, b in zip(old, new, strict=True):
+            for key in keys:
+                if not _same(a.get(key), b.get(key)):
+                    problems.append(f"{what} '{a.get('statement')}': {key} recorded {a.get(key)!r}, "
+                                    f"recomputed {b.get(key)!r}")
+    return problems
+
+
+def _same(a, b) -> bool:
+    if isinstance(a, float) and isinstance(b, float):
+        return (a != a and b != b) or abs(a - b) <= 1e-9 * max(1.0, abs(a))  # NaN, or equal to rounding
+    return a == b
