@@ -11,6 +11,7 @@ Nothing here imports torch.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 
@@ -26,6 +27,7 @@ class Metric:
         percent: stored as a fraction in [0, 1], shown in percent.
         higher_is_better: which way is better.
         target_key: the ``trainer`` key giving its target (``steps_to_target``), if it has one.
+        domain: the values it can take; an interval over seeds is clipped to it.
     """
 
     name: str
@@ -34,6 +36,7 @@ class Metric:
     percent: bool
     higher_is_better: bool
     target_key: str | None = None
+    domain: tuple[float, float] = (-math.inf, math.inf)
 
     def reached(self, value: float | None, target: float | None) -> bool:
         """Whether ``value`` meets ``target`` (at least it, or at most it when lower is better)."""
@@ -52,12 +55,12 @@ class Metric:
 
 
 METRICS: dict[str, Metric] = {m.name: m for m in (
-    Metric("acc", "accuracy", "%", True, True, "target_acc"),
-    Metric("error", "error", "%", True, False),
-    Metric("bpc", "bits per character", "bits/char", False, False, "target_bpc"),
-    Metric("loss", "loss", "nats", False, False),
-    Metric("time", "time", "s", False, False),
-    Metric("steps", "steps", "steps", False, False),
+    Metric("acc", "accuracy", "%", True, True, "target_acc", (0.0, 1.0)),
+    Metric("error", "error", "%", True, False, domain=(0.0, 1.0)),
+    Metric("bpc", "bits per character", "bits/char", False, False, "target_bpc", (0.0, math.inf)),
+    Metric("loss", "loss", "nats", False, False, domain=(0.0, math.inf)),
+    Metric("time", "time", "s", False, False, domain=(0.0, math.inf)),
+    Metric("steps", "steps", "steps", False, False, domain=(0.0, math.inf)),
     Metric("gap", "generalization gap", "", False, False),
 )}
 
@@ -93,3 +96,9 @@ def is_percent(column: str) -> bool:
     """Whether a column is a fraction shown in percent (accuracies and errors)."""
     found = metric_of(column)
     return bool(found and found.percent)
+
+
+def domain(column: str) -> tuple[float, float]:
+    """The values a column's metric can take (unbounded for a column that is no metric)."""
+    found = metric_of(column)
+    return found.domain if found else (-math.inf, math.inf)

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
@@ -244,7 +245,7 @@ def test_convergence_against_epochs_and_samples_with_each_seed_and_honest_interv
     assert set(report.figures) == {"convergence_epochs", "convergence_samples", "generalization"}
     epochs_svg = report.figures["convergence_epochs"][1].read_text()
     assert "against epochs" in epochs_svg and "thin: each seed" in epochs_svg
-    assert "mean over 2 seeds; shaded: 95% t band; at 2 seeds a t interval is wide" in epochs_svg
+    assert "mean over 2 seeds, each seed drawn: no interval below 3 seeds" in epochs_svg
     assert "training samples seen" in report.figures["convergence_samples"][1].read_text()
     generalization = report.figures["generalization"][1].read_text()
     assert "batch 2<" in generalization and "batch 32<" in generalization  # one marker per batch size, in the legend
@@ -257,5 +258,60 @@ def test_a_setting_with_one_seed_is_said_to_have_no_interval():
 
     runs = pd.DataFrame({"label": ["BN", "BN", "GN"], "batch_size": [2, 2, 2], "run_id": ["a", "b", "c"]})
     assert seeds_note(runs, ["batch_size"], "shaded: 95% t band") == (
-        "mean over 1 to 2 seeds; shaded: 95% t band; a setting with one seed has none")
-    assert seeds_note(runs.iloc[[0, 2]], [], "x") == "one seed per line: no interval"
+        "mean over 1 to 2 seeds, each seed drawn: no interval below 3 seeds")
+    more = pd.DataFrame({"label": ["BN"] * 3 + ["GN"], "run_id": list("abcd")})
+    assert seeds_note(more, [], "shaded: 95% t band") == (
+        "mean over 1 to 3 seeds; shaded: 95% t band; settings with fewer than 3 seeds show each seed, no interval")
+
+
+def _curves(values: dict[str, list[float]], metric: str) -> pd.DataFrame:
+    return pd.DataFrame([{"run_id": run, "step": 10 * i, metric: v} for run, vs in values.items()
+                         for i, v in enumerate(vs)])
+
+
+def test_bands_stay_inside_the_metrics_range_and_need_three_seeds():
+    from matplotlib.collections import PolyCollection
+    from matplotlib.figure import Figure
+
+    from normbench.report.plots import _band
+
+    ax = Figure().add_subplot()
+    _band(ax, _curves({"a": [0.1, 0.95], "b": [0.1, 0.99], "c": [0.1, 0.30]}, "test_acc"), "step", "test_acc",
+          "C0", "BN")
+    (band,) = [c for c in ax.collections if isinstance(c, PolyCollection)]
+    ys = band.get_paths()[0].vertices[:, 1]
+    assert ys.min() >= 0 and ys.max() <= 100 and ys.max() == 100  # the t band ran past 100%: clipped
+    two = Figure().add_subplot()
+    _band(two, _curves({"a": [0.1, 0.95], "b": [0.1, 0.30]}, "test_acc"), "step", "test_acc", "C0", "BN")
+    assert not [c for c in two.collections if isinstance(c, PolyCollection)]  # no band at 2 seeds
+    assert len(two.lines) == 3  # each seed and the mean
+    log = Figure().add_subplot()
+    log.set_yscale("log")
+    _band(log, _curves({"a": [2.3, 0.01], "b": [2.3, 0.5], "c": [2.3, 0.002]}, "train_loss"), "step", "train_loss",
+          "C0", "BN", log=True)
+    (band,) = [c for c in log.collections if isinstance(c, PolyCollection)]
+    assert band.get_paths()[0].vertices[:, 1].min() > 0  # a band over log values stays positive
+
+
+def test_a_table_interval_never_leaves_the_metrics_range_and_says_when_clipped():
+    from normbench.report.stats import aggregate
+    from normbench.report.tables import fmt_stat
+
+    runs = pd.DataFrame({"status": ["completed"] * 2, "norm": ["batch"] * 2, "final_test_acc": [0.91, 0.95]})
+    row = aggregate(runs, ["final_test_acc"], ["norm"]).iloc[0]
+    assert row["final_test_acc_ci_hi"] == 1.0 and row["final_test_acc_clipped"]
+    assert fmt_stat(row, "final_test_acc") == "93.0 ± 2.8 [67.6, 100.0 clipped to the range]"
+
+
+def test_norms_at_a_shared_x_are_dodged_and_a_log_axis_is_ticked_at_the_rates_run(tmp_path):
+    from matplotlib.figure import Figure
+
+    from normbench.report.plots import _dodge, _set_log_axis
+
+    left, right = _dodge(0, 2, True, None), _dodge(1, 2, True, None)
+    assert left(np.array([0.01]))[0] < 0.01 < right(np.array([0.01]))[0]
+    assert _dodge(0, 2, False, np.array([2.0, 8.0]))(np.array([8.0]))[0] == pytest.approx(8 - 0.18)
+    ax = Figure().add_subplot()
+    ax.plot([0.001, 0.003, 0.01], [1, 2, 3])
+    _set_log_axis(ax, [0.001, 0.003, 0.01])
+    assert list(ax.get_xticks()) == [0.001, 0.003, 0.01]

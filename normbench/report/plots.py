@@ -10,6 +10,7 @@ intervals over seeds (none with one seed).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -197,11 +198,12 @@ def plot_convergence(
     for col, (fkey, frame) in enumerate(facets):
         for row, metric in enumerate(metrics):
             ax = axes[row * ncols + col]
+            log = metric == "train_loss" and _wide(curves[metric])
+            if log:  # decided first: the band is then taken over log values, and stays positive
+                ax.set_yscale("log")
             for lab in order:
                 ids = frame.loc[frame["label"] == lab, "run_id"]
-                _band(ax, curves[curves["run_id"].isin(ids)], xaxis, metric, colors[lab], lab, seed_lines)
-            if metric == "train_loss":
-                _log_if_wide(ax, curves[metric])
+                _band(ax, curves[curves["run_id"].isin(ids)], xaxis, metric, colors[lab], lab, seed_lines, log)
             ax.set_xlabel(names.label(xaxis) if row == len(metrics) - 1 else "")
             if col == 0:
                 ax.set_ylabel(names.axis_label(metric))
@@ -213,7 +215,8 @@ def plot_convergence(
     name, what = CONVERGENCE_AXES.get(xaxis, ("convergence_time", "wall-clock time"))
     metric_names = " and ".join(names.label(m) for m in metrics)
     figure_title(fig, f"Convergence: {metric_names} against {what}",
-           seeds_note(done, facet_keys, "shaded: 95% t band") + ("; thin: each seed" if seed_lines else ""))
+           seeds_note(done, facet_keys, "shaded: 95% t band") + ("; thin: each seed" if seed_lines else "")
+           + ("; log loss axis: geometric mean and band" if any(a.get_yscale() == "log" for a in axes) else ""))
     add_legend(fig, colors, order, markers=False)
     return save(fig, out_dir, name)
 
@@ -230,40 +233,50 @@ def seeds_note(done: pd.DataFrame, keys: Sequence[str], interval: str) -> str:
     counts = done.groupby(["label", *keys], dropna=False)["run_id"].count()
     lo, hi = int(counts.min()), int(counts.max())
     seeds = f"{lo} seed{'s' if lo != 1 else ''}" if lo == hi else f"{lo} to {hi} seeds"
-    if hi < 2:
-        return "one seed per line: no interval"
-    caveat = "; a setting with one seed has none" if lo < 2 else ("; at 2 seeds a t interval is wide" if lo == 2 else "")
+    if hi < MIN_SEEDS_FOR_INTERVAL:
+        return f"mean over {seeds}, each seed drawn: no interval below {MIN_SEEDS_FOR_INTERVAL} seeds"
+    caveat = (f"; settings with fewer than {MIN_SEEDS_FOR_INTERVAL} seeds show each seed, no interval"
+              if lo < MIN_SEEDS_FOR_INTERVAL else "")
     return f"mean over {seeds}; {interval}{caveat}"
 
 
-def _band(ax, c: pd.DataFrame, xaxis: str, metric: str, color: str, label: str, seed_lines: bool = False) -> None:
-    """One norm's curve: the mean over its runs ``c`` and the pointwise 95% t band (and each run,
-    thin). Against time, on a common grid up to where the shortest run ends."""
+#: Below this many seeds a figure shows each seed instead of a t interval: at 2 seeds the 95%
+#: t interval is 12.7 standard errors wide (an accuracy band from -80% to 200%).
+MIN_SEEDS_FOR_INTERVAL = 3
+
+
+def _band(ax, c: pd.DataFrame, xaxis: str, metric: str, color: str, label: str, seed_lines: bool = False,
+          log: bool = False) -> None:
+    """One norm's curve: the mean over its runs ``c`` and the pointwise 95% t band, clipped to the
+    metric's range (``log``: over log values, for a log axis), and each run thin with
+    ``seed_lines``. Below :data:`MIN_SEEDS_FOR_INTERVAL` runs each run is drawn and no band.
+    Against time, on a common grid up to where the shortest run ends."""
     if c.empty or metric not in c:
         return
-    if seed_lines:
+    few = c["run_id"].nunique() < MIN_SEEDS_FOR_INTERVAL
+    if seed_lines or few:
         for _, run in c.groupby("run_id"):
-            ax.plot(run[xaxis], run[metric] * _scale(metric), color=color, linewidth=0.5, alpha=0.45)
+            ax.plot(run[xaxis], run[metric] * _scale(metric), color=color, linewidth=0.6 if few else 0.5,
+                    alpha=0.6 if few else 0.45)
     grid = None
     if xaxis != "step":
         grid = np.linspace(0.0, float(c.groupby("run_id")[xaxis].max().min()), 200)
-    band = curve_band(c, xaxis, metric, grid=grid)
+    band = curve_band(c, xaxis, metric, grid=grid, log=log)
     if band.empty:
         return
     scale = _scale(metric)
     ax.plot(band["x"], band["mean"] * scale, color=color, label=label)
     ok = np.isfinite(band["lo"].to_numpy())
-    if ok.any():
+    if ok.any() and not few:
         ax.fill_between(band["x"][ok], band["lo"][ok] * scale, band["hi"][ok] * scale, color=color, alpha=0.2,
                         linewidth=0)
 
 
-def _log_if_wide(ax, values: pd.Series) -> None:
-    """A log y axis when a positive quantity (a loss) spans more than a factor of 20."""
+def _wide(values: pd.Series) -> bool:
+    """Whether a positive quantity (a loss) spans more than a factor of 20: a log axis then."""
     v = pd.to_numeric(values, errors="coerce").to_numpy()
     v = v[np.isfinite(v) & (v > 0)]
-    if len(v) and v.max() / v.min() > 20:
-        ax.set_yscale("log")
+    return bool(len(v) and v.max() / v.min() > 20)
 
 
 def _set_log2_axis(ax, values: Sequence[float]) -> None:
@@ -276,6 +289,35 @@ def _set_log2_axis(ax, values: Sequence[float]) -> None:
     ax.xaxis.set_minor_locator(NullLocator())
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
     ax.set_xlim(vals[0] / 2 ** 0.3, vals[-1] * 2 ** 0.3)
+
+
+def _set_log_axis(ax, values: Sequence[float]) -> None:
+    """A log x axis ticked at the values that were run (learning rates: 0.001, 0.003, ...)."""
+    vals = sorted(set(float(v) for v in values if v and v > 0))
+    ax.set_xscale("log")
+    ax.xaxis.set_major_locator(FixedLocator(vals))
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.set_xlim(vals[0] / 10 ** 0.15, vals[-1] * 10 ** 0.15)
+
+
+def _position(values, categories: list[str] | None) -> np.ndarray:
+    """Where values of the swept key sit on the x axis: themselves, or a category's index."""
+    if categories is None:
+        return pd.to_numeric(values).to_numpy(dtype=float)
+    return np.array([categories.index(str(v)) for v in values], dtype=float)
+
+
+def _dodge(k: int, count: int, log: bool, xs: np.ndarray | None):
+    """The shift of the ``k``-th of ``count`` norms at a shared x, so that their error bars do
+    not overlap: a factor on a log axis, a fraction of the closest spacing on a linear one."""
+    offset = k - (count - 1) / 2
+    if count < 2:
+        return lambda v: v
+    if log:
+        return lambda v: v * 10 ** (0.02 * offset)
+    spacing = np.diff(np.unique(xs)).min() if xs is not None and len(np.unique(xs)) > 1 else 1.0
+    return lambda v: v + 0.06 * spacing * offset
 
 
 def _is_log_key(x: str, values: Sequence[float]) -> bool:
@@ -309,25 +351,33 @@ def plot_sweep(
     for ax, (fkey, frame) in zip(fig.axes, facets, strict=False):
         agg = aggregate(frame, [metric], ["label", x])
         categories = sorted(map(str, frame[x].unique())) if not numeric_x else None
-        for lab in order:
+        xvals = pd.to_numeric(frame[x], errors="coerce") if numeric_x else None
+        log_x = x == "batch_size" or (numeric_x and _is_log_key(x, xvals))
+        position = functools.partial(_position, categories=categories)
+        present = [lab for lab in order if (agg["label"] == lab).any()]
+        for k, lab in enumerate(present):
             a = agg[agg["label"] == lab]
-            if a.empty:
-                continue
-            xs = pd.to_numeric(a[x]).to_numpy() if numeric_x else \
-                np.array([categories.index(str(v)) for v in a[x]], dtype=float)
+            dodge = _dodge(k, len(present), log_x, position(frame[x]) if numeric_x else None)
+            xs = dodge(position(a[x]))
             sort = np.argsort(xs)
             xs = xs[sort]
             mean = a[f"{metric}_mean"].to_numpy()[sort] * scale
             lo = a[f"{metric}_ci_lo"].to_numpy()[sort] * scale
             hi = a[f"{metric}_ci_hi"].to_numpy()[sort] * scale
-            yerr = error_bars(mean, lo, hi)
+            few = a[f"{metric}_n"].to_numpy()[sort] < MIN_SEEDS_FOR_INTERVAL
+            yerr = np.where(few, 0.0, error_bars(mean, lo, hi))
             ax.errorbar(xs, mean, yerr=yerr, color=colors[lab], marker=marker_for(lab),
                         markersize=4, capsize=2.5, elinewidth=1.0, label=lab)
-        xvals = pd.to_numeric(frame[x], errors="coerce") if numeric_x else None
+            small = set(a[x].to_numpy()[sort][few])
+            seeds = frame[(frame["label"] == lab) & frame[x].isin(small)]
+            if len(seeds):  # below MIN_SEEDS_FOR_INTERVAL: each seed, no interval
+                ax.plot(dodge(position(seeds[x])), pd.to_numeric(seeds[metric], errors="coerce") * scale,
+                        linestyle="none", marker=marker_for(lab), markersize=3, alpha=0.5, color=colors[lab],
+                        markerfacecolor="none")
         if x == "batch_size":
             _set_log2_axis(ax, xvals)
-        elif numeric_x and _is_log_key(x, xvals):
-            ax.set_xscale("log")
+        elif log_x:
+            _set_log_axis(ax, xvals)
         elif not numeric_x:
             ax.set_xticks(range(len(categories)), categories)
         ax.set_xlabel(names.label(x))

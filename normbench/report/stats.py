@@ -32,6 +32,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats as _st
 
+from normbench.metrics import domain as metric_domain
+
 LEVEL = 0.95
 #: The power that :func:`min_detectable_effect` and :func:`seeds_needed` ask for.
 POWER = 0.8
@@ -247,13 +249,24 @@ def _groups(runs: pd.DataFrame, by: list[str]):
         yield (key if isinstance(key, tuple) else (key,)), frame
 
 
+def clip_to_domain(lo, hi, column: str):
+    """``lo`` and ``hi`` (scalars or arrays) clipped to the values ``column``'s metric can take
+    (an accuracy's t interval at 2 seeds can run past 100%), and whether any was clipped."""
+    low, high = metric_domain(column)
+    lo, hi = np.asarray(lo, dtype=float), np.asarray(hi, dtype=float)
+    clipped = bool(np.any(lo < low) or np.any(hi > high))
+    lo, hi = np.where(lo < low, low, lo), np.where(hi > high, high, hi)
+    return (float(lo), float(hi), clipped) if lo.ndim == 0 else (lo, hi, clipped)
+
+
 def aggregate(runs: pd.DataFrame, metrics: Sequence[str], by: Sequence[str]) -> pd.DataFrame:
     """One row per setting (``by``): for each metric its mean, std, n, ci_lo and ci_hi.
 
     Only completed runs enter the statistics; the ``runs``, ``completed``, ``failed``,
     ``diverged`` and ``running`` columns count every run of the setting so that nothing is
     dropped silently. Columns are ``<metric>_mean``, ``<metric>_std``, ``<metric>_n``,
-    ``<metric>_ci_lo``, ``<metric>_ci_hi``.
+    ``<metric>_ci_lo``, ``<metric>_ci_hi`` (clipped to the metric's domain: ``<metric>_clipped``
+    says so).
     """
     by = [k for k in by if k in runs.columns]
     metrics = [m for m in metrics if m in runs.columns]
@@ -268,7 +281,7 @@ def aggregate(runs: pd.DataFrame, metrics: Sequence[str], by: Sequence[str]) -> 
         for m in metrics:
             s = describe(pd.to_numeric(done[m], errors="coerce").to_numpy())
             row[f"{m}_mean"], row[f"{m}_std"], row[f"{m}_n"] = s.mean, s.std, s.n
-            row[f"{m}_ci_lo"], row[f"{m}_ci_hi"] = s.ci_lo, s.ci_hi
+            row[f"{m}_ci_lo"], row[f"{m}_ci_hi"], row[f"{m}_clipped"] = clip_to_domain(s.ci_lo, s.ci_hi, m)
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -428,13 +441,15 @@ def batch_threshold(
     return out
 
 
-def curve_band(curves: pd.DataFrame, x: str, y: str, grid: np.ndarray | None = None) -> pd.DataFrame:
+def curve_band(curves: pd.DataFrame, x: str, y: str, grid: np.ndarray | None = None, log: bool = False) -> pd.DataFrame:
     """Mean and pointwise 95% t band of ``y`` against ``x`` over the runs in ``curves``.
 
     With ``grid`` None the runs are assumed to share their ``x`` values (evaluation steps) and
     are aligned on them. With a grid (wall time differs between runs) each run is linearly
     interpolated onto it, and only grid points that every run reached are kept, so the mean
-    never mixes in extrapolated values. Returns columns ``x``, ``mean``, ``lo``, ``hi``, ``n``.
+    never mixes in extrapolated values. The band is clipped to ``y``'s domain (an accuracy
+    stays in [0, 1], a loss above 0). ``log``: for a log axis, the mean and band of log ``y``
+    (the geometric mean), which stay positive. Returns columns ``x``, ``mean``, ``lo``, ``hi``, ``n``.
     """
     per_run = []
     for _, run in curves.groupby("run_id", sort=True):
@@ -454,6 +469,8 @@ def curve_band(curves: pd.DataFrame, x: str, y: str, grid: np.ndarray | None = N
     if grid is not None:
         table = table.dropna()
     values = table.to_numpy()
+    if log:
+        values = np.log(np.where(values > 0, values, np.nan))
     n = np.isfinite(values).sum(axis=1)
     mean = np.nanmean(values, axis=1)
     lo = np.full(len(table), np.nan)
@@ -463,5 +480,8 @@ def curve_band(curves: pd.DataFrame, x: str, y: str, grid: np.ndarray | None = N
         sd = np.nanstd(values[ok], axis=1, ddof=1)
         half = _st.t.ppf(0.5 + LEVEL / 2, n[ok] - 1) * sd / np.sqrt(n[ok])
         lo[ok], hi[ok] = mean[ok] - half, mean[ok] + half
+    if log:
+        mean, lo, hi = np.exp(mean), np.exp(lo), np.exp(hi)
+    lo, hi, _ = clip_to_domain(lo, hi, y)
     return pd.DataFrame({"x": table.index.to_numpy(dtype=float), "mean": mean, "lo": lo,
                          "hi": hi, "n": n})

@@ -43,7 +43,8 @@ def fmt(value: float, metric: str = "", digits: int | None = None) -> str:
 
 
 def fmt_stat(row: pd.Series | dict, metric: str, scale_metric: str | None = None) -> str:
-    """``mean ± std [lo, hi]`` from an :func:`aggregate` row (``[lo, hi]`` needs two seeds)."""
+    """``mean ± std [lo, hi]`` from an :func:`aggregate` row (``[lo, hi]`` needs two seeds; an
+    interval that ran past the metric's range, e.g. above 100% at 2 seeds, says it was clipped)."""
     scale_metric = scale_metric or metric
     mean = row.get(f"{metric}_mean")
     if mean is None or not np.isfinite(mean):
@@ -54,7 +55,9 @@ def fmt_stat(row: pd.Series | dict, metric: str, scale_metric: str | None = None
         text += f" ± {fmt(std, scale_metric)}"
     lo, hi = row.get(f"{metric}_ci_lo"), row.get(f"{metric}_ci_hi")
     if lo is not None and np.isfinite(lo):
-        text += f" [{fmt(lo, scale_metric)}, {fmt(hi, scale_metric)}]"
+        flag = row.get(f"{metric}_clipped")
+        clipped = " clipped to the range" if isinstance(flag, (bool, np.bool_)) and flag else ""
+        text += f" [{fmt(lo, scale_metric)}, {fmt(hi, scale_metric)}{clipped}]"
     return text
 
 
