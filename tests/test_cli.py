@@ -135,3 +135,20 @@ def test_multirun_sweeps_and_isolates_a_failing_job(tmp_path):
     assert "batch_size>=2" in failed["error"]
     assert proc.stdout.strip().splitlines()[-1].startswith("sweep: 3 completed, 0 diverged, 1 failed")
     assert "Traceback" not in proc.stderr
+
+
+def test_run_version_is_normbench_and_unknown_options_and_unwritable_outputs_are_one_line(tmp_path):
+    assert cli("run", "--version", check=True).stdout.strip().startswith("normbench 0.")
+    wrong = cli("reproduce", "--sedes", "3")
+    assert wrong.exit_code == 2 and wrong.stderr.count("\n") == 1
+    assert "unknown option '--sedes'; did you mean --seeds?" in wrong.stderr and "unknown claim" not in wrong.stderr
+    sweep = tmp_path / "sweep"
+    from tests.report_runs import write_run
+    write_run(sweep, "r0")
+    for args, where in ((("report", sweep, "-o", "/proc/nope"), "-o OUT"),
+                        (("reproduce", "bn-sigmoid", "--report-only", "--out", "/proc/nope", "--runs", sweep),
+                         "--out DIR")):
+        result = cli(*args)
+        assert result.exit_code == 2, result.output
+        assert result.stderr.startswith("normbench: error: cannot write /proc/nope") and where in result.stderr
+        assert "Traceback" not in result.output and result.stderr.count("\n") == 1

@@ -98,6 +98,8 @@ def _dry_run(command: usage.CommandLine) -> None:
     context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
 )
 def run(ctx: typer.Context) -> None:
+    if "--version" in ctx.args or "-V" in ctx.args:  # normbench's, not Hydra's
+        _version(True)
     command = usage.parse(ctx.args)
     try:
         usage.check_arguments(command)
@@ -184,7 +186,11 @@ def report(
     """
     from normbench.report.terminal import report_command
 
-    code = report_command(dirs, out, x, metric, plot or None, quiet, seed_lines)
+    try:
+        code = report_command(dirs, out, x, metric, plot or None, quiet, seed_lines)
+    except OSError as exc:
+        typer.echo(_unwritable(exc, "-o OUT"), err=True)
+        raise typer.Exit(2) from None
     if code:
         raise typer.Exit(code)
 
@@ -277,6 +283,7 @@ def reproduce(
     names = [a for a in ctx.args if "=" not in a and not a.startswith("-")]
     extra = [a for a in ctx.args if a not in names]
     try:
+        _no_unknown_options(ctx)
         for name in names:
             if name not in CLAIMS:
                 raise ConfigError(f"unknown claim '{name}'; choose from: {', '.join(CLAIMS)}")
@@ -304,11 +311,35 @@ def reproduce(
     except ConfigError as exc:
         typer.echo(error_lines(exc), err=True)
         raise typer.Exit(2) from None
+    except OSError as exc:
+        typer.echo(_unwritable(exc, "--out DIR and --runs DIR"), err=True)
+        raise typer.Exit(2) from None
     not_run = [k for k, v in verdicts.items() if v.not_run]
     typer.echo(f"wrote {out / 'README.md'}: " + ", ".join(f"{k} {v.outcome}" for k, v in verdicts.items()))
     if not_run:
         typer.echo(f"normbench: error: not run: {', '.join(not_run)} (see the sweeps' errors above)", err=True)
         raise typer.Exit(1)
+
+
+def _no_unknown_options(ctx: typer.Context) -> None:
+    """An option ``reproduce`` does not take (``--sedes 3``) is refused by name, not read as a claim."""
+    import difflib
+
+    from normbench.errors import ConfigError
+
+    known = [o for p in ctx.command.params for o in p.opts if o.startswith("--")]
+    for arg in ctx.args:
+        if arg.startswith("-") and "=" not in arg:
+            close = difflib.get_close_matches(arg, known, n=1)
+            hint = f"did you mean {close[0]}? " if close else ""
+            raise ConfigError(f"unknown option '{arg}'; {hint}reproduce takes {', '.join(known)} "
+                              "(and KEY=VALUE overrides)")
+
+
+def _unwritable(exc: OSError, where: str) -> str:
+    """One line for an output directory that cannot be written."""
+    return (f"normbench: error: cannot write {exc.filename or 'the output'}: {exc.strerror or exc}; "
+            f"choose a writable place with {where}")
 
 
 def _check_extra(names: list[str], scale: str, seeds: int, runs: Path, extra: list[str]) -> None:
