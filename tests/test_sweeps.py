@@ -159,3 +159,9 @@ def test_a_single_run_without_a_validation_split_says_nothing_of_the_objective(t
                                       f"hydra.run.dir={tmp_path}"])
     assert result.exit_code == 0, result.output
     assert "objective" not in result.stderr
+
+
+def test_sweep_and_run_directory_names_hold_no_shell_metacharacters():
+    name = sweeps.sweep_name(sweeps.parse(["model.channels=[32,64]", "norm=batch,group"]))
+    assert not set(name) & set("[]*?(){}$`'\"\\|&;<> ") and name.startswith("model.channels=-32,64-_norm=batch")
+    assert sweeps.short_name("model.channels=[32,64],seed=0") != sweeps.short_name("model.channels=[32,65],seed=0")

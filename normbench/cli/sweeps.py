@@ -23,7 +23,8 @@ from normbench import records
 from normbench.config.identity import nuisance_keys
 
 SWEEPS_ROOT = "multirun"
-_SAFE = re.compile(r"^[A-Za-z0-9._,=+:@\-\[\]]+$")
+# No shell metacharacters: a name with [...] is a glob that zsh and bash's failglob refuse unquoted.
+_SAFE = re.compile(r"^[A-Za-z0-9._,=+:@\-]+$")
 _MAX_NAME = 100
 
 
