@@ -23,6 +23,7 @@ outputs on a laptop.
 
 from __future__ import annotations
 
+import datetime as _dt
 import hashlib
 import json
 import math
@@ -48,8 +49,9 @@ OUTCOME_FILE = "sweep_outcome.json"  # in a sweep directory: its runs counted by
 STATUSES = ("running", "completed", "failed", "diverged")
 
 #: The version of the records this normbench writes. 1: no ``record_version`` key (main before
-#: 2026-12); 2: ``record_version`` in summary.json and the checkpoint.
-RECORD_VERSION = 2
+#: 2026-12); 2: ``record_version`` in summary.json and the checkpoint; 3: the summary's
+#: ``ended_at``, and its ``env`` the git commit (``git``) and ``started_at``.
+RECORD_VERSION = 3
 RECORD_KINDS = ("summary", "checkpoint", "config")
 
 # What version 1 did not record, as version 1's built-in norms had it: whether the norm makes a
@@ -170,8 +172,14 @@ def build_summary(cfg, status: str, error: str | None = None, *, state=None, env
         "num_params": num_params,
         "error": error,
         "env": env or {},
+        "ended_at": now() if status in ("completed", "diverged", "failed") else None,
         **(extra or {}),
     }
+
+
+def now() -> str:
+    """The time, to the second, in UTC (ISO 8601): what records say a run started and ended at."""
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
 def record_failure(run_dir: Path, config: dict, message: str) -> None:
@@ -212,10 +220,13 @@ def upgrade(kind: str, record: dict) -> dict:
     if version == RECORD_VERSION:
         return record
     record = dict(record)
-    if kind == "summary":  # version 1's records of failed jobs named no metric
+    if kind == "summary" and version < 2:  # version 1's records of failed jobs named no metric
         record.setdefault("primary_metric", metrics.primary_of(record.get("final") or {}))
         m = record["primary_metric"]
         record.setdefault("higher_is_better", metrics.metric(m).higher_is_better if m in metrics.PRIMARY else True)
+    if kind == "summary":  # before version 3: no end time, no git commit or start time recorded
+        record.setdefault("ended_at", None)
+        record["env"] = {"git": None, "started_at": None, **(record.get("env") or {})}
     elif "source" not in record and "shuffle_rng" in record:  # a checkpoint before batch sources had state
         record["source"] = {"shuffle_rng": record["shuffle_rng"], "perm": (record.get("state") or {}).get("perm")}
     record["record_version"] = RECORD_VERSION

@@ -91,3 +91,19 @@ def test_a_record_of_an_unknown_version_is_refused(tmp_path, version):
     with pytest.raises(ValueError, match="record_version"):
         records.read_summary(tmp_path)
     assert load_runs([tmp_path]).skipped[0][1].startswith("corrupt summary.json")
+
+
+def test_a_summary_records_the_git_commit_and_when_the_run_started_and_ended(tmp_path, tiny_overrides):
+    import datetime
+    import subprocess
+
+    summary = train(compose(tiny_overrides), tmp_path / "run")
+    head = subprocess.run(["git", "-C", str(Path(records.__file__).parent), "rev-parse", "HEAD"],
+                          capture_output=True, text=True).stdout.strip()
+    assert summary["env"]["git"]["commit"] == head and isinstance(summary["env"]["git"]["dirty"], bool)
+    started, ended = (datetime.datetime.fromisoformat(t) for t in (summary["env"]["started_at"], summary["ended_at"]))
+    assert started <= ended and ended.tzinfo is not None
+    older = {**summary, "record_version": 2, "env": {"torch": "2.3.0"}}
+    del older["ended_at"]
+    upgraded = records.upgrade("summary", older)
+    assert upgraded["ended_at"] is None and upgraded["env"] == {"git": None, "started_at": None, "torch": "2.3.0"}

@@ -3,14 +3,18 @@ environment recorded in the summary (versions, device, threads, determinism flag
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
 import socket
+import subprocess
+from pathlib import Path
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 
 import normbench
+from normbench import records
 from normbench.errors import ConfigError
 from normbench.training import distributed
 
@@ -70,9 +74,26 @@ def set_threads(setting, device: torch.device, num_params: int) -> str:
     return f"auto: {cores} cores for {jobs} job{'s' if jobs > 1 else ''}"
 
 
+@functools.lru_cache(maxsize=1)
+def git_state() -> dict | None:
+    """The git commit of the normbench source that trains, and whether its tracked files differ
+    from it (``dirty``); None when it is not a git checkout (an installed wheel) or git is absent."""
+    where = Path(normbench.__file__).resolve().parent
+    try:
+        commit = subprocess.run(["git", "-C", str(where), "rev-parse", "HEAD"], capture_output=True, text=True,
+                                timeout=10, check=True).stdout.strip()
+        changes = subprocess.run(["git", "-C", str(where), "status", "--porcelain", "--untracked-files=no"],
+                                 capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return {"commit": commit, "dirty": bool(changes)} if commit else None
+
+
 def environment(device: torch.device, cfg: DictConfig, ctx: distributed.Context | None = None) -> dict:
     env = {
         "normbench": normbench.__version__,
+        "git": git_state(),
+        "started_at": records.now(),  # this process's start of the run (a resumed run: of its last segment)
         "torch": torch.__version__,
         "python": platform.python_version(),
         "host": socket.gethostname(),
