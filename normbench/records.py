@@ -44,6 +44,7 @@ EXAMPLES_FILE = "test_examples.npz"
 PREVIOUS_CHECKPOINT_FILE = "checkpoint.prev.pt"
 DIGEST_SUFFIX = ".sha256"
 LOCK_FILE = ".normbench.lock"
+LOG_FILE = "run.log"  # everything the run printed (normbench.cli.hydra_app.logged)
 OUTCOME_FILE = "sweep_outcome.json"  # in a sweep directory: its runs counted by status
 
 STATUSES = ("running", "completed", "failed", "diverged")

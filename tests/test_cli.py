@@ -152,3 +152,21 @@ def test_run_version_is_normbench_and_unknown_options_and_unwritable_outputs_are
         assert result.exit_code == 2, result.output
         assert result.stderr.startswith("normbench: error: cannot write /proc/nope") and where in result.stderr
         assert "Traceback" not in result.output and result.stderr.count("\n") == 1
+
+
+def test_a_run_logs_what_it_printed_and_a_second_writer_writes_nothing_into_its_log(tmp_path, capsys):
+    import fcntl
+
+    from normbench.cli.hydra_app import logged
+
+    run_dir = tmp_path / "run"
+    result = cli("run", "trainer.max_steps=4", "trainer.eval_every=2", f"hydra.run.dir={run_dir}")
+    assert result.exit_code == 0, result.output
+    log = (run_dir / records.LOG_FILE).read_text()
+    assert log.startswith("starting: batch norm") and "completed: batch norm" in log
+    with open(run_dir / records.LOG_FILE, "a") as held:  # another process logs this run
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with logged([run_dir]):
+            print("the second writer")
+    assert "the second writer" in capsys.readouterr().out  # still printed
+    assert "the second writer" not in (run_dir / records.LOG_FILE).read_text()

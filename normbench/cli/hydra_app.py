@@ -12,6 +12,7 @@ import os
 import secrets
 import shutil
 import sys
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import hydra
@@ -53,7 +54,7 @@ def final_line(summary: dict, run_dir: Path) -> str:
 # Written by RunDirOwner into a run directory it created, read once by the job: which
 # directories normbench made, so that a refused run removes those and never one of the user's.
 _CREATED = ".normbench-created-{pid}"
-_OWN_FILES = (".hydra", "normbench.log", records.LOCK_FILE)
+_OWN_FILES = (".hydra", "normbench.log", records.LOG_FILE, records.LOCK_FILE)
 # A run directory is untrusted: a marker is believed only if it carries this process's token, so
 # a marker planted in someone's directory cannot name directories for normbench to remove.
 _TOKEN = secrets.token_hex(16)
@@ -132,13 +133,107 @@ def start_line(cfg: DictConfig, run_dir: Path) -> str:
             f"seed {cfg.seed} | {run_dir}")
 
 
-def run_job(cfg: DictConfig) -> dict | None:
-    from normbench.training.preemption import Interrupted
+class _Tee:
+    """A text stream that also writes into log files (a run's ``run.log``): what the run prints
+    stays in its directory, whichever launcher ran it and however its output was interleaved."""
 
+    def __init__(self, stream, logs: list):
+        self.stream, self.logs = stream, logs
+
+    def write(self, text: str) -> int:
+        for log in self.logs:
+            log.write(text)
+        return self.stream.write(text)
+
+    def flush(self) -> None:
+        for log in self.logs:
+            log.flush()
+        self.stream.flush()
+
+    def __getattr__(self, name):  # isatty, fileno, encoding, ...: the terminal's
+        return getattr(self.stream, name)
+
+
+@contextmanager
+def logged(run_dirs: list[Path]):
+    """Everything printed to stdout and stderr inside, also appended to each run directory's
+    ``run.log`` (a resumed run's log goes on; a pack's members each get the pack's output). Under
+    torchrun only rank 0 writes it, as only rank 0 writes the run directory. The log is taken
+    before the run lock, with a lock of its own, so a process refused as the run's second writer
+    has written nothing into it."""
+    import fcntl
+
+    if os.environ.get("RANK", "0") != "0":
+        yield _Logs([], [])
+        return
+    with ExitStack() as stack:
+        logs = []
+        new: list[Path] = []  # the logs this process creates
+        for run_dir in run_dirs:
+            path = Path(run_dir) / records.LOG_FILE
+            existed = path.exists()
+            try:
+                log = stack.enter_context(open(path, "a", encoding="utf-8", buffering=1))
+                # One writer per log, as per run directory: a second process on the same run (which
+                # its run lock then refuses) must not write into the first one's log.
+                fcntl.flock(log.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:  # held by another process, or a directory that cannot hold a log: no log
+                continue
+            logs.append(log)
+            if not existed:
+                new.append(path)
+        saved = sys.stdout, sys.stderr
+        sys.stdout, sys.stderr = _Tee(sys.stdout, logs), _Tee(sys.stderr, logs)
+        try:
+            yield _Logs(logs, new)
+        finally:
+            sys.stdout, sys.stderr = saved
+
+
+class _Logs:
+    """The run logs :func:`logged` writes, and where each stood when it was opened."""
+
+    def __init__(self, files: list, created: list[Path]):
+        self.teed = files  # the list the streams write into
+        self.files = [(f, f.tell()) for f in files]
+        self.created = created
+
+    def discard(self) -> None:
+        """Take back what this process wrote, and write no more: a relaunch that trained nothing
+        (a finished run skipped, bad input refused) leaves an existing record as it was."""
+        for f, start in self.files:
+            f.flush()
+            f.truncate(start)
+        self.teed.clear()
+        for path in self.created:
+            path.unlink(missing_ok=True)
+
+
+def run_job(cfg: DictConfig) -> dict | None:
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
-    in_sweep = hydra_cfg.mode == RunMode.MULTIRUN
     created = _created_dirs(run_dir)
+    had_record = any((run_dir / name).exists() for name in (records.CONFIG_FILE, records.SUMMARY_FILE,
+                                                            records.CHECKPOINT_FILE))
+    with logged([run_dir]) as log:
+        # A relaunch that trains nothing (a finished run skipped, bad input refused) leaves an
+        # existing record as it was, its log included.
+        untouched = log.discard if had_record else (lambda: None)
+        summary, trained = _run_job(cfg, hydra_cfg, run_dir, created, untouched)
+        if not trained:
+            untouched()
+    if summary is None and not (run_dir / records.SUMMARY_FILE).exists():
+        _remove_fresh_dir(run_dir, created)  # a refused or busy run leaves no log behind either
+    return summary
+
+
+def _run_job(cfg: DictConfig, hydra_cfg, run_dir: Path, created: list[Path],
+             untouched) -> tuple[dict | None, bool]:
+    """The job, and whether it trained (or tried to: False for a skipped, busy or refused run);
+    ``untouched()`` before a refusal exits: it takes this process's lines back out of the log."""
+    from normbench.training.preemption import Interrupted
+
+    in_sweep = hydra_cfg.mode == RunMode.MULTIRUN
     try:
         if cfg.trainer.progress != "none" and os.environ.get("RANK", "0") == "0":
             print(start_line(cfg, run_dir), flush=True)
@@ -151,18 +246,19 @@ def run_job(cfg: DictConfig) -> dict | None:
         finished = finished_summary(cfg, run_dir)
         if finished is not None:  # a relaunched sweep: nothing to train
             print(skipped_line(finished, run_dir), flush=True)
-            return finished
+            return finished, False
         if in_sweep:
             round_robin_device(cfg, int(hydra_cfg.job.get("num") or 0))
         summary = train(cfg, run_dir)
         if not distributed.from_env().main:  # under torchrun: rank 0 wrote the record and prints the line
             _remove_fresh_dir(run_dir, created)  # an empty one too
-            return summary
+            return summary, True
     except records.RunDirBusy as exc:  # another process writes this run: leave it alone, record nothing
         if not in_sweep:
+            untouched()
             fail(str(exc))
         print(f"normbench: busy: {exc}", file=sys.stderr, flush=True)
-        return None
+        return None, False
     except Interrupted as exc:  # no scheduler to requeue us: stop here, resumable
         print(f"normbench: {exc}; run the same command to resume ({run_dir})", file=sys.stderr, flush=True)
         raise SystemExit(128 + exc.signum) from None
@@ -173,20 +269,21 @@ def run_job(cfg: DictConfig) -> dict | None:
     except ConfigError as exc:
         if not in_sweep:
             _remove_fresh_dir(run_dir, created)
+            untouched()
             fail(str(exc))
         print(error_lines(exc), file=sys.stderr, flush=True)
         records.record_failure(run_dir, OmegaConf.to_container(cfg, resolve=True), str(exc))
-        return None
+        return None, False
     except Exception as exc:  # recorded as failed by train(); one line here, no traceback
         message = f"run failed: {type(exc).__name__}: {exc} (record: {run_dir})"
         if not in_sweep:
             fail(message, code=1)
         print(f"normbench: error: {message}", file=sys.stderr, flush=True)
-        return None
+        return None, True
     print(final_line(summary, run_dir), flush=True)
     if summary["status"] == "diverged":
         print(f"normbench: the run diverged: {summary['error']}", file=sys.stderr, flush=True)
-    return summary
+    return summary, True
 
 
 def run_pack(cfg: DictConfig, members: list[tuple[dict, str]]) -> float:
@@ -194,11 +291,18 @@ def run_pack(cfg: DictConfig, members: list[tuple[dict, str]]) -> float:
     from it only in seed) as one pack (:func:`normbench.training.packing.train_pack`), print each
     run's final line, and return the lead's objective. Failures are recorded in every member's
     directory and the sweep goes on, as for a single job."""
+    run_dirs = [Path(HydraConfig.get().runtime.output_dir), *(Path(d) for _, d in members)]
+    cfgs = [cfg, *(OmegaConf.create(c) for c, _ in members)]
+    for run_dir in run_dirs:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    with logged(run_dirs):
+        return _run_pack(cfg, cfgs, run_dirs)
+
+
+def _run_pack(cfg: DictConfig, cfgs: list[DictConfig], run_dirs: list[Path]) -> float:
     from normbench.training.packing import train_pack
     from normbench.training.preemption import Interrupted
 
-    run_dirs = [Path(HydraConfig.get().runtime.output_dir), *(Path(d) for _, d in members)]
-    cfgs = [cfg, *(OmegaConf.create(c) for c, _ in members)]
     if cfg.trainer.progress != "none":
         for member, run_dir in zip(cfgs, run_dirs, strict=True):
             print(start_line(member, run_dir), flush=True)
