@@ -170,3 +170,22 @@ def test_a_run_logs_what_it_printed_and_a_second_writer_writes_nothing_into_its_
             print("the second writer")
     assert "the second writer" in capsys.readouterr().out  # still printed
     assert "the second writer" not in (run_dir / records.LOG_FILE).read_text()
+
+
+def test_experiment_and_debug_overlays_choose_without_a_plus_and_are_listed(tmp_path):
+    (tmp_path / "experiment").mkdir()
+    (tmp_path / "experiment" / "mine.yaml").write_text("# @package _global_\n# batch 8, my setup\nbatch_size: 8\n")
+    for spelling in ("experiment=mine", "+experiment=mine"):
+        job = cli("run", spelling, "--config-dir", tmp_path, "--cfg", "job", check=True).stdout
+        assert "\nbatch_size: 8\n" in f"\n{job}"  # the overlay overrides config.yaml's own value
+    tiny = cli("run", "debug=tiny", "--cfg", "job", check=True).stdout
+    assert "max_steps: 20" in tiny and "eval_every: 10" in tiny
+    listed = cli("list", "experiments", "--config-dir", tmp_path, check=True).stdout
+    assert listed == "experiments:\n  mine  batch 8, my setup\n"
+    assert "(none: add yours as configs/experiment/NAME.yaml" in cli("list", "experiments", check=True).stdout
+    assert "gn-batch-size" in cli("list", "claims", check=True).stdout
+    for args in (("experiment=gn-batch-size",), ("experiment=gn-batch-size", "--config-dir", tmp_path)):
+        refused = cli("run", *args)
+        assert refused.exit_code == 2 and "is a claim, not an experiment overlay; run it with `normbench " \
+            "reproduce gn-batch-size`" in refused.stderr and refused.stderr.count("\n") == 1
+    assert "unknown experiment 'nope': no experiment overlays" in cli("run", "experiment=nope").stderr

@@ -55,12 +55,10 @@ class Sweep:
 
 
 def catalog() -> dict[str, dict[str, str]]:
-    """The claims' and experiments' sections of `normbench list`, from their spec files."""
+    """The claims' section of `normbench list`, from their spec files (the experiments' section
+    lists the user's own overlays, `experiment=NAME`: :mod:`normbench.config.catalog`)."""
     specs = {name: load_experiment(name) for name in experiment_names()}
-    return {
-        "experiments": {name: str(spec.get("description", "")) for name, spec in specs.items()},
-        "claims": {name: f"{spec.get('title', '')} ({spec.get('paper', '')})" for name, spec in specs.items()},
-    }
+    return {"claims": {name: f"{spec.get('title', '')} ({spec.get('paper', '')})" for name, spec in specs.items()}}
 
 
 def experiment_names() -> list[str]:

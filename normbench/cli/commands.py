@@ -62,7 +62,7 @@ Config help: `normbench run --config-help` lists the config groups and their opt
 `normbench run --hydra-help` shows Hydra's own flags.
 """
 
-_LIST_WHAT = ("norms", "models", "datasets", "optimizers", "experiments", "claims")
+_LIST_WHAT = ("norms", "models", "datasets", "optimizers", "experiments", "debug", "claims")
 
 
 def _version(value: bool) -> None:
@@ -225,6 +225,10 @@ def list_(
     entries = {**catalog(roots), **experiments.catalog()}
     for section in [what] if what else entries:
         typer.echo(f"{section}:")
+        if not entries[section]:
+            typer.echo("  (none: add yours as configs/experiment/NAME.yaml and pass --config-dir configs)"
+                       if section == "experiments" else "  (none)")
+            continue
         width = max(len(name) for name in entries[section])
         for name, description in entries[section].items():
             typer.echo(f"  {name:<{width}}  {description}")

@@ -64,11 +64,17 @@ class CommandLine:
         return args
 
 
+_LISTED_GROUPS = ("+experiment=", "+debug=")
+
+
 def parse(args) -> CommandLine:
     """``normbench run``'s arguments as one :class:`CommandLine`."""
     from normbench.cli import sweeps
 
     args = ["--help" if a == "--config-help" else a for a in args]
+    # `experiment` and `debug` are in the defaults list (null): both spellings choose one, with or
+    # without the `+` of lightning-hydra-template's README (Hydra refuses `+` for a listed group).
+    args = [a[1:] if a.startswith(_LISTED_GROUPS) else a for a in args]
     flags = [a for a in args if a in _MULTIRUN]
     dry_run = "--dry-run" in args
     args = [*flags, *(a for a in args if a not in flags and a != "--dry-run")]
@@ -108,20 +114,25 @@ def _check_group_choices(configs: Configs) -> None:
     """
     from hydra.core.object_type import ObjectType
 
+    from normbench.claims.experiments import experiment_names
+
+    claims = set(experiment_names())
     for override in configs.overrides:
         group = override.key_or_group
         parent, _, name = group.rpartition("/")
-        if override.is_delete() or name not in configs.options(parent, ObjectType.GROUP):
-            if group == "experiment":
-                value = override.value()
-                raise UsageError(f"{override.input_line}: a claim's experiment is not a Hydra config group; "
-                                 f"run it with `normbench reproduce {value}` (`normbench reproduce {value} "
-                                 "--dry-run` prints the `normbench run -m` commands it runs)")
-            continue
-        known = configs.options(group)
-        for value in _values(override) or []:
-            if str(value) not in known:
+        known = configs.options(group) if not override.is_delete() and name in configs.options(
+            parent, ObjectType.GROUP) else []
+        for value in (_values(override) or []) if group in ("experiment", "+experiment") or known else []:
+            if str(value) in known:
+                continue
+            if group.lstrip("+") == "experiment" and str(value) in claims:
+                raise UsageError(f"{override.input_line}: {value} is a claim, not an experiment overlay; run it "
+                                 f"with `normbench reproduce {value}` (`normbench reproduce {value} --dry-run` prints "
+                                 "the `normbench run -m` commands it runs)")
+            if known:
                 raise UsageError(f"unknown {group} '{value}'; choose one of: {', '.join(known)}")
+            raise UsageError(f"unknown experiment '{value}': no experiment overlays on the search path; write "
+                             f"configs/experiment/{value}.yaml and pass --config-dir configs")
 
 
 def _check_values(configs: Configs) -> Exception | None:

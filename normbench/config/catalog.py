@@ -15,7 +15,8 @@ from omegaconf import OmegaConf
 
 CONFIG_DIR = Path(__file__).parents[1] / "configs"
 #: the section of `normbench list` -> its config group
-GROUPS = {"norms": "norm", "models": "model", "datasets": "dataset", "optimizers": "optim"}
+GROUPS = {"norms": "norm", "models": "model", "datasets": "dataset", "optimizers": "optim",
+          "experiments": "experiment", "debug": "debug"}
 
 
 def option_files(group: str, roots) -> dict[str, Path]:
@@ -45,7 +46,17 @@ def group_options(group: str, roots=()) -> dict[str, str]:
     """Each option of config group ``group`` (in normbench's config directory and ``roots``, the
     search path's other directories) and its one-line description."""
     paths = option_files(group, (CONFIG_DIR, *roots))
-    return {name: str(OmegaConf.load(paths[name]).get("description", "")) for name in sorted(paths)}
+    return {name: _description(paths[name]) for name in sorted(paths)}
+
+
+def _description(path: Path) -> str:
+    """An option's ``description`` key, or for an overlay of the global config (``# @package
+    _global_``, where a key would land in every run's config) its first comment line."""
+    text = path.read_text(encoding="utf-8")
+    if "@package _global_" not in text.split("\n", 1)[0]:
+        return str(OmegaConf.create(text).get("description", "") or "")
+    comments = [line.lstrip("# ").strip() for line in text.splitlines()[1:] if line.startswith("#")]
+    return comments[0] if comments else str(OmegaConf.create(text).get("description", "") or "")
 
 
 def catalog(roots=()) -> dict[str, dict[str, str]]:
