@@ -75,6 +75,7 @@ def test_version_list_and_help():
     assert "--config-help" in run_help and "--cfg job" in run_help and "-m" in run_help
     groups = cli("run", "--config-help", check=True).stdout
     assert "norm: batch, ghost, group, instance, layer, none, renorm, rms, weight" in groups
+    assert "debug: tiny" in groups and "norm/population" not in groups and "optim/common" not in groups
 
 
 def test_cfg_job_prints_the_composed_config_without_training(tmp_path):

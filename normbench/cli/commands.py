@@ -121,7 +121,7 @@ def run(ctx: typer.Context) -> None:
     if sweep_dir is not None:  # the outcome of this launch, not of an earlier one
         (sweep_dir / records.OUTCOME_FILE).unlink(missing_ok=True)
     try:
-        with _hydra_command_line(args):
+        with _hydra_command_line(args), _without_internal_groups("--config-help" in ctx.args):
             hydra_app.main()
     except SystemExit:
         raise
@@ -138,6 +138,26 @@ def run(ctx: typer.Context) -> None:
     outcome = records.read_sweep_outcome(sweep_dir) if sweep_dir is not None else None
     if outcome and (outcome.get("failed") or outcome.get("missing")):
         raise typer.Exit(1)
+
+
+@contextmanager
+def _without_internal_groups(active: bool):
+    """``--config-help`` without the groups that only other options include (``norm/population``,
+    ``optim/common``: a subgroup is never chosen on the command line)."""
+    if not active:
+        yield
+        return
+    import io
+    import re
+    from contextlib import redirect_stdout
+
+    buffer = io.StringIO()
+    try:
+        with redirect_stdout(buffer):
+            yield
+    finally:
+        sys.stdout.write("".join(line for line in buffer.getvalue().splitlines(keepends=True)
+                                 if not re.match(r"^[\w.-]+/[\w/.-]+: ", line)))
 
 
 @contextmanager
