@@ -190,3 +190,17 @@ def test_experiment_and_debug_overlays_choose_without_a_plus_and_are_listed(tmp_
         assert refused.exit_code == 2 and "is a claim, not an experiment overlay; run it with `normbench " \
             "reproduce gn-batch-size`" in refused.stderr and refused.stderr.count("\n") == 1
     assert "unknown experiment 'nope': no experiment overlays" in cli("run", "experiment=nope").stderr
+
+
+def test_a_missing_config_dir_and_stray_list_arguments_are_refused_by_name(tmp_path):
+    missing = tmp_path / "nope"
+    for args in (("run", "--config-dir", missing, "norm=gn4"), ("list", "--config-dir", missing)):
+        result = cli(*args)
+        assert result.exit_code == 2 and result.stderr.count("\n") == 1
+        assert result.stderr.startswith(f"normbench: error: config directory {missing} does not exist")
+    for stray in ("extra", "foo=bar"):
+        result = cli("list", "norms", stray)
+        assert result.exit_code == 2 and f"`normbench list` does not take '{stray}'" in result.stderr
+    (tmp_path / "experiment").mkdir()
+    (tmp_path / "experiment" / "mine.yaml").write_text("# @package _global_\n# mine\nseed: 3\n")
+    assert cli("list", "--config-dir", tmp_path, "experiments", check=True).stdout == "experiments:\n  mine  mine\n"

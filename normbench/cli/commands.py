@@ -232,12 +232,29 @@ def list_(
     from normbench.cli import sweeps
     from normbench.config.catalog import catalog
 
+    args, positional = [], []  # the search path's arguments; what to list, and anything else
+    given = [what, *ctx.args] if what is not None else list(ctx.args)
+    for i, a in enumerate(given):
+        value = i and given[i - 1] in ("--config-dir", "-cd")
+        (args if a in ("--config-dir", "-cd") or value or a.startswith(("--config-dir=", "hydra.searchpath="))
+         else positional).append(a)
+    what, stray = (positional[0], positional[1:]) if positional and not positional[0].startswith("-") \
+        and "=" not in positional[0] else (None, positional)
     if what is not None and what not in _LIST_WHAT:
         typer.echo(f"normbench: error: cannot list '{what}'; choose one of: {', '.join(_LIST_WHAT)}", err=True)
         raise typer.Exit(2)
+    if stray:
+        typer.echo(f"normbench: error: `normbench list` does not take '{stray[0]}'; it takes what to list "
+                   f"({', '.join(_LIST_WHAT)}), --config-dir DIR and hydra.searchpath=[...] only", err=True)
+        raise typer.Exit(2)
     try:
-        command = usage.parse(ctx.args)
-        roots = usage.search_path(command.args, command.parsed or sweeps.parse(command.overrides))
+        command = usage.parse(args)
+        parsed = command.parsed or sweeps.parse(command.overrides)
+        usage.check_config_dirs(command.args, parsed)
+        roots = usage.search_path(command.args, parsed)
+    except usage.UsageError as exc:
+        typer.echo(f"normbench: error: {exc}", err=True)
+        raise typer.Exit(2) from None
     except Exception as exc:
         typer.echo(f"normbench: error: {usage.one_line(exc)}; `normbench list` takes --config-dir DIR and "
                    "hydra.searchpath=[...] only", err=True)

@@ -94,6 +94,7 @@ def check_arguments(command: CommandLine) -> None:
     the schema refuses, each swept value of a sweep (:func:`_check_values`). Both ask Hydra's
     config repository, opened once."""
     check_launcher(command)
+    check_config_dirs(command.args, command.parsed or ())
     problem = None
     with hydra_configs(command) as configs:
         if configs is None:
@@ -253,6 +254,17 @@ def search_entries(args: list[str], parsed) -> list[str]:
         if override.key_or_group == "hydra.searchpath" and isinstance(override.value(), list):
             entries += [str(entry) for entry in override.value()]
     return entries
+
+
+def check_config_dirs(args: list[str], parsed) -> None:
+    """A config directory that does not exist is refused by name (Hydra would skip it, and a run
+    would fail later on an option it should have held: "unknown norm 'gn4'")."""
+    for entry in search_entries(args, parsed):
+        scheme, _, where = entry.partition("://")
+        if scheme == "file" and not Path(where).is_dir():
+            raise UsageError(f"config directory {where} does not exist; give the directory that holds your "
+                             "config groups (my_configs for my_configs/norm/gn4.yaml), with --config-dir DIR or "
+                             "hydra.searchpath=[file://DIR]")
 
 
 def search_path(args: list[str], parsed) -> list[Path]:
