@@ -204,3 +204,10 @@ def test_a_missing_config_dir_and_stray_list_arguments_are_refused_by_name(tmp_p
     (tmp_path / "experiment").mkdir()
     (tmp_path / "experiment" / "mine.yaml").write_text("# @package _global_\n# mine\nseed: 3\n")
     assert cli("list", "--config-dir", tmp_path, "experiments", check=True).stdout == "experiments:\n  mine  mine\n"
+
+
+def test_a_run_directory_of_another_config_says_which_key_differs(tmp_path):
+    cli("run", "debug=tiny", f"hydra.run.dir={tmp_path}", check=True)
+    refused = cli("run", "debug=tiny", "batch_size=16", f"hydra.run.dir={tmp_path}")
+    assert refused.exit_code == 2 and refused.stderr.count("\n") == 1
+    assert f"{tmp_path} holds a run with another config (batch_size: 32 there, 16 now)" in refused.stderr

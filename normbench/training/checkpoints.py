@@ -21,7 +21,7 @@ import torch
 from omegaconf import DictConfig
 
 from normbench import records
-from normbench.config.identity import config_dict, same_run
+from normbench.config.identity import config_dict, differences, same_run
 from normbench.errors import ConfigError
 
 
@@ -158,9 +158,11 @@ class Checkpoints:
             ckpt = records.upgrade("checkpoint", ckpt)
         except ValueError as exc:
             raise ConfigError(f"{path}: {exc}; move it away to train this run from the start") from None
-        if not same_run(records.upgrade("config", ckpt["config"]), self.config):
+        recorded = records.upgrade("config", ckpt["config"])
+        if not same_run(recorded, self.config):
+            found = "; ".join(differences(recorded, self.config)) or "its resolved config differs"
             raise ConfigError(
-                f"{self.run_dir} holds a run with another config; resume it with the same overrides "
+                f"{self.run_dir} holds a run with another config ({found}); resume it with the same overrides "
                 f"or choose a new directory (hydra.run.dir=...)"
             )
         for name, part in parts.items():
