@@ -153,3 +153,13 @@ def test_torn_metrics_line_is_ignored(tmp_path):
     rs = load_runs([tmp_path])
     assert len(rs.curves) == len([json.loads(x) for x in
                                   (run / "metrics.jsonl").read_text().splitlines()[:-1]])
+
+
+def test_a_completed_run_with_a_truncated_history_is_reported_as_damaged(tmp_path):
+    whole, cut = write_run(tmp_path, "whole"), write_run(tmp_path, "cut", seed=1)
+    metrics = cut / "metrics.jsonl"
+    metrics.write_bytes(metrics.read_bytes()[:200])
+    rs = load_runs([tmp_path])
+    assert [p.rsplit("/", 1)[-1] for p in rs.runs["run_dir"].astype(str)] == [whole.name]
+    (where, why), = rs.skipped
+    assert where.name == "cut" and why.startswith("damaged metrics.jsonl: its last evaluation is at step")

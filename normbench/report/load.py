@@ -33,6 +33,7 @@ from normbench.config.identity import nuisance_keys
 from normbench.metrics import PRIMARY, primary_of
 from normbench.records import (
     CONFIG_FILE,
+    METRICS_FILE,
     SUMMARY_FILE,
     find_run_dirs,
     read_config,
@@ -321,7 +322,17 @@ def _read_run(run_dir: Path) -> tuple[dict, dict, list[dict]] | str:
         cfg = flatten(read_config(run_dir))
     except (yaml.YAMLError, ValueError, UnicodeDecodeError) as exc:
         return f"corrupt {CONFIG_FILE}: {_one_line(exc)}"
-    return summary, cfg, read_metrics(run_dir)
+    if summary.get("status") != "completed":
+        return summary, cfg, read_metrics(run_dir)
+    try:  # a completed run's history must be whole: its curves and medians are read from it
+        history = read_metrics(run_dir, strict=True)
+    except ValueError as exc:
+        return f"damaged {METRICS_FILE}: {_one_line(exc)}"
+    if not history or history[-1].get("step") != summary.get("steps"):
+        last = history[-1].get("step") if history else None
+        return (f"damaged {METRICS_FILE}: its last evaluation is at step {last}, and the completed run's summary "
+                f"says {summary.get('steps')} steps (truncated or edited)")
+    return summary, cfg, history
 
 
 def _run_table(rows: list[dict], configs: list[dict]) -> tuple[pd.DataFrame, list[str]]:
