@@ -211,3 +211,12 @@ def test_a_run_directory_of_another_config_says_which_key_differs(tmp_path):
     refused = cli("run", "debug=tiny", "batch_size=16", f"hydra.run.dir={tmp_path}")
     assert refused.exit_code == 2 and refused.stderr.count("\n") == 1
     assert f"{tmp_path} holds a run with another config (batch_size: 32 there, 16 now)" in refused.stderr
+
+
+def test_shell_completion_installs_and_answers_the_hook_it_installs():
+    hook = normbench("run", "-sc", "install=bash", check=True).stdout
+    assert "-sc query=bash" in hook and "complete -o nospace" in hook
+    # what the hook runs on TAB: `normbench -sc query=bash`, with the line in COMP_LINE
+    for line, expected in (("normbench run norm=gr", "norm=group"), ("normbench run optim.l", "optim.lr=")):
+        answer = normbench("-sc", "query=bash", env={"COMP_LINE": line, "COMP_POINT": str(len(line))}, check=True)
+        assert expected in answer.stdout.split(), answer.stdout

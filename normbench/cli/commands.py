@@ -100,6 +100,12 @@ def _dry_run(command: usage.CommandLine) -> None:
 def run(ctx: typer.Context) -> None:
     if "--version" in ctx.args or "-V" in ctx.args:  # normbench's, not Hydra's
         _version(True)
+    if any(a in _COMPLETION for a in ctx.args):  # Hydra's shell completion: install, uninstall, query
+        from normbench.cli import hydra_app
+
+        with _hydra_command_line(list(ctx.args)):
+            hydra_app.main()
+        return
     command = usage.parse(ctx.args)
     try:
         usage.check_arguments(command)
@@ -397,7 +403,23 @@ def _check_extra(names: list[str], scale: str, seeds: int, runs: Path, extra: li
             raise ConfigError(f"{name}: {exc}") from None
 
 
+_COMPLETION = ("-sc", "--shell-completion")
+
+
+def _completion_query(argv: list[str]) -> list[str]:
+    """The hook ``normbench run -sc install=bash`` installs calls ``normbench -sc query=bash`` with
+    the line in ``COMP_LINE`` (``normbench run norm=gr``): hand it to ``run``'s Hydra, with the
+    line as Hydra reads a line of its own app (``normbench norm=gr``)."""
+    line = os.environ.get("COMP_LINE", "").split(" ")
+    if len(line) > 1 and line[1] == "run":
+        os.environ["COMP_LINE"] = " ".join([line[0], *line[2:]])
+    return ["run", *argv]
+
+
 def main() -> None:
+    argv = sys.argv[1:]
+    if argv and argv[0] in _COMPLETION:
+        sys.argv = [sys.argv[0], *_completion_query(argv)]
     app()
 
 

@@ -293,7 +293,7 @@ class UsageError(Exception):
 
 # Hydra's command-line flags that take a value (``--cfg job``, ``-cn NAME``); ``--info`` may.
 _FLAGS_WITH_VALUE = {"--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name", "-cn",
-                     "--config-dir", "-cd", "--experimental-rerun"}
+                     "--config-dir", "-cd", "--experimental-rerun", "--shell-completion", "-sc"}
 _INFO_TOPICS = {"all", "config", "defaults", "defaults-tree", "plugins", "searchpath"}
 
 
