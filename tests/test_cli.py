@@ -220,3 +220,25 @@ def test_shell_completion_installs_and_answers_the_hook_it_installs():
     for line, expected in (("normbench run norm=gr", "norm=group"), ("normbench run optim.l", "optim.lr=")):
         answer = normbench("-sc", "query=bash", env={"COMP_LINE": line, "COMP_POINT": str(len(line))}, check=True)
         assert expected in answer.stdout.split(), answer.stdout
+
+
+def test_runs_indexes_every_run_with_integers_as_integers_and_relative_paths(tmp_path):
+    import csv
+
+    from tests.report_runs import write_run
+
+    sweep = tmp_path / "sweep"
+    for seed in (0, 1):
+        write_run(sweep, f"s{seed}", seed=seed, norm="group")
+    write_run(sweep, "bn", norm="batch", seed=0)
+    (sweep / "broken").mkdir()
+    (sweep / "broken" / "summary.json").write_text("{not json")
+    out = tmp_path / "index" / "runs.csv"
+    result = cli("runs", sweep, "-o", out)
+    assert result.exit_code == 0, result.output
+    assert "4 run directories" in result.stdout and "unreada" in result.stdout
+    rows = list(csv.DictReader(out.open()))
+    assert [r["status"] for r in rows][:3] == ["completed"] * 3 and rows[3]["status"].startswith("unreadable")
+    assert {r["directory"] for r in rows} == {f"../sweep/{n}" for n in ("s0", "s1", "bn", "broken")}
+    assert rows[0]["steps"] == "400" and rows[0]["seed"] in ("0", "1")  # integers, not 400.0
+    assert cli("runs", tmp_path / "nope").exit_code == 2

@@ -315,3 +315,17 @@ def test_norms_at_a_shared_x_are_dodged_and_a_log_axis_is_ticked_at_the_rates_ru
     ax.plot([0.001, 0.003, 0.01], [1, 2, 3])
     _set_log_axis(ax, [0.001, 0.003, 0.01])
     assert list(ax.get_xticks()) == [0.001, 0.003, 0.01]
+
+
+def test_report_csvs_keep_integers_and_hold_relative_paths_only(tmp_path):
+    import csv
+
+    sweep = tiny_sweep(tmp_path / "sweep")
+    (sweep / "broken").mkdir()
+    (sweep / "broken" / "summary.json").write_text("{not json")
+    build_report([sweep], tmp_path / "out")
+    runs = list(csv.DictReader((tmp_path / "out" / "runs.csv").open()))
+    assert all(not r["steps"].endswith(".0") and not r["batch_size"].endswith(".0") for r in runs)
+    assert all(not r["run_dir"].startswith("/") for r in runs)
+    (skipped,) = list(csv.DictReader((tmp_path / "out" / "skipped.csv").open()))
+    assert skipped["directory"] == "../sweep/broken"

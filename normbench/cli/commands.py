@@ -221,6 +221,28 @@ def report(
         raise typer.Exit(code)
 
 
+@app.command()
+def runs(
+    dirs: list[Path] = typer.Argument(..., metavar="DIR", show_default=False,
+                                      help="Run or sweep directories, searched recursively."),
+    out: Path = typer.Option(None, "-o", "--out", metavar="FILE.csv", help="Also write the index as CSV."),
+) -> None:
+    """An index of every run under DIR...: its status, the config keys that differ, the headline
+    metrics and its path; unreadable directories with why.
+
+    Examples: `normbench runs multirun/`, `normbench runs multirun/ outputs/ -o runs.csv`.
+    """
+    from normbench.report.terminal import index_command
+
+    try:
+        code = index_command(dirs, out)
+    except OSError as exc:
+        typer.echo(_unwritable(exc, "-o FILE.csv"), err=True)
+        raise typer.Exit(2) from None
+    if code:
+        raise typer.Exit(code)
+
+
 @app.command("list", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def list_(
     ctx: typer.Context,

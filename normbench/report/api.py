@@ -7,7 +7,6 @@ or training code.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -126,16 +125,6 @@ def make_report(
     return build_report(dirs, out_dir, x=x, metric=metric, plots=plots, title=title, seed_lines=seed_lines).path
 
 
-def _portable(runs: pd.DataFrame, out_dir: Path) -> pd.DataFrame:
-    """``runs`` with run directories relative to the report directory (no machine's absolute
-    paths in a CSV that may be committed or shared)."""
-    if "run_dir" not in runs:
-        return runs
-    rel = runs["run_dir"].map(lambda d: os.path.relpath(Path(d).resolve(), Path(out_dir).resolve())
-                              if isinstance(d, str | Path) else d)
-    return runs.assign(run_dir=rel)
-
-
 def build_report(
     dirs: Sequence[Path | str] | Path | str,
     out_dir: Path | str,
@@ -230,11 +219,11 @@ def _write_tables(rs: RunSet, out_dir: Path, metric: str, keys: list[str]) -> pd
     # not a mean over the runs that got there.
     numeric = [c for c in rs.runs.columns if c.startswith(("final_", "best_", "selected_")) or c in (
         "generalization_gap", "wall_time_s", "train_time_s", "samples_per_s")]
-    aggregate(rs.runs, numeric, [*keys, "label"]).to_csv(out_dir / "summary.csv", index=False)
-    _portable(rs.runs, out_dir).to_csv(out_dir / "runs.csv", index=False)
+    tables.write_csv(aggregate(rs.runs, numeric, [*keys, "label"]), out_dir / "summary.csv")
+    tables.write_csv(rs.runs, out_dir / "runs.csv")
     diffs = tables.difference_table(rs, metric)
-    diffs.attrs.get("raw", pd.DataFrame()).to_csv(out_dir / "differences.csv", index=False)
-    tables.skipped_table(rs).to_csv(out_dir / "skipped.csv", index=False)
+    tables.write_csv(diffs.attrs.get("raw", pd.DataFrame()), out_dir / "differences.csv")
+    tables.write_csv(tables.skipped_table(rs), out_dir / "skipped.csv")
     return diffs
 
 

@@ -8,12 +8,14 @@ digit: accuracies and errors in percent, ``mean ± std [95% CI]`` for statistics
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from normbench.metrics import is_percent
+from normbench.metrics import is_percent, metric_of
 from normbench.metrics import metric as metric_spec
 from normbench.report import names
 from normbench.report.load import RunSet, per_example
@@ -211,6 +213,29 @@ def skipped_table(rs: RunSet) -> pd.DataFrame:
     return pd.DataFrame([{"directory": str(d), "reason": why} for d, why in rs.skipped])
 
 
+#: Columns that hold paths: written relative to the CSV's directory.
+PATH_COLUMNS = ("run_dir", "directory")
+
+
+def write_csv(frame: pd.DataFrame, path: Path) -> None:
+    """``frame`` as CSV at ``path``, as a person reads it and a script parses it: paths relative to
+    the CSV's directory (no machine's absolute paths in a file that may be committed or shared),
+    and counts as integers (a column of steps, seeds or batch sizes that holds a missing value
+    would otherwise read 32.0)."""
+    out = frame.copy()
+    for col in PATH_COLUMNS:
+        if col in out:
+            out[col] = out[col].map(lambda d: os.path.relpath(Path(d).resolve(), Path(path).parent.resolve())
+                                    if isinstance(d, str | Path) and str(d) else d)
+    for col in out.columns:
+        values = out[col]
+        found = metric_of(str(col))
+        if pd.api.types.is_float_dtype(values) and (found is None or found.name == "steps") and \
+                values.dropna().map(float.is_integer).all() and values.notna().any():
+            out[col] = values.astype("Int64")
+    out.to_csv(path, index=False)
+
+
 def incomplete_table(rs: RunSet) -> pd.DataFrame:
     """Every run that did not complete (failed, diverged, still running), with its error."""
     runs = rs.runs
@@ -224,3 +249,19 @@ def incomplete_table(rs: RunSet) -> pd.DataFrame:
                      "steps": fmt(r.get("steps", float("nan")), "steps"),
                      "error": " ".join(str(r.get("error") or "").split())[:160] or "–"})
     return pd.DataFrame(rows)
+
+
+def run_index(rs: RunSet) -> pd.DataFrame:
+    """One row per run directory found (``normbench runs``): its path, status, the config keys
+    that differ between the runs (seed included), steps, the headline metrics (final test and
+    validation score, the test score at the best validation step) and wall time; then every
+    directory that could not be read, with why."""
+    m = rs.primary_metric
+    runs = rs.runs
+    keys = [*rs.swept_keys, *(["seed"] if "seed" in runs and "seed" not in rs.swept_keys else [])]
+    metrics = [c for c in ("steps", f"final_test_{m}", f"final_val_{m}", f"selected_test_{m}", "wall_time_s")
+               if c in runs]
+    index = runs[["run_dir", "status", *keys, *metrics]].rename(columns={"run_dir": "directory"}) \
+        if not runs.empty else pd.DataFrame(columns=["directory", "status"])
+    skipped = pd.DataFrame([{"directory": str(d), "status": f"unreadable: {why}"} for d, why in rs.skipped])
+    return pd.concat([index, skipped], ignore_index=True) if len(skipped) else index.reset_index(drop=True)

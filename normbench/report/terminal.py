@@ -87,3 +87,43 @@ def report_command(dirs: Sequence[Path], out: Path | None = None, x: str | None 
             console.print(f"note: {note}", highlight=False)
         console.print(f"report: {report.path}", highlight=False)
     return 0
+
+
+def index_command(dirs: Sequence[Path], out: Path | None = None, console: Console | None = None) -> int:
+    """``normbench runs``: the index of every run under ``dirs`` as a terminal table (paths
+    relative to the working directory), and as CSV at ``out`` when given; 2 when none is found."""
+    import os
+
+    from normbench.report.load import load_runs
+
+    console = console or Console()
+    missing = [d for d in dirs if not Path(d).exists()]
+    if missing:
+        print(f"normbench: error: {missing[0]} does not exist; give run or sweep directories", file=sys.stderr)
+        return 2
+    rs = load_runs(dirs)
+    index = tables.run_index(rs)
+    if index.empty:
+        print(f"normbench: error: no run directories under {', '.join(map(str, dirs))}", file=sys.stderr)
+        return 2
+    if out is not None:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        tables.write_csv(index, Path(out))
+    # In the terminal: each run by its path below the inputs' common root, short heads.
+    names = dict(zip(rs.runs.get("run_dir", []), rs.runs.get("run_id", []), strict=True))
+    shown = index.assign(directory=index["directory"].map(lambda d: names.get(d) or os.path.relpath(Path(d).resolve())))
+    heads = {"directory": "run", f"final_test_{rs.primary_metric}": "test", f"final_val_{rs.primary_metric}": "val",
+             f"selected_test_{rs.primary_metric}": "test at val best", "wall_time_s": "wall s"}
+    table = Table(title=f"normbench: {len(index)} run directories", header_style="bold",
+                  caption=f"test, val: final {rs.primary_metric}" + (" (%)" if rs.primary_metric == "acc" else ""))
+    for col in shown.columns:
+        table.add_column(heads.get(col, str(col)), justify="left" if col in ("directory", "status") else "right",
+                         overflow="fold")
+    for _, row in shown.iterrows():
+        cells = [tables.fmt(v, str(col)) if str(col).startswith(("final_", "selected_")) else
+                 f"{v:.1f}" if col == "wall_time_s" and pd.notna(v) else tables.format_key(v) for col, v in row.items()]
+        table.add_row(*cells, style=None if row["status"] == "completed" else "yellow")
+    console.print(table)
+    if out is not None:
+        console.print(f"wrote {out}", highlight=False)
+    return 0
