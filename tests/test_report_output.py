@@ -53,9 +53,11 @@ def test_tiny_sweep_writes_every_plot_and_table(tmp_path):
     assert report.path == tmp_path / "out" / "report.md"
     assert set(report.figures) == {"convergence_steps", "convergence_time", "batch_size",
                                    "generalization"}
-    for png, svg in report.figures.values():
+    for png, svg, pdf in report.figures.values():
         _check_png(png)
         assert svg.suffix == ".svg" and svg.read_text().lstrip().startswith("<?xml")
+        assert pdf.suffix == ".pdf" and pdf.read_bytes().startswith(b"%PDF")
+    assert "[PDF](plots/batch_size.pdf)" in report.path.read_text()
     out = tmp_path / "out"
     runs = pd.read_csv(out / "runs.csv")
     assert len(runs) == 8 and {"norm", "batch_size", "seed", "final_test_acc"} <= set(runs)

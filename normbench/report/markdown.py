@@ -45,6 +45,9 @@ class Section:
         line = f"![{alt}]({rel})"
         if svg is not None:
             line += f"  \n[SVG]({svg.relative_to(root).as_posix()})"
+            pdf = svg.with_suffix(".pdf")
+            if pdf.exists():  # the figure for a paper, beside the SVG
+                line += f" · [PDF]({pdf.relative_to(root).as_posix()})"
         self.lines.extend([line, ""])
         return self
 

@@ -2,8 +2,8 @@
 
 Figures are drawn on :class:`matplotlib.figure.Figure` objects directly, without pyplot, so the
 reporter never switches the backend of a notebook that imports it and needs no display (the Agg
-renderer writes the PNG, the SVG renderer the SVG). Every figure is written as PNG (for
-``report.md``) and SVG (for papers), with a title, axis labels with units and a legend. A norm
+renderer writes the PNG, the SVG and PDF renderers the others). Every figure is written as PNG (for
+``report.md``), SVG and PDF (for papers), with a title, axis labels with units and a legend. A norm
 has the same colour in every figure of a report; bands and error bars are 95% Student-t
 intervals over seeds (none with one seed).
 """
@@ -117,12 +117,14 @@ def figure_title(fig: Figure, main: str, detail: str | None = None) -> None:
 
 
 def save(fig: Figure, out_dir: Path, name: str) -> list[Path]:
-    """Write ``name.png`` and ``name.svg`` into ``out_dir``; returns both paths."""
+    """Write ``name.png`` (for report.md), ``name.svg`` and ``name.pdf`` (for a paper) into
+    ``out_dir``; returns the three paths in that order."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = [out_dir / f"{name}.png", out_dir / f"{name}.svg"]
-    # A fixed date and no hash salt keep the SVG byte-identical between runs of a report.
+    paths = [out_dir / f"{name}.png", out_dir / f"{name}.svg", out_dir / f"{name}.pdf"]
+    # No dates and no software stamps: a report's figures are byte-identical between runs.
     fig.savefig(paths[0], dpi=DPI, metadata={"Software": None})
     fig.savefig(paths[1], metadata={"Date": None})
+    fig.savefig(paths[2], metadata={"CreationDate": None, "Producer": None, "Creator": None})
     return paths
 
 
