@@ -242,3 +242,31 @@ def test_runs_indexes_every_run_with_integers_as_integers_and_relative_paths(tmp
     assert {r["directory"] for r in rows} == {f"../sweep/{n}" for n in ("s0", "s1", "bn", "broken")}
     assert rows[0]["steps"] == "400" and rows[0]["seed"] in ("0", "1")  # integers, not 400.0
     assert cli("runs", tmp_path / "nope").exit_code == 2
+
+
+def test_parallel_runs_label_their_lines_on_the_terminal_and_print_lines_not_bars(tmp_path):
+    import io
+
+    from omegaconf import OmegaConf
+
+    from normbench.cli.hydra_app import _shared_terminal, _Tee
+
+    screen = io.StringIO()
+    log = io.StringIO()
+    tee = _Tee(screen, [log], "[norm=group] ")
+    tee.write("[10/20] step 10")
+    tee.write("\n")
+    tee.write("completed: group\nsecond line\n")
+    assert screen.getvalue() == "[norm=group] [10/20] step 10\n[norm=group] completed: group\n[norm=group] second line\n"
+    assert log.getvalue() == "[10/20] step 10\ncompleted: group\nsecond line\n"  # the log unlabelled
+    from hydra.types import RunMode
+
+    cfg = OmegaConf.create({"trainer": {"progress": "auto"}})
+    local = OmegaConf.create({"mode": RunMode.MULTIRUN, "launcher": {
+        "_target_": "hydra_plugins.normbench_launchers.LocalLauncher", "n_jobs": 2}})
+    with _shared_terminal(cfg, local, tmp_path / "norm=group") as prefix:
+        assert prefix == "[norm=group] " and cfg.trainer.progress == "lines"
+    alone = OmegaConf.create({"mode": RunMode.MULTIRUN, "launcher": {"_target_": "x.SequentialLauncher"}})
+    cfg.trainer.progress = "auto"
+    with _shared_terminal(cfg, alone, tmp_path / "norm=group") as prefix:
+        assert prefix == "" and cfg.trainer.progress == "auto"

@@ -135,15 +135,27 @@ def start_line(cfg: DictConfig, run_dir: Path) -> str:
 
 class _Tee:
     """A text stream that also writes into log files (a run's ``run.log``): what the run prints
-    stays in its directory, whichever launcher ran it and however its output was interleaved."""
+    stays in its directory, whichever launcher ran it and however its output was interleaved.
+    ``prefix`` starts each line on the terminal (not in the log): the run's name, when parallel
+    runs share one terminal."""
 
-    def __init__(self, stream, logs: list):
-        self.stream, self.logs = stream, logs
+    def __init__(self, stream, logs: list, prefix: str = ""):
+        self.stream, self.logs, self.prefix, self.at_start = stream, logs, prefix, True
 
     def write(self, text: str) -> int:
         for log in self.logs:
             log.write(text)
-        return self.stream.write(text)
+        if not self.prefix:
+            return self.stream.write(text)
+        self.stream.write(self._prefixed(text))
+        return len(text)
+
+    def _prefixed(self, text: str) -> str:
+        out = []
+        for piece in text.splitlines(keepends=True):
+            out.append((self.prefix if self.at_start else "") + piece)
+            self.at_start = piece.endswith("\n")
+        return "".join(out)
 
     def flush(self) -> None:
         for log in self.logs:
@@ -155,7 +167,7 @@ class _Tee:
 
 
 @contextmanager
-def logged(run_dirs: list[Path]):
+def logged(run_dirs: list[Path], prefix: str = ""):
     """Everything printed to stdout and stderr inside, also appended to each run directory's
     ``run.log`` (a resumed run's log goes on; a pack's members each get the pack's output). Under
     torchrun only rank 0 writes it, as only rank 0 writes the run directory. The log is taken
@@ -183,7 +195,7 @@ def logged(run_dirs: list[Path]):
             if not existed:
                 new.append(path)
         saved = sys.stdout, sys.stderr
-        sys.stdout, sys.stderr = _Tee(sys.stdout, logs), _Tee(sys.stderr, logs)
+        sys.stdout, sys.stderr = _Tee(sys.stdout, logs, prefix), _Tee(sys.stderr, logs, prefix)
         try:
             yield _Logs(logs, new)
         finally:
@@ -215,7 +227,7 @@ def run_job(cfg: DictConfig) -> dict | None:
     created = _created_dirs(run_dir)
     had_record = any((run_dir / name).exists() for name in (records.CONFIG_FILE, records.SUMMARY_FILE,
                                                             records.CHECKPOINT_FILE))
-    with logged([run_dir]) as log:
+    with _shared_terminal(cfg, hydra_cfg, run_dir) as prefix, logged([run_dir], prefix) as log:
         # A relaunch that trains nothing (a finished run skipped, bad input refused) leaves an
         # existing record as it was, its log included.
         untouched = log.discard if had_record else (lambda: None)
@@ -295,8 +307,25 @@ def run_pack(cfg: DictConfig, members: list[tuple[dict, str]]) -> float:
     cfgs = [cfg, *(OmegaConf.create(c) for c, _ in members)]
     for run_dir in run_dirs:
         run_dir.mkdir(parents=True, exist_ok=True)
-    with logged(run_dirs):
+    with _shared_terminal(cfg, HydraConfig.get(), run_dirs[0], " (pack)") as prefix, logged(run_dirs, prefix):
         return _run_pack(cfg, cfgs, run_dirs)
+
+
+@contextmanager
+def _shared_terminal(cfg: DictConfig, hydra_cfg, run_dir: Path, what: str = ""):
+    """When a local sweep runs jobs in parallel, they share one terminal: each line of a job starts
+    with its run's name, and a progress bar (which the others would overwrite) prints lines
+    instead. Yields the prefix ("" for a job alone on its terminal)."""
+    launcher = hydra_cfg.get("launcher") or {}
+    parallel = hydra_cfg.mode == RunMode.MULTIRUN and str(launcher.get("_target_", "")).endswith(
+        "LocalLauncher") and launcher.get("n_jobs") not in (1, None)
+    if not parallel:
+        yield ""
+        return
+    if cfg.trainer.progress in ("auto", "bar"):
+        with open_dict(cfg):
+            cfg.trainer.progress = "lines"
+    yield f"[{run_dir.name}{what}] "
 
 
 def _run_pack(cfg: DictConfig, cfgs: list[DictConfig], run_dirs: list[Path]) -> float:
