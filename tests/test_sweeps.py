@@ -148,6 +148,17 @@ def test_optuna_tunes_the_learning_rate_of_each_norm(tmp_path):
         best = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
         assert best["best_value"] == max(s["final"]["val_acc"] for s in summaries)  # selected on validation
         assert proc.stdout.strip().splitlines()[-1].startswith("sweep: 3 completed")
+        assert "alembic" not in proc.output  # the storage's library setup lines are not shown
+
+
+def test_hydra_logs_no_library_setup_lines():
+    from omegaconf import OmegaConf
+
+    from normbench.config.catalog import CONFIG_DIR
+
+    logging_cfg = OmegaConf.load(CONFIG_DIR / "hydra" / "hydra_logging" / "normbench.yaml")
+    assert logging_cfg.loggers.alembic.level == "WARNING" and logging_cfg.root.level == "INFO"
+    assert "override hydra/hydra_logging: normbench" in (CONFIG_DIR / "config.yaml").read_text()
 
 
 def test_a_single_run_without_a_validation_split_says_nothing_of_the_objective(tmp_path):
