@@ -270,3 +270,12 @@ def test_parallel_runs_label_their_lines_on_the_terminal_and_print_lines_not_bar
     cfg.trainer.progress = "auto"
     with _shared_terminal(cfg, alone, tmp_path / "norm=group") as prefix:
         assert prefix == "" and cfg.trainer.progress == "auto"
+
+
+def test_a_user_option_with_a_packaged_name_is_refused_not_silently_ignored(tmp_path):
+    (tmp_path / "norm").mkdir()
+    (tmp_path / "norm" / "batch.yaml").write_text("defaults: [group, _self_]\ngroups: 4\n")
+    for args in (("run", "--config-dir", tmp_path, "--cfg", "job"), ("list", "norms", "--config-dir", tmp_path)):
+        result = cli(*args)
+        assert result.exit_code == 2 and result.stderr.count("\n") == 1
+        assert "has the name of normbench's own norm=batch, which Hydra would use instead of yours" in result.stderr

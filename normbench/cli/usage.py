@@ -259,12 +259,21 @@ def search_entries(args: list[str], parsed) -> list[str]:
 def check_config_dirs(args: list[str], parsed) -> None:
     """A config directory that does not exist is refused by name (Hydra would skip it, and a run
     would fail later on an option it should have held: "unknown norm 'gn4'")."""
+    from normbench.config.catalog import CONFIG_DIR
+
     for entry in search_entries(args, parsed):
         scheme, _, where = entry.partition("://")
         if scheme == "file" and not Path(where).is_dir():
             raise UsageError(f"config directory {where} does not exist; give the directory that holds your "
                              "config groups (my_configs for my_configs/norm/gn4.yaml), with --config-dir DIR or "
                              "hydra.searchpath=[file://DIR]")
+        if scheme != "file":
+            continue
+        for path in sorted(Path(where).glob("*/*.yaml")):  # Hydra takes normbench's file of that name first
+            group, name = path.parent.name, path.stem
+            if (CONFIG_DIR / group / f"{name}.yaml").is_file():
+                raise UsageError(f"{path} has the name of normbench's own {group}={name}, which Hydra would use "
+                                 f"instead of yours; rename it (e.g. {group}/my_{name}.yaml, then {group}=my_{name})")
 
 
 def search_path(args: list[str], parsed) -> list[Path]:
