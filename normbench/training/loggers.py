@@ -158,7 +158,7 @@ class TensorboardLogger(Logger):
         writer, step = self._start(), int(record["step"])
         for key, value in record.items():
             if key != "step" and isinstance(value, (int, float)) and not isinstance(value, bool):
-                writer.add_scalar(key, value, step)
+                writer.add_scalar(tag(key), value, step)
         writer.flush()
 
     def finish(self, summary: dict, interrupted: bool = False) -> None:
@@ -169,8 +169,27 @@ class TensorboardLogger(Logger):
                 if v is not None}
         writer.add_text("summary", f"```\n{json.dumps(flat, indent=2, default=str)}\n```",
                         global_step=int(summary.get("steps") or 0))
+        # The HParams tab: the run's config against its final numbers, to compare a sweep's runs.
+        hparams = {k: v for k, v in _flatten(self.config).items()
+                   if isinstance(v, (int, float, str, bool)) and not k.startswith(("hydra/", "logger/"))}
+        final = {f"hparam/final_{k}": v for k, v in (summary.get("final") or {}).items()
+                 if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        if final:
+            writer.add_hparams(hparams, final, run_name=".")
         writer.close()
         self.writer = None
+
+
+def tag(key: str) -> str:
+    """A record key as a sectioned TensorBoard tag: ``test_acc`` -> ``test/acc``, ``lr`` ->
+    ``optim/lr``, ``epoch`` -> ``progress/epoch``, a model's probe -> ``probe/...`` (each split
+    gets its own section)."""
+    if key in ("epoch", "samples_seen", "wall_time_s", "train_time_s"):
+        return f"progress/{key}"
+    if key in ("lr", "step_loss"):  # the optimizer's rate; the loss the training steps saw
+        return {"lr": "optim/lr", "step_loss": "train/step_loss"}[key]
+    split, _, rest = key.partition("_")
+    return f"{split}/{rest}" if split in ("train", "val", "test") and rest else f"probe/{key}"
 
 
 #: ``logger=`` choice -> its class
