@@ -331,3 +331,12 @@ def test_report_csvs_keep_integers_and_hold_relative_paths_only(tmp_path):
     assert all(not r["run_dir"].startswith("/") for r in runs)
     (skipped,) = list(csv.DictReader((tmp_path / "out" / "skipped.csv").open()))
     assert skipped["directory"] == "../sweep/broken"
+
+
+def test_facet_titles_leave_out_unset_keys_and_wrap():
+    from normbench.report.plots import facet_title
+
+    assert facet_title(["batch_size", "trainer.epochs"], [32.0, float("nan")]) == "batch 32"
+    assert facet_title(["trainer.epochs"], [float("nan")]) == "(defaults)"
+    long = facet_title(["optim.weight_decay", "model.channels", "trainer.epochs"], [0.0001, "[32,64,128,128]", 20])
+    assert "\n" in long and all(len(line) <= 34 for line in long.splitlines())

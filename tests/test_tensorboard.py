@@ -25,7 +25,9 @@ def test_tensorboard_events_hold_every_evaluation(tmp_path):
     # the HParams tab: the config against the final numbers
     final = records.read_summary(run_dir)["final"]
     assert events.Scalars("hparam/final_test_acc")[0].value == pytest.approx(final["test_acc"])
-    from tensorboard.backend.event_processing.plugin_event_accumulator import EventAccumulator as Plugins
+    from tensorboard.backend.event_processing.plugin_event_accumulator import (
+        EventAccumulator as Plugins,
+    )
 
     plugins = Plugins(str(run_dir / "tensorboard"))
     plugins.Reload()

@@ -139,13 +139,19 @@ def facet_grid(rs: RunSet, exclude: Sequence[str]) -> list[str]:
 
 
 def facet_title(keys: Sequence[str], values: Sequence) -> str:
+    """A panel's title: its setting of the facet keys, wrapped to the panel's width. A key the
+    panel's runs do not set (a report over unrelated sweeps) is left out, not shown as nan."""
+    import textwrap
+
     parts = []
     for k, v in zip(keys, values, strict=True):
+        if v is None or (isinstance(v, float) and np.isnan(v)):
+            continue
         if isinstance(v, float) and v.is_integer():
             v = int(v)
         short = {"batch_size": "batch", "dataset.label_noise": "label noise"}.get(k, k)
         parts.append(f"{short} {v}" if k == "batch_size" else f"{short}={v}")
-    return ", ".join(parts)
+    return "\n".join(textwrap.wrap(", ".join(parts), 34)) if parts else "(defaults)"
 
 
 def facet_groups(runs: pd.DataFrame, keys: list[str]):
