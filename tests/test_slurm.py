@@ -178,3 +178,46 @@ def test_a_relaunched_sweep_submits_only_the_runs_that_are_not_finished(slurm, t
     third = normbench(*args, cwd=tmp_path, env=slurm)
     assert third.stdout.count("skipped, already completed") == 2 and "submitted" not in third.stdout
     assert len(list((tmp_path / "sweep" / ".submitit").glob("*/*_log.out"))) == 2  # two Slurm jobs in all
+
+
+class _Clock:
+    """A fake clock for ``_wait``: ``sleep`` advances it."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def monotonic(self):
+        return self.now
+
+    def sleep(self, seconds):
+        self.now += seconds
+
+
+class _Job:
+    def __init__(self, job_id, tmp_path):
+        self.job_id = job_id
+        self.paths = type("Paths", (), {"result_pickle": tmp_path / f"{job_id}.pkl",
+                                         "stderr": tmp_path / f"{job_id}.err"})()
+
+    def results(self):
+        return [{"status": "completed"}]
+
+
+def test_a_requeued_job_missing_from_squeue_for_a_moment_is_waited_for_and_a_gone_one_is_not(tmp_path, monkeypatch):
+    import hydra_plugins.normbench_launchers as launchers
+
+    clock = _Clock()
+    monkeypatch.setattr(launchers, "time", clock)
+    monkeypatch.setattr(launchers, "_queued", lambda ids: set())  # squeue lists neither job
+    requeued, gone = _Job("7_0", tmp_path), _Job("7_1", tmp_path)
+
+    def state(job_id):  # scontrol: the requeued job is pending again; the other is unknown
+        if job_id == "7_0" and clock.now >= 45:
+            requeued.paths.result_pickle.write_bytes(b"x")  # it ran again and finished
+        return job_id == "7_0"
+
+    monkeypatch.setattr(launchers, "_still_known", state)
+    outcomes = launchers._wait([requeued, gone], ["norm=batch", "norm=group"], poll_s=1.0)
+    assert outcomes[0] == {"status": "completed"}
+    assert outcomes[1].startswith("Slurm job 7_1 left the queue without a result")
+    assert clock.now >= launchers.GONE_AFTER_S  # not declared on the first polls that missed it
