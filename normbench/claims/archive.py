@@ -20,7 +20,8 @@ from normbench.report.load import discover
 ARCHIVE_DIR = "runs"
 _FILES = (records.CONFIG_FILE, records.SUMMARY_FILE, records.METRICS_FILE, records.EXAMPLES_FILE,
           records.EXAMPLES_FILE + records.DIGEST_SUFFIX)
-_PILOT, _LONGER = "pilot", "pilot-longer"
+#: The names a pilot's sweep directories start with, at the spec's budget and at the longer one.
+PILOT_PREFIX, PILOT_LONGER_PREFIX = "pilot", "pilot-longer"
 
 
 def archive_runs(sweep_dirs: Iterable[Path], out_dir: Path) -> Path:
@@ -43,6 +44,6 @@ def archived(out_dir: Path) -> tuple[list[Path], list[Path], list[Path]]:
     and the pilot's at the longer one."""
     root = Path(out_dir) / ARCHIVE_DIR
     dirs = sorted(d for d in root.iterdir() if d.is_dir()) if root.is_dir() else []
-    longer = [d for d in dirs if d.name.startswith(_LONGER)]
-    base = [d for d in dirs if d.name.startswith(_PILOT) and d not in longer]
-    return [d for d in dirs if not d.name.startswith(_PILOT)], base, longer
+    longer = [d for d in dirs if d.name.startswith(PILOT_LONGER_PREFIX)]
+    base = [d for d in dirs if d.name.startswith(PILOT_PREFIX) and d not in longer]
+    return [d for d in dirs if not d.name.startswith(PILOT_PREFIX)], base, longer

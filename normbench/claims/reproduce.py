@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from normbench.claims import experiments, sequential
-from normbench.claims.archive import archive_runs, archived
+from normbench.claims.archive import PILOT_LONGER_PREFIX, PILOT_PREFIX, archive_runs, archived
 from normbench.claims.checks import (
     INCONCLUSIVE,
     NOT_RUN,
@@ -96,8 +96,9 @@ def pilot_sweeps(name: str, scale: str, runs_root, extra: Sequence[str], plan: d
     plan = plan or pilot_plan(name, scale)
     if plan is None:
         raise ConfigError(f"claim {name} declares no pilot at --scale {scale} (scales.{scale}.pilot in its spec)")
-    return (experiments.sweeps(name, scale, plan["seeds"], runs_root, extra, prefix="pilot"),
-            experiments.sweeps(name, scale, plan["seeds"], runs_root, [*extra, *plan["longer"]], prefix="pilot-longer"))
+    return (experiments.sweeps(name, scale, plan["seeds"], runs_root, extra, prefix=PILOT_PREFIX),
+            experiments.sweeps(name, scale, plan["seeds"], runs_root, [*extra, *plan["longer"]],
+                               prefix=PILOT_LONGER_PREFIX))
 
 
 def run_pilot(name: str, scale: str, runs_root, extra: Sequence[str], quiet: bool = False) -> Mechanism:
@@ -111,12 +112,13 @@ def run_pilot(name: str, scale: str, runs_root, extra: Sequence[str], quiet: boo
     return found
 
 
-def pilot_dirs(name: str, scale: str, runs_root, extra: Sequence[str]) -> tuple[list[Path], list[Path]]:
-    """The pilot's existing sweep directories at the spec's budget and at the longer one."""
-    if pilot_plan(name, scale) is None:
+def pilot_dirs(name: str, scale: str, runs_root, extra: Sequence[str], plan: dict | None) -> tuple[list[Path], list[Path]]:
+    """The existing sweep directories of the claim's pilot (``plan``: its :func:`pilot_plan`;
+    None: it has none) at the spec's budget and at the longer one."""
+    if plan is None:
         return [], []
     base, longer = ([s.sweep_dir for s in group if s.sweep_dir.is_dir()]
-                    for group in pilot_sweeps(name, scale, runs_root, extra))
+                    for group in pilot_sweeps(name, scale, runs_root, extra, plan))
     return base, longer
 
 
@@ -133,7 +135,7 @@ def pilot_measure(plan: dict, base: Sequence[Path], longer: Sequence[Path]) -> M
 def pilot_mechanism(name: str, scale: str, runs_root, extra: Sequence[str]) -> Mechanism | None:
     """The pilot's plateau mechanism from its run directories; None when it has not run."""
     plan = pilot_plan(name, scale)
-    return None if plan is None else pilot_measure(plan, *pilot_dirs(name, scale, runs_root, extra))
+    return None if plan is None else pilot_measure(plan, *pilot_dirs(name, scale, runs_root, extra, plan))
 
 
 def planned_looks(name: str, scale: str) -> list[int] | None:
@@ -389,8 +391,8 @@ def reproduce(claims: Sequence[str], scale: str = "small", seeds: int | None = N
         start = time.perf_counter()
         plan = _plan(name, scale, seeds)
         looks = None if isinstance(plan, int) else plan
-        pilot_runs = pilot_dirs(name, scale, runs_root, extra)  # the pilot does not change between looks
-        plan_of_pilot = pilot_plan(name, scale)
+        plan_of_pilot = pilot_plan(name, scale)  # the pilot does not change between looks
+        pilot_runs = pilot_dirs(name, scale, runs_root, extra, plan_of_pilot)
         pilot = None if plan_of_pilot is None else pilot_measure(plan_of_pilot, *pilot_runs)
         for n in [plan] if looks is None else looks:
             if report_only:

@@ -234,8 +234,6 @@ def run_job(cfg: DictConfig) -> dict | None:
         summary, trained = _run_job(cfg, hydra_cfg, run_dir, created, untouched)
         if not trained:
             untouched()
-    if summary is None and not (run_dir / records.SUMMARY_FILE).exists():
-        _remove_fresh_dir(run_dir, created)  # a refused or busy run leaves no log behind either
     return summary
 
 

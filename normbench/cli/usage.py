@@ -123,10 +123,11 @@ def _check_group_choices(configs: Configs) -> None:
         parent, _, name = group.rpartition("/")
         known = configs.options(group) if not override.is_delete() and name in configs.options(
             parent, ObjectType.GROUP) else []
-        for value in (_values(override) or []) if group in ("experiment", "+experiment") or known else []:
+        experiment = group.lstrip("+") == "experiment"
+        for value in (_values(override) or []) if experiment or known else []:
             if str(value) in known:
                 continue
-            if group.lstrip("+") == "experiment" and str(value) in claims:
+            if experiment and str(value) in claims:
                 raise UsageError(f"{override.input_line}: {value} is a claim, not an experiment overlay; run it "
                                  f"with `normbench reproduce {value}` (`normbench reproduce {value} --dry-run` prints "
                                  "the `normbench run -m` commands it runs)")

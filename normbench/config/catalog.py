@@ -53,9 +53,8 @@ def _description(path: Path) -> str:
     """An option's ``description`` key, or for an overlay of the global config (``# @package
     _global_``, where a key would land in every run's config) its first comment line."""
     text = path.read_text(encoding="utf-8")
-    if "@package _global_" not in text.split("\n", 1)[0]:
-        return str(OmegaConf.create(text).get("description", "") or "")
-    comments = [line.lstrip("# ").strip() for line in text.splitlines()[1:] if line.startswith("#")]
+    overlay = "@package _global_" in text.split("\n", 1)[0]
+    comments = [line.lstrip("# ").strip() for line in text.splitlines()[1:] if overlay and line.startswith("#")]
     return comments[0] if comments else str(OmegaConf.create(text).get("description", "") or "")
 
 

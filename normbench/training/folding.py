@@ -50,11 +50,11 @@ class Folded(nn.Module):
     def __init__(self, layer: nn.Module, rule: Callable, prefix: str, tensors: dict[str, torch.Tensor],
                  members: int):
         super().__init__()
+        # ``layer`` is a submodule: ``train()`` and ``eval()`` on the folded model reach it
         self.layer, self.rule, self.prefix, self.tensors, self.members = layer, rule, prefix, tensors, members
         self.training = layer.training
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.layer.training = self.training
         return self.rule(self.layer, lambda name: self.tensors.get(self.prefix + name), x, self.members)
 
 

@@ -180,14 +180,18 @@ class TensorboardLogger(Logger):
         self.writer = None
 
 
+#: Record keys whose section is not their first word: the optimizer's rate, the loss the training
+#: steps saw, and where the run stands.
+_TAGS = {"lr": "optim/lr", "step_loss": "train/step_loss",
+         **{k: f"progress/{k}" for k in ("epoch", "samples_seen", "wall_time_s", "train_time_s")}}
+
+
 def tag(key: str) -> str:
     """A record key as a sectioned TensorBoard tag: ``test_acc`` -> ``test/acc``, ``lr`` ->
     ``optim/lr``, ``epoch`` -> ``progress/epoch``, a model's probe -> ``probe/...`` (each split
     gets its own section)."""
-    if key in ("epoch", "samples_seen", "wall_time_s", "train_time_s"):
-        return f"progress/{key}"
-    if key in ("lr", "step_loss"):  # the optimizer's rate; the loss the training steps saw
-        return {"lr": "optim/lr", "step_loss": "train/step_loss"}[key]
+    if key in _TAGS:
+        return _TAGS[key]
     split, _, rest = key.partition("_")
     return f"{split}/{rest}" if split in ("train", "val", "test") and rest else f"probe/{key}"
 
