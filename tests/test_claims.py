@@ -488,6 +488,13 @@ def test_a_verdict_recomputes_from_its_archived_runs_alone_and_a_tampered_record
     archived = sorted(p.relative_to(out / "runs").parts[0] for p in (out / "runs").glob("*/*/summary.json"))
     assert set(archived) == {"sweep0-ab", "pilot0-ab", "pilot-longer0-ab"}
     assert not list((out / "runs").rglob("checkpoint*"))
+    secret = tmp_path / "secret.txt"  # a record planted as a symlink is not archived
+    secret.write_text("not a record")
+    planted = next(sweep.glob("*/metrics.jsonl"))
+    planted.unlink()
+    planted.symlink_to(secret)
+    write_claim("gn-norms", tmp_path / "out2" / "gn-norms", [sweep], "small", 3, "x", 1.0, 0)
+    assert "not a record" not in "".join(p.read_text() for p in (tmp_path / "out2").rglob("metrics.jsonl"))
     shutil.rmtree(tmp_path / "runs")  # the archive alone
     assert recompute(out) == []
     metrics = next((out / "runs" / "sweep0-ab").glob("*/metrics.jsonl"))  # one run's history edited later

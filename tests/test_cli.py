@@ -171,6 +171,13 @@ def test_a_run_logs_what_it_printed_and_a_second_writer_writes_nothing_into_its_
             print("the second writer")
     assert "the second writer" in capsys.readouterr().out  # still printed
     assert "the second writer" not in (run_dir / records.LOG_FILE).read_text()
+    planted = tmp_path / "elsewhere.txt"  # a hostile directory's run.log that points elsewhere
+    planted.write_text("mine\n")
+    (run_dir / records.LOG_FILE).unlink()
+    (run_dir / records.LOG_FILE).symlink_to(planted)
+    with logged([run_dir]):
+        print("not into the planted file")
+    assert planted.read_text() == "mine\n"
 
 
 def test_experiment_and_debug_overlays_choose_without_a_plus_and_are_listed(tmp_path):

@@ -33,8 +33,8 @@ def archive_runs(sweep_dirs: Iterable[Path], out_dir: Path) -> Path:
         for run_dir in discover([sweep]):
             dest = root / sweep.name / run_dir.relative_to(sweep.resolve())
             dest.mkdir(parents=True, exist_ok=True)
-            for name in _FILES:
-                if (run_dir / name).is_file():
+            for name in _FILES:  # a symlink is not a record: it could point anywhere on this machine
+                if (run_dir / name).is_file() and not (run_dir / name).is_symlink():
                     shutil.copy2(run_dir / name, dest / name)
     return root
 

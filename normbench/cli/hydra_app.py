@@ -185,7 +185,10 @@ def logged(run_dirs: list[Path], prefix: str = ""):
             path = Path(run_dir) / records.LOG_FILE
             existed = path.exists()
             try:
-                log = stack.enter_context(open(path, "a", encoding="utf-8", buffering=1))
+                # O_NOFOLLOW: a run directory is untrusted, and a run.log planted as a symlink must not
+                # make the run append to the file it points at
+                fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o666)
+                log = stack.enter_context(os.fdopen(fd, "a", encoding="utf-8", buffering=1))
                 # One writer per log, as per run directory: a second process on the same run (which
                 # its run lock then refuses) must not write into the first one's log.
                 fcntl.flock(log.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
