@@ -118,24 +118,6 @@ def _queued(array_ids: set[str]) -> set[str] | None:
     return set(out.stdout.split())
 
 
-#: How long a job must be missing from squeue before it is taken for gone: a requeued job (USR2,
-#: preemption) drops out of squeue's listing for a few seconds between its end and its new start.
-GONE_AFTER_S = 30.0
-
-
-def _still_known(job_id: str) -> bool:
-    """Whether ``scontrol`` still shows the job in a state it comes back from (requeued, pending,
-    running): the second opinion before a job missing from squeue is taken for gone."""
-    try:
-        out = subprocess.run(["scontrol", "show", "job", job_id, "-o"], capture_output=True, text=True, timeout=60)
-    except (OSError, subprocess.TimeoutExpired):
-        return True  # no answer: do not declare a job lost on a failing command
-    for field in out.stdout.split():
-        if field.startswith("JobState="):
-            return field.split("=", 1)[1] in _LIVE_STATES.split(",")
-    return False  # Slurm no longer knows the job
-
-
 def _status(outcome: Any) -> str:
     value = getattr(outcome, "_return_value", None)
     if isinstance(value, dict) and value.get("status"):
@@ -148,12 +130,10 @@ def _wait(jobs: list[Any], labels: list[str], poll_s: float = 1.0) -> list[Any]:
 
     Watches the result files submitit writes and, every few seconds, ``squeue``: it works on
     clusters without Slurm accounting (where submitit's sacct calls fail), and a job that left
-    the queue without a result (killed for memory, node failure, scancel) ends the wait for it,
-    once squeue has not listed it for :data:`GONE_AFTER_S` and ``scontrol`` does not show it
-    coming back (a requeued job is missing from squeue for a moment).
+    the queue without a result (killed for memory, node failure, scancel) ends the wait for it.
     """
     outcomes: dict[int, Any] = {}
-    missing: dict[int, float] = {}  # job -> when squeue first did not list it
+    missing: dict[int, int] = {}
     started = last_squeue = time.monotonic()
     while len(outcomes) < len(jobs):
         for i, job in enumerate(jobs):
@@ -175,9 +155,8 @@ def _wait(jobs: list[Any], labels: list[str], poll_s: float = 1.0) -> list[Any]:
                 if queued is None or job.job_id in queued or job.job_id.split("_")[0] in queued:
                     missing.pop(i, None)
                     continue
-                missing.setdefault(i, time.monotonic())
-                if (time.monotonic() - missing[i] >= GONE_AFTER_S and not job.paths.result_pickle.exists()
-                        and not _still_known(job.job_id)):  # results may lag on NFS; a requeue takes a moment
+                missing[i] = missing.get(i, 0) + 1
+                if missing[i] >= 2 and not job.paths.result_pickle.exists():  # results may lag on NFS
                     tail = ""
                     if job.paths.stderr.exists():
                         lines = job.paths.stderr.read_text(errors="replace").strip().splitlines()
